@@ -1,0 +1,59 @@
+//! # wasmsnap-guest
+//!
+//! Write a wasmsnap snapshot policy: implement [`Policy`] and export it with
+//! one line of [`export_policy!`]. Build for `wasm32-wasip2`; the component
+//! implements the `wasmsnap:policy@0.1.0` world in `wit/policy.wit`.
+//!
+//! ```ignore
+//! use wasmsnap_guest::*;
+//!
+//! struct Mine;
+//! impl Policy for Mine {
+//!     fn init(_config: &Config, _facts: &HostFacts) -> Result<Self, PolicyError> { Ok(Mine) }
+//!     fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
+//!         Ok(LayoutBuilder::new().mkdir("fs", 0o755).content("fs").build())
+//!     }
+//!     fn mounts(&self, s: &Snapshot) -> Result<Vec<Mount>, PolicyError> {
+//!         Ok(vec![bind(s.dir("fs"), s.kind == Kind::View)])
+//!     }
+//! }
+//! export_policy!(Mine);
+//! ```
+//!
+//! Policy logic is plain Rust: unit test it natively with `cargo test`
+//! using the helpers in [`testing`].
+
+mod adapter;
+mod plan;
+pub mod testing;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "snapshot-policy",
+        pub_export_macro: true,
+        export_macro_name: "__export_snapshot_policy",
+        default_bindings_module: "wasmsnap_guest::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use adapter::{Adapter, Policy};
+pub use bindings::wasmsnap::policy::types::{
+    BindMount, CopyMode, CopyParentStep, DirRef, HostFacts, Kind, LayoutStep, MkdirStep, Mount,
+    OtherMount, OverlayMount, PolicyError, Snapshot, SnapshotId, SnapshotLayout as Layout,
+};
+pub use plan::{Config, LayoutBuilder, bind, overlay};
+
+/// Export a [`Policy`] implementation as the component's `policy` interface.
+///
+/// Use it once per policy crate: `export_policy!(MyPolicy);`
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[doc(hidden)]
+        type __WasmsnapExportedPolicy = $crate::Adapter<$policy>;
+        $crate::bindings::__export_snapshot_policy!(__WasmsnapExportedPolicy with_types_in $crate::bindings);
+    };
+}

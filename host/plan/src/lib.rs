@@ -1,0 +1,15 @@
+//! The plan model shared by the policy engine, the filesystem executor and
+//! the snapshotter: what a policy returned, after conversion from the WIT
+//! types of whichever contract version it speaks.
+//!
+//! - [`model`]: snapshots, layouts, mount plans (dir-refs, never paths);
+//! - [`validate`]: the host's rules every plan must pass before use;
+//! - [`render`]: dir-refs to `<root>/snapshots/<id>/<name>` mounts.
+
+pub mod model;
+pub mod render;
+pub mod validate;
+
+pub use model::*;
+pub use render::{Mount, render_mounts, snapshot_dir};
+pub use validate::{Limits, ValidationError, validate_layout, validate_mounts};

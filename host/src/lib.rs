@@ -1,0 +1,1 @@
+//! wasmsnap: a WebAssembly-pluggable snapshotter for containerd.
