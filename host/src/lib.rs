@@ -1,1 +1,20 @@
 //! wasmsnap: a WebAssembly-pluggable snapshotter for containerd.
+//!
+//! Layers, top to bottom (see `docs/architecture.md`):
+//! - [`wire`]: containerd's gRPC API over a unix socket (tonic);
+//! - [`service`]: the snapshotters served, by name;
+//! - [`snapshotter`]: the transaction of each operation, over the
+//!   metastore (`wasmsnap-metastore`), the policy engine (`wasmsnap-engine`)
+//!   and the filesystem executor (`wasmsnap-fs`).
+//!
+//! Around them: [`config`] and [`loader`] (config file to snapshotters),
+//! [`daemon`] (socket, signals), [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod loader;
+pub mod service;
+pub mod snapshotter;
+pub mod wire;

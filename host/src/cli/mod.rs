@@ -1,0 +1,108 @@
+//! The `wasmsnap` command line.
+
+mod policy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "wasmsnap", version, about = "A WebAssembly-pluggable snapshotter for containerd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve containerd's Snapshots API on a unix socket.
+    Serve {
+        /// Root directory for metadata and snapshots [default: /var/lib/wasmsnap]
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Unix socket to listen on [default: /run/wasmsnap/wasmsnap.sock]
+        #[arg(long)]
+        address: Option<PathBuf>,
+        /// Config file (TOML); without one every built-in policy is served.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log level or tracing filter (e.g. `info`, `debug`) [default: the config's, or info]
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Work with policy components.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (and load its policies) without serving.
+    Check { file: PathBuf },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { root, address, config, log_level } => serve(root, address, config, log_level),
+        Command::Policy(cmd) => return policy::run(cmd),
+        Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmsnap: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(root: Option<PathBuf>, address: Option<PathBuf>, file: Option<PathBuf>, log_level: Option<String>) -> anyhow::Result<()> {
+    let mut config = match &file {
+        Some(f) => Config::load(f)?,
+        None => {
+            let mut c = Config::default();
+            c.fill_defaults();
+            c
+        }
+    };
+    if let Some(r) = root {
+        config.root = r;
+    }
+    if let Some(a) = address {
+        config.address = a;
+    }
+    init_logging(log_level.as_deref().unwrap_or(&config.log_level));
+    crate::daemon::serve(config)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let engine = wasmsnap_engine::Engine::new()?;
+    let scratch = tempdir()?;
+    for (name, cfg) in &config.snapshotters {
+        crate::loader::load_policy(&engine, name, cfg, &scratch.join(name))?;
+        println!("snapshotter {name}: policy {} loads", cfg.policy);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+/// A scratch directory for probing host facts without touching the root.
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("wasmsnap-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

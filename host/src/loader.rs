@@ -1,0 +1,56 @@
+//! From config to served snapshotters: read each policy's component
+//! (built in or from a file), check its sha256 pin, probe the host facts on
+//! its root and load it into the engine.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use wasmsnap_engine::{Engine, Policy};
+
+use crate::config::{Config, SnapshotterConfig};
+use crate::snapshotter::Snapshotter;
+
+/// The component bytes a `policy =` value names.
+pub fn read_policy(policy: &str) -> anyhow::Result<Cow<'static, [u8]>> {
+    match policy.strip_prefix("builtin:") {
+        Some(name) => wasmsnap_engine::builtin(name).map(Cow::Borrowed).with_context(|| {
+            format!("no built-in policy {name:?} (built in: {})", wasmsnap_engine::builtin_names().join(", "))
+        }),
+        None => std::fs::read(policy).map(Cow::Owned).with_context(|| format!("read policy {policy}")),
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Load the policy of snapshotter `name`, whose data lives under `root`.
+pub fn load_policy(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &Path) -> anyhow::Result<Policy> {
+    let wasm = read_policy(&cfg.policy).with_context(|| format!("snapshotter {name:?}"))?;
+    if let Some(pin) = &cfg.sha256 {
+        let actual = sha256_hex(&wasm);
+        if !pin.eq_ignore_ascii_case(&actual) {
+            bail!("snapshotter {name:?}: policy {} has sha256 {actual}, but the config pins {pin}", cfg.policy);
+        }
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    let facts = wasmsnap_engine::probe_facts(root);
+    let config: Vec<(String, String)> = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    Policy::load(engine, &cfg.policy, &wasm, &config, &facts, cfg.limits.sandbox())
+        .map_err(|e| anyhow::anyhow!("snapshotter {name:?}: {e}"))
+}
+
+/// Every configured snapshotter, opened under `<root>/<name>`.
+pub fn open_snapshotters(engine: &Engine, config: &Config) -> anyhow::Result<Vec<Snapshotter>> {
+    config
+        .snapshotters
+        .iter()
+        .map(|(name, cfg)| {
+            let root = config.root.join(name);
+            let policy = load_policy(engine, name, cfg, &root)?;
+            Snapshotter::open(name, &root, policy).with_context(|| format!("open snapshotter {name:?} at {}", root.display()))
+        })
+        .collect()
+}

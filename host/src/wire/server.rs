@@ -1,0 +1,148 @@
+//! The tonic implementation of `containerd.services.snapshots.v1.Snapshots`.
+//!
+//! Each RPC: pick the snapshotter by the request's `snapshotter` field, run
+//! the blocking core call on tokio's blocking pool (a cancelled request still
+//! completes or rolls back as a whole), map the result to the wire.
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::convert;
+use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
+use crate::error::Error;
+use crate::service::Service;
+use crate::snapshotter::Snapshotter;
+use wasmsnap_plan::Kind;
+
+/// containerd's List batches, as its own snapshot service sends them.
+const LIST_BATCH: usize = 100;
+
+pub struct SnapshotsApi {
+    service: Service,
+}
+
+impl SnapshotsApi {
+    pub fn new(service: Service) -> Self {
+        SnapshotsApi { service }
+    }
+
+    /// Run `f` on the named snapshotter off the reactor, in a request span.
+    async fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        snapshotter: &str,
+        key: &str,
+        f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let span = tracing::info_span!("rpc", op, snapshotter, key);
+        let target = self.service.get(snapshotter).map_err(status)?;
+        let result = tokio::task::spawn_blocking(move || f(&target))
+            .instrument(span.clone())
+            .await
+            .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+        result.map_err(|e| {
+            span.in_scope(|| tracing::debug!(error = %e, "{op} failed"));
+            status(e)
+        })
+    }
+}
+
+/// Core errors to gRPC codes, as containerd's errdefs maps them.
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::NotFound(m) => Status::not_found(m),
+        Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::FailedPrecondition(m) => Status::failed_precondition(m),
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::Unavailable(m) => Status::unavailable(m),
+        Error::Internal(m) => Status::unknown(m),
+    }
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotsApi {
+    async fn prepare(&self, req: Request<api::PrepareSnapshotRequest>) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
+        let mounts = self.call("prepare", &r.snapshotter, &r.key, move |s| s.create(Kind::Active, &key, &parent, labels)).await?;
+        Ok(Response::new(api::PrepareSnapshotResponse { mounts: convert::mounts(mounts) }))
+    }
+
+    async fn view(&self, req: Request<api::ViewSnapshotRequest>) -> Result<Response<api::ViewSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
+        let mounts = self.call("view", &r.snapshotter, &r.key, move |s| s.create(Kind::View, &key, &parent, labels)).await?;
+        Ok(Response::new(api::ViewSnapshotResponse { mounts: convert::mounts(mounts) }))
+    }
+
+    async fn mounts(&self, req: Request<api::MountsRequest>) -> Result<Response<api::MountsResponse>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let mounts = self.call("mounts", &r.snapshotter, &r.key, move |s| s.mounts(&key)).await?;
+        Ok(Response::new(api::MountsResponse { mounts: convert::mounts(mounts) }))
+    }
+
+    async fn commit(&self, req: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+        let r = req.into_inner();
+        let (name, key, parent, labels) = (r.name, r.key.clone(), r.parent, convert::labels(r.labels));
+        self.call("commit", &r.snapshotter, &r.key, move |s| s.commit(&name, &key, &parent, labels)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        self.call("remove", &r.snapshotter, &r.key, move |s| s.remove(&key)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stat(&self, req: Request<api::StatSnapshotRequest>) -> Result<Response<api::StatSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let record = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
+        Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(record)) }))
+    }
+
+    async fn update(&self, req: Request<api::UpdateSnapshotRequest>) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let info = r.info.ok_or_else(|| Status::invalid_argument("update: the request has no info"))?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let key = info.name.clone();
+        let info = convert::update_info(info).map_err(status)?;
+        let record = self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
+        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(record)) }))
+    }
+
+    type ListStream = ListStream;
+
+    async fn list(&self, req: Request<api::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+        let r = req.into_inner();
+        let filters = r.filters;
+        let records = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
+        let mut batches = Vec::with_capacity(records.len().div_ceil(LIST_BATCH));
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let info = records.by_ref().take(LIST_BATCH).map(convert::info).collect();
+            batches.push(Ok(api::ListSnapshotsResponse { info }));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn usage(&self, req: Request<api::UsageRequest>) -> Result<Response<api::UsageResponse>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let usage = self.call("usage", &r.snapshotter, &r.key, move |s| s.usage(&key)).await?;
+        Ok(Response::new(api::UsageResponse { size: usage.size, inodes: usage.inodes }))
+    }
+
+    async fn cleanup(&self, req: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
+        let r = req.into_inner();
+        self.call("cleanup", &r.snapshotter, "", |s| s.cleanup()).await?;
+        Ok(Response::new(()))
+    }
+}
