@@ -1,0 +1,224 @@
+//! Render validated mount plans to the mounts a client receives: dir-refs
+//! become `<root>/snapshots/<id>/<name>`, options take containerd's order.
+//!
+//! Runs on every Mounts call: each string is built once, at its final size.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DirRef, MountPlan, SnapshotId};
+
+/// A mount as containerd's `containerd.types.Mount` carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub r#type: String,
+    pub source: String,
+    /// Always empty: the client mounts at its own target.
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+/// The directory of snapshot `id`: `<root>/snapshots/<id>`.
+pub fn snapshot_dir(root: &Path, id: SnapshotId) -> PathBuf {
+    let mut dir = root.join("snapshots");
+    dir.push(id.to_string());
+    dir
+}
+
+/// Render `plans` (already validated) under `root`.
+///
+/// A bind gets `ro` or `rw`, then `rbind`, then its own options (as
+/// containerd's overlay and native snapshotters order them). An overlay
+/// gets the plan's options, then `workdir=`, `upperdir=` (with an upper)
+/// and last `lowerdir=` (nearest first), so containerd's client can find
+/// and shorten a long `lowerdir`. An `other` mount is passed as given.
+///
+/// `root` comes from the daemon's (UTF-8) config; a non-UTF-8 root would be
+/// rendered lossily.
+pub fn render_mounts(root: &Path, plans: &[MountPlan]) -> Vec<Mount> {
+    let root = root.to_string_lossy();
+    // `/` as root would otherwise give `//snapshots`.
+    let root = root.trim_end_matches('/');
+    plans.iter().map(|plan| render_one(root, plan)).collect()
+}
+
+fn render_one(root: &str, plan: &MountPlan) -> Mount {
+    match plan {
+        MountPlan::Bind { source, readonly, options } => {
+            let mut rendered = Vec::with_capacity(2 + options.len());
+            rendered.push(if *readonly { "ro" } else { "rw" }.to_string());
+            rendered.push("rbind".to_string());
+            rendered.extend(options.iter().cloned());
+            Mount { r#type: "bind".into(), source: dir_path(root, source, ""), target: String::new(), options: rendered }
+        }
+        MountPlan::Overlay { lower, upper, work, options } => {
+            let mut rendered = Vec::with_capacity(options.len() + 3);
+            rendered.extend(options.iter().cloned());
+            if let (Some(upper), Some(work)) = (upper, work) {
+                rendered.push(dir_path(root, work, "workdir="));
+                rendered.push(dir_path(root, upper, "upperdir="));
+            }
+            rendered.push(lowerdir(root, lower));
+            Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options: rendered }
+        }
+        MountPlan::Other { fs_type, source, options } => Mount {
+            r#type: fs_type.clone(),
+            source: source.clone(),
+            target: String::new(),
+            options: options.clone(),
+        },
+    }
+}
+
+const SNAPSHOTS: &str = "/snapshots/";
+
+/// Bytes of `<root>/snapshots/<id>/<name>`.
+fn path_len(root: &str, dir: &DirRef) -> usize {
+    root.len() + SNAPSHOTS.len() + decimal_len(dir.snapshot) + 1 + dir.name.len()
+}
+
+fn push_path(out: &mut String, root: &str, dir: &DirRef) {
+    out.push_str(root);
+    out.push_str(SNAPSHOTS);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{}", dir.snapshot);
+    out.push('/');
+    out.push_str(&dir.name);
+}
+
+/// `prefix` followed by the rendered path of `dir`.
+fn dir_path(root: &str, dir: &DirRef, prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + path_len(root, dir));
+    out.push_str(prefix);
+    push_path(&mut out, root, dir);
+    out
+}
+
+/// `lowerdir=a:b:c`, nearest first.
+fn lowerdir(root: &str, lower: &[DirRef]) -> String {
+    const KEY: &str = "lowerdir=";
+    let len = KEY.len() + lower.iter().map(|d| path_len(root, d) + 1).sum::<usize>();
+    let mut out = String::with_capacity(len);
+    out.push_str(KEY);
+    for (i, dir) in lower.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        push_path(&mut out, root, dir);
+    }
+    out
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(snapshot: u64, name: &str) -> DirRef {
+        DirRef { snapshot, name: name.into() }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn mount(t: &str, source: &str, options: &[&str]) -> Mount {
+        Mount { r#type: t.into(), source: source.into(), target: String::new(), options: strings(options) }
+    }
+
+    const ROOT: &str = "/var/lib/wasmsnap";
+
+    #[test]
+    fn snapshot_dir_is_under_snapshots() {
+        assert_eq!(snapshot_dir(Path::new(ROOT), 42), PathBuf::from("/var/lib/wasmsnap/snapshots/42"));
+    }
+
+    #[test]
+    fn bind_puts_ro_or_rw_then_rbind_then_its_options() {
+        let plans = [
+            MountPlan::Bind { source: dir(9, "fs"), readonly: false, options: vec![] },
+            MountPlan::Bind { source: dir(3, "fs"), readonly: true, options: strings(&["nosuid"]) },
+        ];
+        assert_eq!(
+            render_mounts(Path::new(ROOT), &plans),
+            vec![
+                mount("bind", "/var/lib/wasmsnap/snapshots/9/fs", &["rw", "rbind"]),
+                mount("bind", "/var/lib/wasmsnap/snapshots/3/fs", &["ro", "rbind", "nosuid"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn active_overlay_is_options_then_work_upper_lower() {
+        let plan = MountPlan::Overlay {
+            lower: vec![dir(3, "fs"), dir(2, "fs"), dir(1, "fs")],
+            upper: Some(dir(9, "fs")),
+            work: Some(dir(9, "work")),
+            options: strings(&["index=off", "volatile"]),
+        };
+        assert_eq!(
+            render_mounts(Path::new(ROOT), &[plan]),
+            vec![mount(
+                "overlay",
+                "overlay",
+                &[
+                    "index=off",
+                    "volatile",
+                    "workdir=/var/lib/wasmsnap/snapshots/9/work",
+                    "upperdir=/var/lib/wasmsnap/snapshots/9/fs",
+                    "lowerdir=/var/lib/wasmsnap/snapshots/3/fs:/var/lib/wasmsnap/snapshots/2/fs:/var/lib/wasmsnap/snapshots/1/fs",
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn read_only_overlay_has_lowerdir_only() {
+        let plan = MountPlan::Overlay { lower: vec![dir(10, "fs"), dir(1, "fs")], upper: None, work: None, options: vec![] };
+        assert_eq!(
+            render_mounts(Path::new("/r/"), &[plan]),
+            vec![mount("overlay", "overlay", &["lowerdir=/r/snapshots/10/fs:/r/snapshots/1/fs"])]
+        );
+    }
+
+    #[test]
+    fn other_is_passed_as_given() {
+        let plan = MountPlan::Other { fs_type: "tmpfs".into(), source: "tmpfs".into(), options: strings(&["size=1m"]) };
+        assert_eq!(render_mounts(Path::new(ROOT), &[plan]), vec![mount("tmpfs", "tmpfs", &["size=1m"])]);
+    }
+
+    #[test]
+    fn root_slash_renders_without_double_slash() {
+        let plan = MountPlan::Bind { source: dir(u64::MAX, "fs"), readonly: true, options: vec![] };
+        assert_eq!(render_mounts(Path::new("/"), &[plan])[0].source, "/snapshots/18446744073709551615/fs");
+    }
+
+    #[test]
+    fn capacity_is_exact() {
+        let d = dir(1234567, "work");
+        let rendered = dir_path(ROOT, &d, "workdir=");
+        assert_eq!(rendered.capacity(), rendered.len());
+        let lower = lowerdir(ROOT, &[dir(0, "fs"), dir(99, "fs")]);
+        // One byte spare: the capacity counts a separator per layer.
+        assert!(lower.capacity() <= lower.len() + 1, "{} vs {}", lower.capacity(), lower.len());
+        for n in [0, 9, 10, 99, 100, u64::MAX] {
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
+    }
+
+    #[test]
+    fn serializes_with_a_type_field() {
+        let json = serde_json::to_string(&mount("bind", "/s", &["ro"])).unwrap();
+        assert_eq!(json, r#"{"type":"bind","source":"/s","target":"","options":["ro"]}"#);
+    }
+}

@@ -1,0 +1,342 @@
+//! One test per rule: a plan that breaks exactly that rule is refused, and
+//! the error names the rule. Plus the good shapes every built-in policy
+//! returns, which must pass.
+
+use super::*;
+use crate::model::{CopyMode, Kind, Layout, MountPlan, Snapshot, Step};
+
+/// Snapshot 9 with parents 3, 2, 1 (nearest first).
+fn active() -> Snapshot {
+    Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![] }
+}
+
+fn view() -> Snapshot {
+    Snapshot { kind: Kind::View, ..active() }
+}
+
+fn orphan() -> Snapshot {
+    Snapshot { parent_ids: vec![], ..active() }
+}
+
+fn dir(snapshot: u64, name: &str) -> DirRef {
+    DirRef { snapshot, name: name.into() }
+}
+
+fn mkdir(name: &str) -> Step {
+    Step::Mkdir { name: name.into(), mode: 0o755 }
+}
+
+fn layout(steps: Vec<Step>, content: Option<&str>) -> Layout {
+    Layout { steps, content: content.map(Into::into) }
+}
+
+/// The overlay policy's layout for an active snapshot.
+fn good_layout() -> Layout {
+    layout(
+        vec![mkdir("fs"), Step::Mkdir { name: "work".into(), mode: 0o711 }, Step::ChownLikeParent { name: "fs".into() }],
+        Some("fs"),
+    )
+}
+
+fn overlay(lower: Vec<DirRef>, upper_work: Option<(DirRef, DirRef)>, options: &[&str]) -> MountPlan {
+    let (upper, work) = upper_work.unzip();
+    MountPlan::Overlay { lower, upper, work, options: options.iter().map(|o| o.to_string()).collect() }
+}
+
+/// The overlay policy's plan for an active snapshot.
+fn good_overlay(options: &[&str]) -> MountPlan {
+    overlay(vec![dir(3, "fs"), dir(2, "fs"), dir(1, "fs")], Some((dir(9, "fs"), dir(9, "work"))), options)
+}
+
+fn bind(source: DirRef, readonly: bool, options: &[&str]) -> MountPlan {
+    MountPlan::Bind { source, readonly, options: options.iter().map(|o| o.to_string()).collect() }
+}
+
+fn other(fs_type: &str, source: &str, options: &[&str]) -> MountPlan {
+    MountPlan::Other {
+        fs_type: fs_type.into(),
+        source: source.into(),
+        options: options.iter().map(|o| o.to_string()).collect(),
+    }
+}
+
+fn mounts(s: &Snapshot, plan: Vec<MountPlan>) -> Result<(), ValidationError> {
+    validate_mounts(s, &plan, &Limits::default())
+}
+
+fn lay(s: &Snapshot, l: Layout) -> Result<(), ValidationError> {
+    validate_layout(s, &l, &Limits::default())
+}
+
+/// Refused with `rule`, and the message names it.
+#[track_caller]
+fn refused(result: Result<(), ValidationError>, rule: &str) -> ValidationError {
+    let err = result.expect_err("the plan must be refused");
+    assert_eq!(err.rule(), rule, "wrong rule for: {err}");
+    assert!(err.to_string().contains(&format!("[{rule}]")), "message does not name the rule: {err}");
+    err
+}
+
+// --- good plans pass -------------------------------------------------------
+
+#[test]
+fn the_overlay_policys_plans_pass() {
+    lay(&active(), good_layout()).unwrap();
+    lay(&orphan(), good_layout()).unwrap();
+    lay(&view(), layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs"))).unwrap();
+    mounts(&active(), vec![good_overlay(&["index=off", "userxattr", "volatile", "redirect_dir=on"])]).unwrap();
+    mounts(&orphan(), vec![bind(dir(9, "fs"), false, &[])]).unwrap();
+    mounts(&view(), vec![bind(dir(3, "fs"), true, &["nosuid"])]).unwrap();
+    mounts(&view(), vec![overlay(vec![dir(3, "fs"), dir(2, "fs")], None, &["index=off"])]).unwrap();
+    mounts(&active(), vec![other("tmpfs", "tmpfs", &["size=64m", "mode=0755"])]).unwrap();
+    mounts(&view(), vec![other("tmpfs", "none", &["ro"])]).unwrap();
+}
+
+#[test]
+fn native_style_copy_parent_passes_and_content_may_be_absent() {
+    let copy = Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy };
+    lay(&active(), layout(vec![copy], Some("fs"))).unwrap();
+    lay(&view(), layout(vec![], None)).unwrap();
+    // chown-like-parent without a parent does nothing: allowed.
+    lay(&orphan(), layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs"))).unwrap();
+}
+
+// --- names -----------------------------------------------------------------
+
+#[test]
+fn name_empty() {
+    refused(mounts(&active(), vec![bind(dir(9, ""), false, &[])]), "name-empty");
+}
+
+#[test]
+fn name_too_long() {
+    refused(lay(&active(), layout(vec![mkdir(&"a".repeat(256))], None)), "name-too-long");
+}
+
+#[test]
+fn name_dot() {
+    let err = refused(mounts(&view(), vec![bind(dir(3, ".."), true, &[])]), "name-dot");
+    assert!(err.to_string().starts_with("mount 0 source:"), "{err}");
+    refused(lay(&active(), layout(vec![mkdir(".")], None)), "name-dot");
+}
+
+#[test]
+fn name_slash() {
+    let plan = overlay(vec![dir(3, "fs"), dir(2, "../../../etc")], None, &[]);
+    let err = refused(mounts(&view(), vec![plan]), "name-slash");
+    assert!(err.to_string().contains("mount 0 lower 1"), "{err}");
+}
+
+#[test]
+fn name_nul() {
+    refused(lay(&active(), layout(vec![mkdir("fs\0")], None)), "name-nul");
+}
+
+#[test]
+fn name_charset() {
+    // `:` would split overlay's lowerdir list; `,` would start a new option.
+    let err = refused(mounts(&view(), vec![overlay(vec![dir(3, "fs:x"), dir(2, "fs")], None, &[])]), "name-charset");
+    assert!(err.to_string().contains("':'"), "{err}");
+    refused(mounts(&orphan(), vec![bind(dir(9, "fs,upperdir=x"), false, &[])]), "name-charset");
+}
+
+// --- layouts ---------------------------------------------------------------
+
+#[test]
+fn too_many_steps() {
+    let steps = (0..33).map(|i| mkdir(&format!("d{i}"))).collect();
+    refused(lay(&active(), layout(steps, None)), "too-many-steps");
+}
+
+#[test]
+fn mkdir_mode() {
+    let err = refused(
+        lay(&active(), layout(vec![Step::Mkdir { name: "fs".into(), mode: 0o40755 }], None)),
+        "mkdir-mode",
+    );
+    assert!(err.to_string().contains("0o40755"), "{err}");
+}
+
+#[test]
+fn dir_created_twice() {
+    let copy = Step::CopyParent { name: "fs".into(), mode: CopyMode::Copy };
+    refused(lay(&active(), layout(vec![mkdir("fs"), copy], None)), "dir-created-twice");
+}
+
+#[test]
+fn copy_parent_without_parent() {
+    let copy = Step::CopyParent { name: "fs".into(), mode: CopyMode::Copy };
+    refused(lay(&orphan(), layout(vec![copy], Some("fs"))), "copy-parent-without-parent");
+}
+
+#[test]
+fn chown_before_create() {
+    let steps = vec![Step::ChownLikeParent { name: "fs".into() }, mkdir("fs")];
+    refused(lay(&active(), layout(steps, Some("fs"))), "chown-before-create");
+}
+
+#[test]
+fn content_not_created() {
+    let err = refused(lay(&active(), layout(vec![mkdir("fs")], Some("rootfs"))), "content-not-created");
+    assert!(err.to_string().contains("\"rootfs\""), "{err}");
+}
+
+// --- mount plans -----------------------------------------------------------
+
+#[test]
+fn no_mounts() {
+    refused(mounts(&active(), vec![]), "no-mounts");
+}
+
+#[test]
+fn too_many_mounts() {
+    refused(mounts(&active(), vec![bind(dir(9, "fs"), false, &[]); 17]), "too-many-mounts");
+}
+
+#[test]
+fn foreign_snapshot() {
+    let err = refused(mounts(&view(), vec![bind(dir(4, "fs"), true, &[])]), "foreign-snapshot");
+    assert!(err.to_string().contains("snapshot 4"), "{err}");
+}
+
+#[test]
+fn writable_parent_dir() {
+    refused(mounts(&active(), vec![bind(dir(3, "fs"), false, &[])]), "writable-parent-dir");
+    let upper_is_parent = overlay(vec![dir(2, "fs")], Some((dir(3, "fs"), dir(9, "work"))), &[]);
+    refused(mounts(&active(), vec![upper_is_parent]), "writable-parent-dir");
+}
+
+#[test]
+fn view_writable() {
+    refused(mounts(&view(), vec![bind(dir(9, "fs"), false, &[])]), "view-writable");
+    refused(mounts(&view(), vec![good_overlay(&[])]), "view-writable");
+    refused(mounts(&view(), vec![other("tmpfs", "tmpfs", &[])]), "view-writable");
+    let committed = Snapshot { kind: Kind::Committed, ..active() };
+    refused(mounts(&committed, vec![good_overlay(&[])]), "view-writable");
+}
+
+#[test]
+fn overlay_no_lower() {
+    refused(mounts(&active(), vec![overlay(vec![], Some((dir(9, "fs"), dir(9, "work"))), &[])]), "overlay-no-lower");
+}
+
+#[test]
+fn too_many_lowers() {
+    let parents: Vec<u64> = (1..=501).rev().collect();
+    let s = Snapshot { id: 502, kind: Kind::View, parent_ids: parents.clone(), labels: vec![] };
+    let lower = parents.iter().map(|&p| dir(p, "fs")).collect();
+    refused(mounts(&s, vec![overlay(lower, None, &[])]), "too-many-lowers");
+    // 500 is the kernel's limit, and allowed.
+    let s = Snapshot { id: 501, kind: Kind::View, parent_ids: parents[1..].to_vec(), labels: vec![] };
+    let lower = parents[1..].iter().map(|&p| dir(p, "fs")).collect();
+    mounts(&s, vec![overlay(lower, None, &[])]).unwrap();
+}
+
+#[test]
+fn duplicate_lower() {
+    let err = refused(mounts(&view(), vec![overlay(vec![dir(3, "fs"), dir(2, "fs"), dir(3, "fs")], None, &[])]), "duplicate-lower");
+    assert!(err.to_string().contains("mount 0 lower 2"), "{err}");
+}
+
+#[test]
+fn upper_without_work() {
+    let plan = MountPlan::Overlay { lower: vec![dir(3, "fs")], upper: Some(dir(9, "fs")), work: None, options: vec![] };
+    refused(mounts(&active(), vec![plan]), "upper-without-work");
+}
+
+#[test]
+fn work_without_upper() {
+    let plan = MountPlan::Overlay { lower: vec![dir(3, "fs")], upper: None, work: Some(dir(9, "work")), options: vec![] };
+    refused(mounts(&active(), vec![plan]), "work-without-upper");
+}
+
+#[test]
+fn overlay_dir_reused() {
+    let same = overlay(vec![dir(3, "fs")], Some((dir(9, "fs"), dir(9, "fs"))), &[]);
+    refused(mounts(&active(), vec![same]), "overlay-dir-reused");
+    let upper_in_lower = overlay(vec![dir(9, "fs"), dir(3, "fs")], Some((dir(9, "fs"), dir(9, "work"))), &[]);
+    refused(mounts(&active(), vec![upper_in_lower]), "overlay-dir-reused");
+}
+
+// --- free options ----------------------------------------------------------
+
+#[test]
+fn too_many_options() {
+    let options: Vec<String> = (0..65).map(|i| format!("o{i}")).collect();
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    refused(mounts(&active(), vec![good_overlay(&options)]), "too-many-options");
+}
+
+#[test]
+fn option_empty() {
+    refused(mounts(&active(), vec![good_overlay(&["index=off", ""])]), "option-empty");
+}
+
+#[test]
+fn option_too_long() {
+    let long = format!("x={}", "a".repeat(1023));
+    refused(mounts(&active(), vec![good_overlay(&[&long])]), "option-too-long");
+}
+
+#[test]
+fn option_comma() {
+    let err = refused(mounts(&active(), vec![good_overlay(&["index=off,lowerdir=x"])]), "option-comma");
+    assert!(err.to_string().contains("mount 0 option 0"), "{err}");
+}
+
+#[test]
+fn option_nul() {
+    refused(mounts(&active(), vec![good_overlay(&["volatile\0"])]), "option-nul");
+}
+
+#[test]
+fn option_path_key() {
+    // Every path-bearing key of overlay, with or without a path in it.
+    for option in ["lowerdir=x", "upperdir=..", "workdir=w", "datadir=d", "lowerdir+=x", "datadir+=d", "LowerDir=x", "lowerdir"] {
+        refused(mounts(&active(), vec![good_overlay(&[option])]), "option-path-key");
+    }
+    refused(mounts(&orphan(), vec![bind(dir(9, "fs"), false, &["upperdir=x"])]), "option-path-key");
+    refused(mounts(&active(), vec![other("tmpfs", "t", &["workdir=x"])]), "option-path-key");
+    refused(mounts(&active(), vec![other("tmpfs", "t", &["x-containerd.mkdir.path=x"])]), "option-path-key");
+}
+
+#[test]
+fn option_path_value() {
+    refused(mounts(&active(), vec![good_overlay(&["xino=/etc"])]), "option-path-value");
+    refused(mounts(&orphan(), vec![bind(dir(9, "fs"), false, &["/etc"])]), "option-path-value");
+}
+
+#[test]
+fn option_reserved() {
+    // A later `rw` would win over the host's `ro`.
+    refused(mounts(&view(), vec![bind(dir(3, "fs"), true, &["rw"])]), "option-reserved");
+    // `bind` would make containerd bind the source "overlay" as a path.
+    refused(mounts(&active(), vec![good_overlay(&["bind"])]), "option-reserved");
+    refused(mounts(&active(), vec![other("tmpfs", "t", &["loop"])]), "option-reserved");
+    refused(mounts(&active(), vec![other("tmpfs", "t", &["remount"])]), "option-reserved");
+}
+
+// --- other mounts ----------------------------------------------------------
+
+#[test]
+fn other_type() {
+    for fs_type in ["bind", "rbind", "overlay", "ext4", "xfs", "fuse.sshfs", ""] {
+        let err = refused(mounts(&active(), vec![other(fs_type, "x", &[])]), "other-type");
+        assert!(err.to_string().contains("tmpfs"), "names the allowed types: {err}");
+    }
+}
+
+#[test]
+fn other_source_path() {
+    refused(mounts(&active(), vec![other("tmpfs", "/etc", &[])]), "other-source-path");
+}
+
+#[test]
+fn other_source_nul() {
+    refused(mounts(&active(), vec![other("tmpfs", "t\0", &[])]), "other-source-nul");
+}
+
+#[test]
+fn other_source_too_long() {
+    refused(mounts(&active(), vec![other("tmpfs", &"t".repeat(256), &[])]), "other-source-too-long");
+}
