@@ -25,6 +25,7 @@
 
 mod adapter;
 mod plan;
+pub mod recipes;
 pub mod testing;
 
 #[doc(hidden)]
@@ -52,8 +53,12 @@ pub use plan::{Config, LayoutBuilder, bind, overlay};
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
+        // Exported only in the wasm build: a native build (for `cargo test`)
+        // cannot link the component model's export names.
         #[doc(hidden)]
+        #[allow(dead_code)]
         type __WasmsnapExportedPolicy = $crate::Adapter<$policy>;
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_snapshot_policy!(__WasmsnapExportedPolicy with_types_in $crate::bindings);
     };
 }

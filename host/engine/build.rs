@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Built-in policies, embedded in the binary: name -> cargo package.
-const BUILTIN: &[(&str, &str)] = &[("overlay", "wasmsnap-policy-overlay")];
+const BUILTIN: &[(&str, &str)] = &[
+    ("overlay", "wasmsnap-policy-overlay"),
+    ("native", "wasmsnap-policy-native"),
+    ("bind", "wasmsnap-policy-bind"),
+];
 
 /// Policies built for tests and examples (not embedded): name -> package.
 const EXTRA: &[(&str, &str)] = &[];
