@@ -14,7 +14,10 @@ const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Policies built for tests and examples (not embedded): name -> package.
-const EXTRA: &[(&str, &str)] = &[];
+const EXTRA: &[(&str, &str)] = &[
+    ("example-ephemeral", "wasmsnap-policy-example-ephemeral"),
+    ("test-misbehave", "wasmsnap-test-policy-misbehave"),
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
