@@ -1,1 +1,19 @@
-//! (in progress)
+//! wasmsnap's filesystem executor. It runs layouts the host has already
+//! validated and never decides anything itself:
+//!
+//! - [`SnapshotDirs`]: creates `<root>/snapshots/<id>` from a layout
+//!   (temp dir, steps, flush, rename), removes it, cleans up orphans;
+//! - [`copy`]: the copy engine behind the `copy-parent` step;
+//! - [`usage`]: disk usage as containerd counts it.
+
+mod claims;
+pub mod copy;
+mod dirs;
+mod error;
+mod layout;
+mod sys;
+mod usage;
+
+pub use dirs::{CleanupReport, NewDir, SnapshotDirs};
+pub use error::FsError;
+pub use usage::{Usage, usage};
