@@ -12,8 +12,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use nix::dir::{Dir, Type};
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -252,13 +250,16 @@ pub(crate) struct Entry {
 }
 
 /// Reads a directory's entries (without `.` and `..`), never following a
-/// symlink in the directory's own path.
+/// symlink in the directory's own path, and leaving its atime alone where
+/// allowed (a copy or a du must not change the tree it reads).
 pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
-    let mut dir = Dir::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let c = cpath(path)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let fd = match retry(|| check(unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) })) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => retry(|| check(unsafe { libc::open(c.as_ptr(), flags) }))?,
+        other => other?,
+    };
+    let mut dir = Dir::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;
     let mut entries = Vec::new();
     for entry in dir.iter() {
         let entry = entry?;
