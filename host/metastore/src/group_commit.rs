@@ -1,0 +1,174 @@
+//! Group commit: concurrent write transactions share one fsync.
+//!
+//! Writers queue for the single redb write transaction. A writer that finds
+//! others queued behind it commits without fsync (`Durability::None`) and
+//! waits; the last writer of the queue commits with fsync, which makes every
+//! earlier commit durable too (redb persists them in order), and wakes the
+//! waiters. A writer alone pays exactly one fsync, as without grouping. If the
+//! last writer aborts (its closure failed or panicked), it still runs an empty
+//! durable commit so that nobody waits forever.
+//!
+//! A commit without fsync is visible to readers at once. So that a reply never
+//! reports state that a crash could still take back, a reader waits (after its
+//! transaction) until everything it could have seen is durable; normally that
+//! is already so and costs one uncontended lock.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::error::Error;
+
+/// Commits are numbered ("generations") in the order redb makes them.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Writers that asked for the write transaction and have not yet
+    /// committed or aborted.
+    queued: usize,
+    /// The last generation handed out (its commit may still be running).
+    committed: u64,
+    /// Every generation up to this one is on disk.
+    durable: u64,
+    /// A durable commit of this generation failed: waiters up to it learn so.
+    failed: u64,
+    failure: String,
+    /// Commits made, and how many of them were durable (fsynced).
+    stats: CommitStats,
+}
+
+/// How much grouping happened: `durable` below `commits` means writes shared
+/// fsyncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub durable: u64,
+}
+
+impl GroupCommit {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A writer joins the queue (before it waits for the write lock).
+    pub fn enqueue(&self) {
+        self.state().queued += 1;
+    }
+
+    /// A writer leaves the queue; returns whether others are still queued,
+    /// that is whether someone after it is bound to commit durably.
+    pub fn dequeue(&self) -> bool {
+        let mut st = self.state();
+        st.queued -= 1;
+        st.queued > 0
+    }
+
+    /// Numbers the commit about to be made (called before it becomes
+    /// visible, so a reader's [`last`](Self::last) covers what it saw).
+    pub fn reserve(&self) -> u64 {
+        let mut st = self.state();
+        st.committed += 1;
+        st.committed
+    }
+
+    /// The last generation handed out.
+    pub fn last(&self) -> u64 {
+        self.state().committed
+    }
+
+    /// Whether a commit made without fsync still waits for one.
+    pub fn needs_sync(&self) -> bool {
+        let st = self.state();
+        st.committed > st.durable
+    }
+
+    /// Counts a commit that succeeded.
+    pub fn count(&self, durable: bool) {
+        let mut st = self.state();
+        st.stats.commits += 1;
+        st.stats.durable += u64::from(durable);
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.state().stats
+    }
+
+    pub fn mark_durable(&self, generation: u64) {
+        let mut st = self.state();
+        st.durable = st.durable.max(generation);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    pub fn mark_failed(&self, generation: u64, why: String) {
+        let mut st = self.state();
+        if generation > st.failed {
+            st.failed = generation;
+            st.failure = why;
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `generation` is durable; an error if the durable commit
+    /// meant to cover it failed.
+    pub fn wait_durable(&self, generation: u64) -> Result<(), Error> {
+        let mut st = self.state();
+        loop {
+            if st.durable >= generation {
+                return Ok(());
+            }
+            if st.failed >= generation {
+                return Err(Error::Storage(format!(
+                    "the durable commit of this change failed, it may be lost: {}",
+                    st.failure
+                )));
+            }
+            st = self.changed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn waiters_wake_on_durable_or_failure() {
+        let group = Arc::new(GroupCommit::default());
+        let g1 = group.reserve();
+        let g2 = group.reserve();
+        assert!(group.needs_sync());
+        let waiter = {
+            let group = group.clone();
+            thread::spawn(move || group.wait_durable(g1))
+        };
+        group.mark_durable(g2);
+        waiter.join().unwrap().unwrap();
+        assert!(!group.needs_sync());
+
+        let g3 = group.reserve();
+        let waiter = {
+            let group = group.clone();
+            thread::spawn(move || group.wait_durable(g3))
+        };
+        group.mark_failed(g3, "disk on fire".into());
+        let err = waiter.join().unwrap().unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        group.wait_durable(g2).unwrap();
+    }
+
+    #[test]
+    fn the_queue_tells_a_writer_whether_someone_follows() {
+        let group = GroupCommit::default();
+        group.enqueue();
+        group.enqueue();
+        assert!(group.dequeue());
+        assert!(!group.dequeue());
+    }
+}

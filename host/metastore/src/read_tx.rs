@@ -1,0 +1,32 @@
+//! A read transaction: a consistent snapshot of the metastore.
+
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use crate::error::Error;
+use crate::reads::{Tables, delegate_reads};
+use crate::tables::{CHILDREN, IDS, RECORDS};
+
+type ReadTables = Tables<
+    ReadOnlyTable<&'static str, &'static [u8]>,
+    ReadOnlyTable<u64, (u64, &'static str)>,
+    ReadOnlyTable<(u64, u64), ()>,
+>;
+
+/// Reads only; see [`Reads`](crate::Reads) for what it offers.
+pub struct ReadTx {
+    pub(crate) tables: ReadTables,
+}
+
+impl ReadTx {
+    pub(crate) fn open(txn: &ReadTransaction) -> Result<ReadTx, Error> {
+        Ok(ReadTx {
+            tables: Tables {
+                records: txn.open_table(RECORDS)?,
+                ids: txn.open_table(IDS)?,
+                children: txn.open_table(CHILDREN)?,
+            },
+        })
+    }
+}
+
+delegate_reads!(ReadTx);

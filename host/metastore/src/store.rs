@@ -1,0 +1,231 @@
+//! The metastore: one redb file per snapshotter root, and the transaction
+//! discipline around it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::error::Error;
+use crate::group_commit::{CommitStats, GroupCommit};
+use crate::read_tx::ReadTx;
+use crate::tables::{CHILDREN, IDS, META, META_NEXT_ID, META_SCHEMA_VERSION, RECORDS, SCHEMA_VERSION};
+use crate::write_tx::WriteTx;
+
+/// The metastore's file name inside a snapshotter root.
+pub const FILE_NAME: &str = "metadata.redb";
+
+/// Snapshot records of one snapshotter. `Send + Sync`: share it behind an `Arc`.
+pub struct Metastore {
+    db: Database,
+    path: PathBuf,
+    group: GroupCommit,
+    /// Serialises writers (redb allows one write transaction at a time; the
+    /// queue around it is what group commit needs to see).
+    writer: Mutex<()>,
+    /// The thread holding the write transaction (0: none), to refuse a nested
+    /// write instead of deadlocking, and to let reads inside a write skip the
+    /// durability wait that only the write itself can end.
+    writer_thread: AtomicU64,
+    /// See `WriteTx::allocate_id`.
+    id_floor: AtomicU64,
+}
+
+impl Metastore {
+    /// Creates or opens `<root>/metadata.redb` (creating `root` if needed),
+    /// checking its schema version: a newer one than this build understands
+    /// is refused.
+    pub fn open(root: &Path) -> Result<Metastore, Error> {
+        std::fs::create_dir_all(root).map_err(|e| Error::Storage(format!("cannot create {}: {e}", root.display())))?;
+        let path = root.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => {
+                Error::Storage(format!("{} is already open (is another wasmsnap serving this root?)", path.display()))
+            }
+            e => Error::Storage(format!("cannot open {}: {e}", path.display())),
+        })?;
+        init_schema(&db, &path)?;
+        Ok(Metastore {
+            db,
+            path,
+            group: GroupCommit::default(),
+            writer: Mutex::new(()),
+            writer_thread: AtomicU64::new(0),
+            id_floor: AtomicU64::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot). Reads may run
+    /// concurrently with each other and with a write, and may be nested
+    /// inside one (they do not see its uncommitted changes).
+    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, Error>) -> Result<R, Error> {
+        let txn = self.db.begin_read()?;
+        let seen = self.group.last();
+        let out = f(&ReadTx::open(&txn)?);
+        drop(txn);
+        if self.writer_thread.load(Ordering::Acquire) != thread_token() {
+            self.group.wait_durable(seen)?;
+        }
+        out
+    }
+
+    /// Runs `f` in the write transaction: committed, durably (fsync), when it
+    /// returns Ok, before `write` returns; aborted when it returns Err or
+    /// panics. Filesystem work done inside `f` happens before the commit,
+    /// which gives the daemon its crash order (a directory may outlive a lost
+    /// record, never the reverse). Writers run one at a time; concurrent ones
+    /// share an fsync (see `group_commit`). Do not call `write` from inside `f`:
+    /// that is refused with a Storage error.
+    pub fn write<R, E: From<Error>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+        let me = thread_token();
+        if self.writer_thread.load(Ordering::Acquire) == me {
+            return Err(Error::Storage("nested write transaction on the same metastore".into()).into());
+        }
+        self.group.enqueue();
+        let mut turn =
+            Turn { store: self, _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner), dequeued: false };
+        self.writer_thread.store(me, Ordering::Release);
+
+        let txn = self.db.begin_write().map_err(Error::from)?;
+        let outcome = match WriteTx::open(&txn, &self.id_floor) {
+            Ok(mut tx) => f(&mut tx),
+            Err(e) => Err(e.into()),
+        };
+        turn.dequeued = true;
+        let followed = self.group.dequeue();
+
+        let value = match outcome {
+            Ok(value) => value,
+            Err(e) => {
+                drop(txn); // aborts
+                if !followed {
+                    self.sync_locked();
+                }
+                return Err(e);
+            }
+        };
+        if followed {
+            // Someone queued behind us will fsync; commit now, wait for it.
+            let mut txn = txn;
+            txn.set_durability(redb::Durability::None).map_err(Error::from)?;
+            let generation = self.group.reserve();
+            txn.commit().map_err(Error::from)?;
+            self.group.count(false);
+            drop(turn);
+            self.group.wait_durable(generation)?;
+        } else {
+            let generation = self.group.reserve();
+            match txn.commit() {
+                Ok(()) => {
+                    self.group.count(true);
+                    self.group.mark_durable(generation);
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    self.group.mark_failed(generation, e.to_string());
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    /// Commits made since open and how many were durable ones: with
+    /// concurrent writers, fewer fsyncs than commits.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.group.stats()
+    }
+
+    /// With the write lock held: makes commits left without fsync durable
+    /// (an empty durable commit), or tells their waiters it failed.
+    fn sync_locked(&self) {
+        if !self.group.needs_sync() {
+            return;
+        }
+        let generation = self.group.reserve();
+        let synced = self.db.begin_write().map_err(Error::from).and_then(|txn| Ok(txn.commit()?));
+        match synced {
+            Ok(()) => {
+                self.group.count(true);
+                self.group.mark_durable(generation);
+            }
+            Err(e) => self.group.mark_failed(generation, e.to_string()),
+        }
+    }
+}
+
+/// A writer's hold on the write lock. If the writer leaves early (an error
+/// before its closure ran, or a panic in it), dropping this still takes it off
+/// the queue and, if it was the last, makes earlier commits durable.
+struct Turn<'a> {
+    store: &'a Metastore,
+    _lock: MutexGuard<'a, ()>,
+    dequeued: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Runs before the fields drop: the lock is still held here.
+        if !self.dequeued && !self.store.group.dequeue() {
+            self.store.sync_locked();
+        }
+        self.store.writer_thread.store(0, Ordering::Release);
+    }
+}
+
+/// A process-unique number for the current thread (never 0).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
+}
+
+/// Creates the tables of a fresh database, or checks the schema version of
+/// an existing one.
+fn init_schema(db: &Database, path: &Path) -> Result<(), Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::Storage(format!(
+                    "{} has schema version {v}, newer than version {SCHEMA_VERSION} that this wasmsnap understands; \
+                     refusing to open it (run a newer wasmsnap)",
+                    path.display()
+                )));
+            }
+            Some(v) => {
+                return Err(Error::Storage(format!(
+                    "{} has schema version {v}, older than version {SCHEMA_VERSION}, and no migration exists",
+                    path.display()
+                )));
+            }
+            None => {
+                if !txn.open_table(RECORDS)?.is_empty()? {
+                    return Err(Error::Storage(format!(
+                        "{} holds records but no schema version: not a wasmsnap metastore?",
+                        path.display()
+                    )));
+                }
+                meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                meta.insert(META_NEXT_ID, 1)?;
+            }
+        }
+        // Create the remaining tables so read transactions always find them.
+        txn.open_table(RECORDS)?;
+        txn.open_table(IDS)?;
+        txn.open_table(CHILDREN)?;
+    }
+    txn.commit()?;
+    Ok(())
+}

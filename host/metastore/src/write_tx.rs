@@ -1,0 +1,260 @@
+//! A write transaction: containerd's storage operations (`snapshots/storage`),
+//! each checking everything before it writes anything.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::codec;
+use crate::error::{Error, quoted};
+use crate::reads::{Tables, delegate_reads};
+use crate::record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage};
+use crate::tables::{CHILDREN, IDS, META, META_NEXT_ID, NO_PARENT, RECORDS};
+use crate::validate;
+
+type WriteTables<'txn> = Tables<
+    Table<'txn, &'static str, &'static [u8]>,
+    Table<'txn, u64, (u64, &'static str)>,
+    Table<'txn, (u64, u64), ()>,
+>;
+
+/// Reads (see [`Reads`](crate::Reads)) and writes; everything done through
+/// one `WriteTx` commits or aborts together.
+pub struct WriteTx<'txn> {
+    pub(crate) tables: WriteTables<'txn>,
+    meta: Table<'txn, &'static str, u64>,
+    /// The lowest id this process may still hand out: ids of aborted
+    /// transactions are not handed out again either.
+    id_floor: &'txn AtomicU64,
+}
+
+delegate_reads!(WriteTx<'_>);
+
+impl<'txn> WriteTx<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction, id_floor: &'txn AtomicU64) -> Result<WriteTx<'txn>, Error> {
+        Ok(WriteTx {
+            tables: Tables {
+                records: txn.open_table(RECORDS)?,
+                ids: txn.open_table(IDS)?,
+                children: txn.open_table(CHILDREN)?,
+            },
+            meta: txn.open_table(META)?,
+            id_floor,
+        })
+    }
+
+    /// Inserts an active or view snapshot on top of the committed `parent`
+    /// (`None` or `""`: no parent). Returns the record and its parents' ids,
+    /// nearest first. The content directory is set later, with
+    /// [`set_content`](Self::set_content), once the policy's layout names it.
+    ///
+    /// Errors as containerd's `CreateSnapshot`, checked in its order: missing
+    /// parent NotFound, then key taken AlreadyExists; except that a parent
+    /// that is not committed is FailedPrecondition here (InvalidArgument there).
+    pub fn create(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        mut labels: BTreeMap<String, String>,
+    ) -> Result<(Record, Vec<SnapshotId>), Error> {
+        validate::key("snapshot key", key)?;
+        if kind == Kind::Committed {
+            return Err(Error::InvalidArgument(format!(
+                "cannot create snapshot {} as committed: only active and view snapshots are created",
+                quoted(key)
+            )));
+        }
+        validate::labels(key, &labels)?;
+        let parent = match parent.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(name) => Some(self.committed_parent(key, name)?),
+        };
+        if self.tables.contains(key)? {
+            return Err(Error::AlreadyExists(format!("snapshot {} already exists", quoted(key))));
+        }
+
+        let id = self.allocate_id()?;
+        let now = Timestamp::now();
+        validate::drop_empty_values(&mut labels);
+        let rec = Record {
+            id,
+            name: key.to_owned(),
+            kind,
+            parent: parent.as_ref().map(|p| p.name.clone()),
+            labels,
+            created: now,
+            updated: now,
+            usage: None,
+            content: None,
+        };
+        self.put(&rec)?;
+        let parent_id = parent.as_ref().map_or(NO_PARENT, |p| p.id);
+        self.tables.ids.insert(id, (parent_id, key))?;
+        let mut parent_ids = Vec::new();
+        if let Some(parent) = &parent {
+            self.tables.children.insert((parent.id, id), ())?;
+            parent_ids.push(parent.id);
+            parent_ids.extend(self.tables.parent_ids(parent)?);
+        }
+        Ok((rec, parent_ids))
+    }
+
+    /// Records which directory holds the snapshot's content (`None` clears it).
+    pub fn set_content(&mut self, key: &str, content: Option<String>) -> Result<(), Error> {
+        validate::key("snapshot key", key)?;
+        let mut rec = self.tables.get(key)?;
+        rec.content = content;
+        self.put(&rec)
+    }
+
+    /// Turns the active snapshot `key` into the committed snapshot `name`:
+    /// same id and parent, fresh created == updated, `labels` replacing the
+    /// old ones, `usage` stored. Errors in containerd's order: `name` taken
+    /// AlreadyExists, `key` missing NotFound, `key` not active FailedPrecondition.
+    pub fn commit(
+        &mut self,
+        key: &str,
+        name: &str,
+        mut labels: BTreeMap<String, String>,
+        usage: Usage,
+    ) -> Result<Record, Error> {
+        validate::key("snapshot key", key)?;
+        validate::key("committed name", name)?;
+        validate::labels(name, &labels)?;
+        if self.tables.contains(name)? {
+            return Err(Error::AlreadyExists(format!(
+                "cannot commit {} as {}: snapshot {} already exists",
+                quoted(key),
+                quoted(name),
+                quoted(name)
+            )));
+        }
+        let active = self.tables.get(key)?;
+        if active.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} is {}, not active: only an active snapshot can be committed",
+                quoted(key),
+                kind_name(active.kind)
+            )));
+        }
+        let parent_id = self.tables.parent_id_of(active.id)?.unwrap_or(NO_PARENT);
+
+        let now = Timestamp::now();
+        validate::drop_empty_values(&mut labels);
+        let committed = Record {
+            name: name.to_owned(),
+            kind: Kind::Committed,
+            labels,
+            created: now,
+            updated: now,
+            usage: Some(usage),
+            ..active
+        };
+        self.tables.records.remove(key)?;
+        self.put(&committed)?;
+        self.tables.ids.insert(committed.id, (parent_id, name))?;
+        Ok(committed)
+    }
+
+    /// Deletes the record of `key` and returns it. A snapshot that is the
+    /// parent of another is FailedPrecondition ("cannot remove snapshot with
+    /// child", as containerd says it).
+    pub fn remove(&mut self, key: &str) -> Result<Record, Error> {
+        validate::key("snapshot key", key)?;
+        let rec = self.tables.get(key)?;
+        if let Some(child) = self.tables.first_child(rec.id)? {
+            let child_key = self.tables.key_of(child)?.unwrap_or_else(|| format!("id {child}"));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot remove snapshot with child: {} is the parent of {}",
+                quoted(key),
+                quoted(&child_key)
+            )));
+        }
+        let parent_id = self.tables.parent_id_of(rec.id)?;
+        self.tables.records.remove(key)?;
+        self.tables.ids.remove(rec.id)?;
+        if let Some(parent_id) = parent_id {
+            self.tables.children.remove((parent_id, rec.id))?;
+        }
+        Ok(rec)
+    }
+
+    /// containerd's `UpdateInfo`: only labels change. An empty `fieldpaths`
+    /// replaces all labels; `labels` replaces all labels; `labels.<key>` sets
+    /// that one label from `info.labels` or deletes it when absent or empty.
+    /// Any other path (`name`, `kind`, `parent`, ...) is InvalidArgument.
+    /// `updated` becomes now.
+    pub fn update(&mut self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record, Error> {
+        validate::key("snapshot name", &info.name)?;
+        let mut rec = self.tables.get(&info.name)?;
+        let mut labels = if fieldpaths.is_empty() { info.labels.clone() } else { rec.labels.clone() };
+        for path in fieldpaths {
+            if let Some(label) = path.strip_prefix("labels.") {
+                let value = info.labels.get(label).cloned().unwrap_or_default();
+                labels.insert(label.to_owned(), value);
+            } else if path == "labels" {
+                labels = info.labels.clone();
+            } else {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot update {} field on snapshot {}: only \"labels\" and \"labels.<key>\" can be updated",
+                    quoted(path),
+                    quoted(&info.name)
+                )));
+            }
+        }
+        validate::labels(&info.name, &labels)?;
+        validate::drop_empty_values(&mut labels);
+        rec.labels = labels;
+        rec.updated = Timestamp::now();
+        self.put(&rec)?;
+        Ok(rec)
+    }
+
+    fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
+        let rec = self.tables.find(parent)?.ok_or_else(|| {
+            Error::NotFound(format!("parent snapshot {} of {} does not exist", quoted(parent), quoted(key)))
+        })?;
+        if rec.kind != Kind::Committed {
+            return Err(Error::FailedPrecondition(format!(
+                "parent snapshot {} of {} is {}, not committed",
+                quoted(parent),
+                quoted(key),
+                kind_name(rec.kind)
+            )));
+        }
+        Ok(rec)
+    }
+
+    fn put(&mut self, rec: &Record) -> Result<(), Error> {
+        self.tables.records.insert(rec.name.as_str(), codec::encode(rec).as_slice())?;
+        Ok(())
+    }
+
+    /// The next id: persisted, monotonically increasing, never reused (not
+    /// even one allocated by a transaction that then aborted: the daemon may
+    /// have made its directory already).
+    fn allocate_id(&mut self) -> Result<SnapshotId, Error> {
+        let stored = self
+            .meta
+            .get(META_NEXT_ID)?
+            .map(|v| v.value())
+            .filter(|&id| id != NO_PARENT)
+            .ok_or_else(|| Error::Storage("meta table has no next id".into()))?;
+        // Writers are serialised, so a plain load and store suffice.
+        let next = stored.max(self.id_floor.load(Ordering::Acquire));
+        let after = next.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
+        self.meta.insert(META_NEXT_ID, after)?;
+        self.id_floor.store(after, Ordering::Release);
+        Ok(next)
+    }
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::View => "a view",
+        Kind::Active => "active",
+        Kind::Committed => "committed",
+    }
+}
