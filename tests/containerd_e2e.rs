@@ -1,0 +1,120 @@
+//! Real containerd end to end. A private containerd (its own root, state,
+//! sockets and config; nothing of the machine's containerd is used) gets one
+//! `[proxy_plugins]` snapshotter per built-in wasmsnap policy, all on one
+//! running `wasmsnap serve`. For each, and first for containerd's own
+//! overlayfs snapshotter (the baseline for the timings, and a check of the
+//! test itself), it imports and unpacks a three-layer image built here,
+//! inspects the snapshots, runs containers, removes the image and waits for
+//! containerd's garbage collector to empty the snapshotter through wasmsnap's
+//! List, Remove and Cleanup. Needs root, containerd, runc and busybox-static.
+
+mod common;
+mod e2e;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Daemon, api};
+use e2e::containerd::Containerd;
+use e2e::oci::TestImage;
+use e2e::scenario::{self, Stage, Target, Timings};
+
+const IMAGE: &str = "docker.io/wasmsnap/e2e:latest";
+
+/// containerd's name for the wasmsnap snapshotter serving `policy`. Not the
+/// policy's bare name: a proxy plugin may not reuse the name of a snapshotter
+/// compiled into containerd, and `native` is one (containerd 1.6 panics at
+/// startup on the duplicate registration).
+fn proxy_name(policy: &str) -> String {
+    format!("wasmsnap-{policy}")
+}
+
+#[test]
+fn containerd_imports_runs_and_collects_through_wasmsnap() {
+    e2e::tools::require();
+    let policies = wasmsnap_engine::builtin_names();
+    let work = e2e::WorkDir::new("wasmsnap-e2e-");
+
+    let config = work.path().join("wasmsnap.toml");
+    let served: String = policies.iter().map(|p| format!("[snapshotters.{:?}]\npolicy = \"builtin:{p}\"\n\n", proxy_name(p))).collect();
+    std::fs::write(&config, served).expect("write wasmsnap config");
+    let wasmsnap = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let _unmount_wasmsnap = e2e::UnmountOnDrop(wasmsnap.dir.path().to_path_buf());
+
+    let proxies: Vec<_> = policies.iter().map(|p| (proxy_name(p), wasmsnap.socket.clone())).collect();
+    let containerd = Containerd::start(&work.path().join("containerd"), &proxies);
+    let _logs = e2e::LogsOnFailure(vec![("containerd".into(), containerd.log.clone()), ("wasmsnap".into(), wasmsnap.log.clone())]);
+    assert_proxies_loaded(&containerd, &proxies);
+
+    let image = e2e::oci::build(work.path(), IMAGE);
+    let mut results: Vec<(String, Timings)> = Vec::new();
+
+    let builtin = Target {
+        snapshotter: "overlayfs".into(),
+        namespace: "e2e-containerd-overlayfs".into(),
+        snapshots_dir: containerd.builtin_snapshots_dir("overlayfs"),
+    };
+    results.push(("containerd overlayfs (built in)".into(), scenario::exercise(&containerd, &builtin, &image, |_| {})));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for policy in &policies {
+        let name = proxy_name(policy);
+        let target = Target { snapshotter: name.clone(), namespace: format!("e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
+        let timings = scenario::exercise(&containerd, &target, &image, |stage| {
+            rt.block_on(check_backend(&wasmsnap, &name, &image, stage));
+        });
+        results.push((format!("wasmsnap {policy}"), timings));
+    }
+
+    print_timings(&results);
+}
+
+/// `ctr plugins ls` lists every proxy snapshotter as loaded.
+fn assert_proxies_loaded(containerd: &Containerd, proxies: &[(String, std::path::PathBuf)]) {
+    let out = e2e::command::ok(containerd.ctr("default").args(["plugins", "ls"]), Duration::from_secs(30)).stdout;
+    for (name, _) in proxies {
+        let loaded = out.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 3 && f[0] == "io.containerd.snapshotter.v1" && f[1] == name && f.last() == Some(&"ok")
+        });
+        assert!(loaded, "containerd did not load proxy snapshotter {name}:\n{out}");
+    }
+}
+
+/// What wasmsnap itself holds, asked over its socket (not through containerd).
+async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: Stage) {
+    let mut client = wasmsnap.client().await;
+    let mut stream =
+        client.list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] }).await.expect("List").into_inner();
+    let mut infos = Vec::new();
+    while let Some(batch) = stream.message().await.expect("List stream") {
+        infos.extend(batch.info);
+    }
+    match stage {
+        Stage::Unpacked => {
+            // containerd's metadata layer names backend snapshots
+            // `<namespace>/<seq>/<name>`: the layers end in their chain ids.
+            let by_chain: BTreeMap<&str, &api::Info> =
+                infos.iter().map(|i| (i.name.rsplit('/').next().unwrap_or_default(), i)).collect();
+            assert_eq!(infos.len(), image.chain_ids.len(), "[{name}] wasmsnap should hold exactly the layers: {infos:#?}");
+            for (i, chain_id) in image.chain_ids.iter().enumerate() {
+                let Some(info) = by_chain.get(chain_id.as_str()) else { panic!("[{name}] wasmsnap lacks layer {chain_id}: {infos:#?}") };
+                assert_eq!(info.kind, api::Kind::Committed as i32, "[{name}] layer {chain_id} is not committed: {info:?}");
+                let expected_parent = if i == 0 { String::new() } else { by_chain[image.chain_ids[i - 1].as_str()].name.clone() };
+                assert_eq!(info.parent, expected_parent, "[{name}] parent of layer {}", i + 1);
+            }
+        }
+        Stage::Collected => {
+            assert!(infos.is_empty(), "[{name}] garbage collection left snapshots in wasmsnap: {infos:#?}");
+        }
+    }
+}
+
+fn print_timings(results: &[(String, Timings)]) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!("\ncontainerd end to end, same run ({} layers; times of one run each):", 3);
+    println!("{:<34} {:>22} {:>14} {:>20}", "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC");
+    for (name, t) in results {
+        println!("{:<34} {:>22} {:>14} {:>20}", name, ms(t.import), ms(t.run), ms(t.gc));
+    }
+}
