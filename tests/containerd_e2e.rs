@@ -51,7 +51,7 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
 
     let builtin = Target {
         snapshotter: "overlayfs".into(),
-        namespace: "e2e-containerd-overlayfs".into(),
+        namespace: "wasmsnap-e2e-containerd-overlayfs".into(),
         snapshots_dir: containerd.builtin_snapshots_dir("overlayfs"),
     };
     results.push(("containerd overlayfs (built in)".into(), scenario::exercise(&containerd, &builtin, &image, |_| {})));
@@ -59,7 +59,7 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for policy in &policies {
         let name = proxy_name(policy);
-        let target = Target { snapshotter: name.clone(), namespace: format!("e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
+        let target = Target { snapshotter: name.clone(), namespace: format!("wasmsnap-e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
         let timings = scenario::exercise(&containerd, &target, &image, |stage| {
             rt.block_on(check_backend(&wasmsnap, &name, &image, stage));
         });
@@ -71,7 +71,7 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
 
 /// `ctr plugins ls` lists every proxy snapshotter as loaded.
 fn assert_proxies_loaded(containerd: &Containerd, proxies: &[(String, std::path::PathBuf)]) {
-    let out = e2e::command::ok(containerd.ctr("default").args(["plugins", "ls"]), Duration::from_secs(30)).stdout;
+    let out = e2e::command::ok(containerd.ctr(e2e::containerd::CONTROL_NAMESPACE).args(["plugins", "ls"]), Duration::from_secs(30)).stdout;
     for (name, _) in proxies {
         let loaded = out.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

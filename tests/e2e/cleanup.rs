@@ -92,8 +92,54 @@ fn descendants(pid: i32, procs: &[(i32, i32, Vec<String>)], out: &mut Vec<i32>) 
     }
 }
 
+/// SIGKILL each, then wait (up to 5 s) until they have exited, so their
+/// cgroups and mounts are free.
 pub fn kill_pids(pids: &[i32]) {
     for pid in pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Running, not gone or a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z")))
+        .unwrap_or(false)
+}
+
+/// Remove the cgroups runc made for containers of containerd namespace
+/// `namespace` (ctr puts them at `/<namespace>/<id>` in every hierarchy; runc
+/// removes the container's own, never the namespace's parent). Only empty
+/// cgroups can go, so nothing alive is touched.
+pub fn remove_cgroups(namespace: &str) {
+    if namespace.is_empty() || namespace.contains('/') || namespace.starts_with('.') {
+        return;
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in info.lines() {
+        let Some((_, fs_type)) = line.split_once(" - ") else { continue };
+        if !matches!(fs_type.split(' ').next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        if let Some(mount_point) = line.split(' ').nth(4) {
+            rmdir_tree(&Path::new(&unescape(mount_point)).join(namespace));
+        }
+    }
+}
+
+/// rmdir a cgroup directory and the cgroups below it, deepest first (their
+/// control files are not real files and go with the directory).
+fn rmdir_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            rmdir_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

@@ -8,6 +8,8 @@
 //! containerd or its shims make (unpack, container rootfs) dies with that
 //! namespace.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,9 @@ const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.tracing.processor.v1.otlp",
 ];
 
+/// The namespace for calls that touch no images or containers.
+pub const CONTROL_NAMESPACE: &str = "wasmsnap-e2e";
+
 pub struct Containerd {
     child: Option<Child>,
     pub dir: PathBuf,
@@ -41,6 +46,8 @@ pub struct Containerd {
     pub log: PathBuf,
     /// Where `ctr run` puts its stdio FIFOs (containerd 1.6 would use /run/containerd/fifo).
     pub fifo_dir: PathBuf,
+    /// Namespaces `ctr` was pointed at: their cgroups are removed at the end.
+    namespaces: RefCell<BTreeSet<String>>,
 }
 
 impl Containerd {
@@ -62,6 +69,7 @@ impl Containerd {
             config: dir.join("config.toml"),
             log: dir.join("containerd.log"),
             fifo_dir: dir.join("fifo"),
+            namespaces: RefCell::new(BTreeSet::new()),
         };
         for d in [&c.root, &c.state, &c.fifo_dir, &dir.join("tmp")] {
             std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
@@ -114,7 +122,7 @@ impl Containerd {
                 panic!("containerd exited with {status} before it answered:\n{}", self.logs());
             }
             if self.socket.exists() {
-                if let Ok(out) = command::run(self.ctr("default").arg("version"), Duration::from_secs(5)) {
+                if let Ok(out) = command::run(self.ctr(CONTROL_NAMESPACE).arg("version"), Duration::from_secs(5)) {
                     if out.status.success() {
                         return self;
                     }
@@ -127,6 +135,7 @@ impl Containerd {
 
     /// `ctr` talking to this containerd, in `namespace`.
     pub fn ctr(&self, namespace: &str) -> Command {
+        self.namespaces.borrow_mut().insert(namespace.to_string());
         let mut c = Command::new("ctr");
         c.arg("--address").arg(&self.socket).arg("--namespace").arg(namespace).env("PATH", tools::search_path());
         c
@@ -159,6 +168,9 @@ impl Containerd {
         }
         // Shims started while containerd was shutting down.
         cleanup::kill_pids(&cleanup::shim_trees(&self.socket));
+        for ns in self.namespaces.borrow().iter() {
+            cleanup::remove_cgroups(ns);
+        }
     }
 }
 
