@@ -17,6 +17,9 @@ const BUILTIN: &[(&str, &str)] = &[
 const EXTRA: &[(&str, &str)] = &[
     ("example-ephemeral", "wasmsnap-policy-example-ephemeral"),
     ("test-misbehave", "wasmsnap-test-policy-misbehave"),
+    ("test-bad-plans", "wasmsnap-test-policy-bad-plans"),
+    ("test-hostile", "wasmsnap-test-policy-hostile"),
+    ("test-wrong-version", "wasmsnap-test-policy-wrong-version"),
 ];
 
 fn main() {

@@ -1,0 +1,113 @@
+//! The shared wasmtime engine: component model on, epoch interruption on,
+//! and a ticker thread that advances the epoch so every call has a
+//! deadline. Compiled components are remembered by sha256, so loading the
+//! same policy again (a second snapshotter, a reload) does not recompile.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+
+/// How often the epoch advances: the granularity of call deadlines.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// Compiled components kept for reuse.
+const COMPILED_KEPT: usize = 16;
+
+/// A wasmtime engine for policies. Cheap to clone; the ticker thread stops
+/// when the last clone (and every policy loaded with it) is gone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: wasmtime::Engine,
+    compiled: Arc<Mutex<VecDeque<([u8; 32], Component)>>>,
+    _ticker: Arc<Ticker>,
+}
+
+impl Engine {
+    /// An engine whose instances are allocated on demand.
+    pub fn new() -> anyhow::Result<Engine> {
+        Self::with_config(base_config())
+    }
+
+    /// An engine with wasmtime's pooling allocator: instances come from
+    /// pre-reserved slots, which makes fresh instances cheaper. `instances`
+    /// bounds how many can live at once (pooled and in-flight, all policies
+    /// together); each slot reserves address space for `memory_bytes`.
+    pub fn pooling(instances: u32, memory_bytes: usize) -> anyhow::Result<Engine> {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 8)
+            .max_memory_size(memory_bytes);
+        let mut config = base_config();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        Self::with_config(config)
+    }
+
+    fn with_config(config: wasmtime::Config) -> anyhow::Result<Engine> {
+        let inner = wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("create the wasm engine: {e:#}"))?;
+        let ticker = Ticker::start(inner.clone())?;
+        Ok(Engine { inner, compiled: Arc::default(), _ticker: Arc::new(ticker) })
+    }
+
+    /// The wasmtime engine, e.g. for precompiling components.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// Compile `wasm` (sha256 `digest`), or reuse an earlier compilation.
+    pub(crate) fn compile(&self, digest: [u8; 32], wasm: &[u8]) -> wasmtime::Result<Component> {
+        if let Some(c) = self.lock_compiled().iter().find(|(d, _)| *d == digest) {
+            return Ok(c.1.clone());
+        }
+        let component = Component::new(&self.inner, wasm)?;
+        let mut compiled = self.lock_compiled();
+        if compiled.len() == COMPILED_KEPT {
+            compiled.pop_front();
+        }
+        compiled.push_back((digest, component.clone()));
+        Ok(component)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, VecDeque<([u8; 32], Component)>> {
+        // The cache holds no invariant a panic could break.
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn base_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    // Policies are plain Rust (linear memory): no GC proposals, and no
+    // collector compiled in to back them.
+    config.gc_support(false);
+    config
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> anyhow::Result<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new().name("wasmsnap-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Ticker { stop })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,241 @@
+//! A loaded policy: compiled and pre-instantiated once, then called from
+//! any thread through a small pool of initialised instances.
+//!
+//! Each pooled instance owns a store that ran `init` once; a call takes
+//! one (or makes one), runs under the call's epoch deadline, and puts it
+//! back. A store that trapped, timed out or hit its memory limit is
+//! dropped, never reused: its guest state is unknown.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmsnap_plan::{HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts};
+use wasmtime::{Store, Trap};
+
+use crate::bindings::wasmsnap::policy::types as wit;
+use crate::bindings::{SnapshotPolicy, SnapshotPolicyPre};
+use crate::engine::{Engine, TICK};
+use crate::error::{Func, PolicyError};
+use crate::sandbox::{HostState, Sandbox, linker};
+use crate::version::{Contract, SUPPORTED_WIT, contract};
+use crate::convert;
+
+/// What was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// How the operator named it (`builtin:overlay`, a file path).
+    pub label: String,
+    /// The `wasmsnap:policy` version it speaks.
+    pub wit_version: &'static str,
+    /// Hex sha256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+}
+
+/// A policy ready to answer `layout` and `mounts`. Send + Sync: share it
+/// behind an `Arc` and call it from blocking worker threads.
+pub struct Policy {
+    info: PolicyInfo,
+    engine: Engine,
+    pre: SnapshotPolicyPre<HostState>,
+    config: Vec<(String, String)>,
+    facts: wit::HostFacts,
+    sandbox: Sandbox,
+    deadline_ticks: u64,
+    limits: Limits,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+}
+
+/// An initialised instance in its own store.
+struct Instance {
+    store: Store<HostState>,
+    bindings: SnapshotPolicy,
+}
+
+impl Policy {
+    /// Compile `wasm`, check its contract version, link it into the deny-all
+    /// sandbox and run `init(config, facts)`; an error anywhere refuses it.
+    /// `label` names the policy in every error.
+    pub fn load(
+        engine: &Engine,
+        label: &str,
+        wasm: &[u8],
+        config: &[(String, String)],
+        facts: &HostFacts,
+        sandbox: Sandbox,
+    ) -> Result<Policy, PolicyError> {
+        let load_error = |reason: String| PolicyError::Load { label: label.to_string(), reason };
+        let digest: [u8; 32] = Sha256::digest(wasm).into();
+        let component = engine.compile(digest, wasm).map_err(|e| load_error(format!("not a valid component: {}", chain(&e))))?;
+        let wit_version = match contract(&engine.inner, &component) {
+            Contract::Supported(v) => v,
+            Contract::Unsupported(found) => {
+                return Err(PolicyError::UnsupportedVersion {
+                    label: label.to_string(),
+                    found,
+                    supported: SUPPORTED_WIT.join(", "),
+                });
+            }
+            Contract::Missing { exports } => {
+                return Err(load_error(format!(
+                    "it exports no wasmsnap:policy/policy interface (exports: {}); is it a wasmsnap policy?",
+                    if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+                )));
+            }
+        };
+        let linker = linker(&engine.inner).map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(SnapshotPolicyPre::new)
+            .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let policy = Policy {
+            info: PolicyInfo { label: label.to_string(), wit_version, sha256: hex::encode(digest), size: wasm.len() },
+            engine: engine.clone(),
+            pre,
+            config: config.to_vec(),
+            facts: convert::facts(facts),
+            sandbox,
+            deadline_ticks: deadline_ticks(sandbox.call_timeout),
+            limits: Limits::default(),
+            idle: Mutex::new(Vec::new()),
+            max_idle: (2 * workers).max(4),
+        };
+        // init runs now, so a bad config refuses the load, not a request.
+        let first = policy.fresh()?;
+        policy.put_back(first);
+        Ok(policy)
+    }
+
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    /// The layout for a new snapshot, validated.
+    pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
+        let wit_snapshot = convert::snapshot(s);
+        let layout = self.call("layout", |b, store| b.wasmsnap_policy_policy().call_layout(store, &wit_snapshot))?;
+        let layout = convert::layout(layout);
+        validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
+        Ok(layout)
+    }
+
+    /// The mounts of a snapshot, validated (render them with
+    /// `wasmsnap_plan::render_mounts`).
+    pub fn mounts(&self, s: &Snapshot) -> Result<Vec<MountPlan>, PolicyError> {
+        let wit_snapshot = convert::snapshot(s);
+        let mounts = self.call("mounts", |b, store| b.wasmsnap_policy_policy().call_mounts(store, &wit_snapshot))?;
+        let mounts = convert::mounts(mounts);
+        validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
+        Ok(mounts)
+    }
+
+    /// Run `f` on an initialised instance under the call's deadline.
+    fn call<R>(
+        &self,
+        func: Func,
+        f: impl FnOnce(&SnapshotPolicy, &mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PolicyError>>,
+    ) -> Result<R, PolicyError> {
+        let mut instance = match self.take_idle() {
+            Some(instance) => instance,
+            None => self.fresh()?,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&instance.bindings, &mut instance.store) {
+            Ok(result) => {
+                self.log_output(func, &instance.store);
+                self.put_back(instance);
+                result.map_err(|e| self.declared(func, e))
+            }
+            // `instance` is dropped here: a trapped store is never reused.
+            Err(e) => Err(self.failure(func, &instance.store, e)),
+        }
+    }
+
+    /// A new store and instance that ran `init`.
+    fn fresh(&self) -> Result<Instance, PolicyError> {
+        let mut store = Store::new(&self.engine.inner, HostState::new(&self.sandbox));
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest start code: it gets a deadline too.
+        store.set_epoch_deadline(self.deadline_ticks);
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => return Err(self.failure("instantiate", &store, e)),
+        };
+        store.set_epoch_deadline(self.deadline_ticks);
+        match bindings.wasmsnap_policy_policy().call_init(&mut store, &self.config, self.facts) {
+            Ok(Ok(())) => {
+                self.log_output("init", &store);
+                Ok(Instance { store, bindings })
+            }
+            Ok(Err(e)) => Err(self.declared("init", e)),
+            Err(e) => Err(self.failure("init", &store, e)),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Instance> {
+        self.lock_idle().pop()
+    }
+
+    fn put_back(&self, instance: Instance) {
+        let mut idle = self.lock_idle();
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Instance>> {
+        // A Vec push/pop cannot leave it inconsistent.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tell a timeout, a refused memory growth and any other trap apart.
+    fn failure(&self, func: Func, store: &Store<HostState>, e: wasmtime::Error) -> PolicyError {
+        let label = self.info.label.clone();
+        let output = store.data().output.take();
+        if let Some(asked) = store.data().limiter.refused {
+            return PolicyError::MemoryLimit { label, func, limit: self.sandbox.memory_bytes, asked, output };
+        }
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PolicyError::Timeout { label, func, limit: self.sandbox.call_timeout, output };
+        }
+        let reason = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            // An error from a host function (e.g. a refused clock wait).
+            None => e.root_cause().to_string(),
+        };
+        PolicyError::Trap { label, func, reason, output }
+    }
+
+    fn declared(&self, func: Func, e: wit::PolicyError) -> PolicyError {
+        PolicyError::Declared { label: self.info.label.clone(), func, error: convert::declared(e) }
+    }
+
+    fn invalid(&self, func: Func, error: wasmsnap_plan::ValidationError) -> PolicyError {
+        PolicyError::InvalidPlan { label: self.info.label.clone(), func, error }
+    }
+
+    /// A policy that printed something on a good call: log it.
+    fn log_output(&self, func: Func, store: &Store<HostState>) {
+        let output = &store.data().output;
+        if !output.is_empty() {
+            tracing::info!(policy = %self.info.label, func, output = %output.take(), "policy output");
+        }
+    }
+}
+
+/// Epoch ticks for `timeout`: rounded up, plus one because the tick in
+/// progress may be about to end.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64;
+    ticks.max(1) + 1
+}
+
+/// An error and its causes, `outer: inner: root`.
+fn chain(e: &wasmtime::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}

@@ -1,0 +1,162 @@
+//! The sandbox a policy runs in: a WASI context that grants nothing, fixed
+//! clocks and seeded randomness (so a plan depends only on its inputs),
+//! captured stdout/stderr, and store limits on memory and time.
+
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings;
+use crate::output::Capture;
+
+/// Limits of one policy's calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Wall time one call (`init`, `layout`, `mounts`) may take.
+    pub call_timeout: Duration,
+    /// Bytes of linear memory one instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20 }
+    }
+}
+
+/// What one store holds: the deny-all WASI context, its resources, the
+/// captured output and the limiter.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) output: Capture,
+    pub(crate) limiter: Limiter,
+}
+
+impl HostState {
+    pub(crate) fn new(sandbox: &Sandbox) -> HostState {
+        let output = Capture::default();
+        // WasiCtxBuilder starts with no preopens, no env, no args, closed
+        // stdin and every socket address denied; say the rest explicitly.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(Deterministic::new(vec![0x5a, 0x17, 0xc3, 0x8e]))
+            .insecure_random(Deterministic::new(vec![0x2f, 0x91, 0x64, 0xd0]))
+            .insecure_random_seed(0)
+            .max_random_size(64 << 10)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(sandbox.memory_bytes)
+            // A Rust component has one memory and a handful of core
+            // instances and tables; these bound a hostile one that
+            // multiplies them.
+            .memories(4)
+            .tables(32)
+            .instances(64)
+            .table_elements(1 << 20)
+            .trap_on_grow_failure(true)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            output,
+            limiter: Limiter { inner: limits, refused: None },
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::wasmsnap::policy::types::Host for HostState {}
+
+/// The store limits, remembering a refused memory growth so a trap can be
+/// reported as the memory limit it is.
+pub(crate) struct Limiter {
+    inner: StoreLimits,
+    /// Bytes of the last memory growth refused.
+    pub(crate) refused: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.refused = Some(desired);
+        }
+        allowed
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A clock that always reads the same: plans must not depend on time.
+struct FixedClock;
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The WASI version wasmtime-wasi 48 links; the clock overrides below
+/// must name exactly the instance it defined to replace its functions.
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// The linker every policy is instantiated with: WASI (deny-all by its
+/// context), the contract's types, and no way to wait.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    bindings::wasmsnap::policy::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    // A sleeping guest would block a host thread in a host call, where the
+    // epoch deadline cannot interrupt it: waiting on a clock traps instead.
+    linker.allow_shadowing(true);
+    let mut clocks = linker.instance(WASI_CLOCKS)?;
+    clocks.func_wrap("subscribe-duration", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::format_err!("a policy may not wait on a clock (monotonic-clock.subscribe-duration)"))
+    })?;
+    clocks.func_wrap("subscribe-instant", |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::format_err!("a policy may not wait on a clock (monotonic-clock.subscribe-instant)"))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}

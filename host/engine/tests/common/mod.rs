@@ -1,0 +1,53 @@
+//! Shared by the engine's integration tests: one engine per test binary,
+//! the test policies the build script made, snapshots by shape.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use wasmsnap_engine::{Engine, Policy, PolicyError, Sandbox};
+use wasmsnap_plan::{HostFacts, Kind, Snapshot};
+
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new().expect("create the engine"))
+}
+
+/// A component the build script compiled, by cargo package name.
+pub fn test_policy(package: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("WASMSNAP_POLICY_DIR")).join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Facts of a host with overlay and the index parameter, no userxattr.
+pub fn facts() -> HostFacts {
+    HostFacts { overlay: true, userxattr: false, index_param: true, reflink: false, page_size: 4096 }
+}
+
+pub fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub fn load(label: &str, wasm: &[u8], pairs: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+    load_with(label, wasm, pairs, &facts(), Sandbox::default())
+}
+
+pub fn load_with(
+    label: &str,
+    wasm: &[u8],
+    pairs: &[(&str, &str)],
+    facts: &HostFacts,
+    sandbox: Sandbox,
+) -> Result<Policy, PolicyError> {
+    Policy::load(engine(), label, wasm, &config(pairs), facts, sandbox)
+}
+
+/// Snapshot `parents + 1` on parents `parents, ..., 1` (nearest first).
+pub fn snapshot(kind: Kind, parents: u64) -> Snapshot {
+    Snapshot { id: parents + 1, kind, parent_ids: (1..=parents).rev().collect(), labels: vec![] }
+}
+
+pub fn labelled(kind: Kind, parents: u64, key: &str, value: &str) -> Snapshot {
+    Snapshot { labels: vec![(key.to_string(), value.to_string())], ..snapshot(kind, parents) }
+}

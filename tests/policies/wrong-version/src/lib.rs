@@ -1,0 +1,31 @@
+//! A policy built against `wasmsnap:policy@0.2.0`: the contract's WIT
+//! copied with another version (`wit/policy.wit`), bound with wit-bindgen
+//! directly (the SDK only speaks 0.1). A 0.1 host must refuse it at load,
+//! naming both versions. Otherwise it is a plain bind policy.
+
+wit_bindgen::generate!({
+    path: "wit",
+    world: "snapshot-policy",
+});
+
+use exports::wasmsnap::policy::policy::Guest;
+use wasmsnap::policy::types::{BindMount, DirRef, HostFacts, Kind, Mount, PolicyError, Snapshot, SnapshotLayout};
+
+struct WrongVersion;
+
+impl Guest for WrongVersion {
+    fn init(_config: Vec<(String, String)>, _facts: HostFacts) -> Result<(), PolicyError> {
+        Ok(())
+    }
+
+    fn layout(_snapshot: Snapshot) -> Result<SnapshotLayout, PolicyError> {
+        Err(PolicyError::Unsupported("a 0.2 policy answers only a 0.2 host".into()))
+    }
+
+    fn mounts(s: Snapshot) -> Result<Vec<Mount>, PolicyError> {
+        let source = DirRef { snapshot: s.id, name: "fs".into() };
+        Ok(vec![Mount::Bind(BindMount { source, readonly: s.kind == Kind::View, options: vec![] })])
+    }
+}
+
+export!(WrongVersion);
