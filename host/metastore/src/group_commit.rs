@@ -66,6 +66,11 @@ impl GroupCommit {
         st.queued > 0
     }
 
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.state().queued
+    }
+
     /// Numbers the commit about to be made (called before it becomes
     /// visible, so a reader's [`last`](Self::last) covers what it saw).
     pub fn reserve(&self) -> u64 {

@@ -79,10 +79,27 @@ impl Metastore {
     /// returns Ok, before `write` returns; aborted when it returns Err or
     /// panics. Filesystem work done inside `f` happens before the commit,
     /// which gives the daemon its crash order (a directory may outlive a lost
-    /// record, never the reverse). Writers run one at a time; concurrent ones
-    /// share an fsync (see `group_commit`). Do not call `write` from inside `f`:
-    /// that is refused with a Storage error.
+    /// record, never the reverse).
+    ///
+    /// Writers run one at a time, and concurrent ones share an fsync (see
+    /// `group_commit`): a writer that finished its `f` while others queued
+    /// waits for the next writer's commit. So keep `f` short, and run one that
+    /// does slow work (copying a parent, a disk-usage walk) with
+    /// [`write_long`](Self::write_long). `f` must not call `write` on the
+    /// same metastore (refused with a Storage error), nor wait for another
+    /// thread's `read` of it.
     pub fn write<R, E: From<Error>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+        self.write_turn(false, f)
+    }
+
+    /// [`write`](Self::write) for an `f` that takes long: first makes the
+    /// commits of earlier writers durable (one extra fsync if there are any),
+    /// so their replies do not wait for this `f`.
+    pub fn write_long<R, E: From<Error>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+        self.write_turn(true, f)
+    }
+
+    fn write_turn<R, E: From<Error>>(&self, long: bool, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
         let me = thread_token();
         if self.writer_thread.load(Ordering::Acquire) == me {
             return Err(Error::Storage("nested write transaction on the same metastore".into()).into());
@@ -91,6 +108,9 @@ impl Metastore {
         let mut turn =
             Turn { store: self, _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner), dequeued: false };
         self.writer_thread.store(me, Ordering::Release);
+        if long {
+            self.sync_locked();
+        }
 
         let txn = self.db.begin_write().map_err(Error::from)?;
         let outcome = match WriteTx::open(&txn, &self.id_floor) {
@@ -228,4 +248,51 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), Error> {
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::record::Kind;
+
+    /// A writer that committed while a long writer queued behind it gets its
+    /// reply before the long writer's `f` ends. (With plain `write` the long
+    /// `f` below would wait for a reply that waits for it, and fail.)
+    #[test]
+    fn a_long_writer_does_not_hold_up_earlier_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Metastore::open(dir.path()).unwrap();
+        let (in_f, wait_in_f) = mpsc::channel();
+        let (replied, wait_replied) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                store
+                    .write(|tx| {
+                        tx.create("short", Kind::Active, None, BTreeMap::new())?;
+                        in_f.send(()).unwrap();
+                        // Wait until the long writer is queued behind us.
+                        while store.group.queued() < 2 {
+                            std::thread::yield_now();
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .unwrap();
+                replied.send(()).unwrap();
+            });
+            wait_in_f.recv().unwrap();
+            store
+                .write_long(|tx| {
+                    wait_replied
+                        .recv_timeout(Duration::from_secs(20))
+                        .expect("the earlier writer's reply waited for this long transaction");
+                    tx.create("long", Kind::Active, None, BTreeMap::new()).map(drop)
+                })
+                .unwrap();
+        });
+        assert_eq!(store.commit_stats(), CommitStats { commits: 3, durable: 2 });
+    }
 }
