@@ -42,6 +42,9 @@ fn unquote_char<'a>(s: &'a str, quote: u8, out: &mut Vec<u8>) -> Option<&'a str>
         return Some(&s[len..]);
     }
     let (&escape, _) = bytes.get(1..)?.split_first()?;
+    if !escape.is_ascii() {
+        return None; // no escape starts with a non-ASCII character
+    }
     let rest = &s[2..];
     let simple = match escape {
         b'a' => Some(0x07),
@@ -139,6 +142,7 @@ mod tests {
             "`x`",
             "x",
             "",
+            "\"\\é\"",
         ];
         for input in bad {
             assert_eq!(unquote(input), None, "{input}");
