@@ -3,15 +3,23 @@
 //! (`snapshots/storage/bolt.go`), and containerd's filter language for List.
 //!
 //! - [`Metastore`]: open, then [`read`](Metastore::read) and
-//!   [`write`](Metastore::write) transactions; a write is durable when
-//!   `write` returns, and concurrent writes share one fsync (group commit).
-//! - [`ReadTx`] / [`WriteTx`]: the reads of [`Reads`] on both; `create`,
-//!   `set_content`, `commit`, `remove`, `update` on the write side.
+//!   [`write`](Metastore::write) (or [`write_long`](Metastore::write_long))
+//!   transactions; a write is durable when `write` returns, concurrent writes
+//!   share one fsync (group commit), and a read never reports what a crash
+//!   could still take back.
+//! - [`ReadTx`] / [`WriteTx`]: the reads of the [`Reads`] trait (import it)
+//!   on both; `create`, `set_content`, `commit`, `remove`, `update` on the
+//!   write side. The content directory is set with `set_content` after
+//!   `create`, since the policy names it only once the id is known.
 //! - [`filter`]: [`parse_filters`] and [`Filter::matches`].
 //!
-//! One deliberate difference from containerd: creating on top of a parent
-//! that exists but is not committed is FailedPrecondition (containerd says
-//! InvalidArgument).
+//! Ids start at 1, are persisted and never reused: not after Remove, not
+//! after reopening, and (within a process) not after an aborted transaction.
+//!
+//! Deliberate differences from containerd: creating on top of a parent that
+//! exists but is not committed is FailedPrecondition (containerd says
+//! InvalidArgument); an empty key is InvalidArgument everywhere; an invalid
+//! regular expression in a filter is an error (see [`filter`]).
 
 mod codec;
 mod error;

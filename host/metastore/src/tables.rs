@@ -3,7 +3,8 @@
 
 use redb::TableDefinition;
 
-/// The version this build writes and understands; stored in [`META`].
+/// The schema version this build writes and understands; stored in the
+/// database, and a newer one is refused at open.
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// key -> encoded record (see `codec`).
