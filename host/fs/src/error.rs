@@ -12,24 +12,47 @@ use wasmsnap_plan::SnapshotId;
 pub enum FsError {
     /// A system call failed on one path.
     #[error("{op} {}: {}", path.display(), OsError(error))]
-    Io { op: &'static str, path: PathBuf, error: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
 
     /// Reading or writing one extended attribute failed.
     #[error("{op} {name:?} on {}: {}", path.display(), OsError(error))]
-    Xattr { op: &'static str, name: String, path: PathBuf, error: io::Error },
+    Xattr {
+        op: &'static str,
+        name: String,
+        path: PathBuf,
+        error: io::Error,
+    },
 
     /// Copying a regular file's data failed (read side or write side).
     #[error("{op} {} -> {}: {}", src.display(), dst.display(), OsError(error))]
-    CopyData { op: &'static str, src: PathBuf, dst: PathBuf, error: io::Error },
+    CopyData {
+        op: &'static str,
+        src: PathBuf,
+        dst: PathBuf,
+        error: io::Error,
+    },
 
     /// A layout step failed; `error` says where inside the step.
     #[error("snapshot {id}: layout step {index} ({step}): {error}")]
-    Step { id: SnapshotId, index: usize, step: String, error: Box<FsError> },
+    Step {
+        id: SnapshotId,
+        index: usize,
+        step: String,
+        error: Box<FsError>,
+    },
 
     /// An entry is not of the type the operation needs (or changed type
     /// while it was being copied).
     #[error("{}: expected {expected}, found {found}", path.display())]
-    WrongType { path: PathBuf, expected: &'static str, found: &'static str },
+    WrongType {
+        path: PathBuf,
+        expected: &'static str,
+        found: &'static str,
+    },
 
     /// Another operation of this process is creating the same snapshot dir.
     #[error("{}: another operation is creating this snapshot directory", path.display())]
@@ -43,19 +66,24 @@ pub enum FsError {
 
     #[error("copy-parent {name:?}: the snapshot has no parent to copy from")]
     NoParent { name: String },
-
 }
 
 impl FsError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> FsError {
-        FsError::Io { op, path: path.into(), error }
+        FsError::Io {
+            op,
+            path: path.into(),
+            error,
+        }
     }
 
     /// The OS error number behind this error, looking through layout steps:
     /// lets the caller tell ENOSPC from EACCES without parsing messages.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            FsError::Io { error, .. } | FsError::Xattr { error, .. } | FsError::CopyData { error, .. } => error.raw_os_error(),
+            FsError::Io { error, .. }
+            | FsError::Xattr { error, .. }
+            | FsError::CopyData { error, .. } => error.raw_os_error(),
             FsError::Step { error, .. } => error.raw_os_error(),
             _ => None,
         }
@@ -89,7 +117,12 @@ mod tests {
     #[test]
     fn step_error_wraps_inner_error() {
         let inner = FsError::io("open", "/p/f", io::Error::from_raw_os_error(libc::EACCES));
-        let e = FsError::Step { id: 7, index: 1, step: "copy-parent \"fs\"".into(), error: Box::new(inner) };
+        let e = FsError::Step {
+            id: 7,
+            index: 1,
+            step: "copy-parent \"fs\"".into(),
+            error: Box::new(inner),
+        };
         assert_eq!(
             e.to_string(),
             "snapshot 7: layout step 1 (copy-parent \"fs\"): open /p/f: EACCES: Permission denied"

@@ -19,7 +19,12 @@ pub(crate) struct Ran {
 
 /// Runs `steps` in order inside `dir`; the first failure stops them and is
 /// returned naming the step.
-pub(crate) fn run(dir: &Path, id: SnapshotId, steps: &[Step], parent: Option<&Path>) -> Result<Ran, FsError> {
+pub(crate) fn run(
+    dir: &Path,
+    id: SnapshotId,
+    steps: &[Step],
+    parent: Option<&Path>,
+) -> Result<Ran, FsError> {
     let mut ran = Ran::default();
     for (index, step) in steps.iter().enumerate() {
         run_step(dir, step, parent, &mut ran).map_err(|error| FsError::Step {
@@ -36,7 +41,10 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
     match step {
         Step::Mkdir { name, mode } => {
             if mode & !0o7777 != 0 {
-                return Err(FsError::InvalidMode { name: name.clone(), mode: *mode });
+                return Err(FsError::InvalidMode {
+                    name: name.clone(),
+                    mode: *mode,
+                });
             }
             let path = entry(dir, name)?;
             let c = sys::cpath(&path).map_err(|e| FsError::io("mkdir", &path, e))?;
@@ -58,7 +66,9 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
             let parent_c = sys::cpath(parent).map_err(|e| FsError::io("stat", parent, e))?;
             let st = sys::lstat(&parent_c).map_err(|e| FsError::io("stat", parent, e))?;
             let c = sys::cpath(&path).map_err(|e| FsError::io("lchown", &path, e))?;
-            Node::Path(&c).chown(st.st_uid, st.st_gid).map_err(|e| FsError::io("lchown", &path, e))
+            Node::Path(&c)
+                .chown(st.st_uid, st.st_gid)
+                .map_err(|e| FsError::io("lchown", &path, e))
         }
     }
 }
@@ -77,7 +87,10 @@ fn entry(dir: &Path, name: &str) -> Result<PathBuf, FsError> {
         None
     };
     match reason {
-        Some(reason) => Err(FsError::InvalidName { name: name.to_string(), reason }),
+        Some(reason) => Err(FsError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
         None => Ok(dir.join(name)),
     }
 }
@@ -105,15 +118,27 @@ mod tests {
         let dir = Path::new("/d");
         assert_eq!(entry(dir, "fs").unwrap(), Path::new("/d/fs"));
         for bad in ["", ".", "..", "a/b", "/abs", "a\0b"] {
-            assert!(matches!(entry(dir, bad), Err(FsError::InvalidName { .. })), "{bad:?} accepted");
+            assert!(
+                matches!(entry(dir, bad), Err(FsError::InvalidName { .. })),
+                "{bad:?} accepted"
+            );
         }
     }
 
     #[test]
     fn describes_steps_for_error_messages() {
-        assert_eq!(describe(&Step::Mkdir { name: "fs".into(), mode: 0o755 }), "mkdir \"fs\" 0755");
         assert_eq!(
-            describe(&Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }),
+            describe(&Step::Mkdir {
+                name: "fs".into(),
+                mode: 0o755
+            }),
+            "mkdir \"fs\" 0755"
+        );
+        assert_eq!(
+            describe(&Step::CopyParent {
+                name: "fs".into(),
+                mode: CopyMode::CloneOrCopy
+            }),
             "copy-parent \"fs\" clone-or-copy"
         );
     }

@@ -19,11 +19,19 @@ pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
 }
 
 /// Retries a call interrupted by a signal.
@@ -102,13 +110,24 @@ impl Node<'_> {
     /// Sets atime and mtime to the nanosecond, not following symlinks.
     pub(crate) fn set_times(self, st: &libc::stat) -> io::Result<()> {
         let times = [
-            libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
-            libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
+            libc::timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec,
+            },
+            libc::timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec,
+            },
         ];
         check(match self {
             Node::Fd(fd) => unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) },
             Node::Path(p) => unsafe {
-                libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
             },
         })
         .map(drop)
@@ -225,7 +244,13 @@ pub(crate) fn syncfs(file: &File) -> io::Result<()> {
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (from, to) = (cpath(from)?, cpath(to)?);
     check(unsafe {
-        libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
     })
     .map(drop)
 }
@@ -237,7 +262,9 @@ pub(crate) fn random_suffix() -> String {
     if n != bytes.len() as isize {
         // getrandom cannot fail for 8 bytes once the pool is up; never leave
         // the name predictable-and-constant if it somehow does.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         bytes = (t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -256,7 +283,9 @@ pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
     let c = cpath(path)?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let fd = match retry(|| check(unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) })) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => retry(|| check(unsafe { libc::open(c.as_ptr(), flags) }))?,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            retry(|| check(unsafe { libc::open(c.as_ptr(), flags) }))?
+        }
         other => other?,
     };
     let mut dir = Dir::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;
@@ -267,7 +296,10 @@ pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
         if name == b"." || name == b".." {
             continue;
         }
-        entries.push(Entry { name: OsString::from_vec(name.to_vec()), kind: entry.file_type() });
+        entries.push(Entry {
+            name: OsString::from_vec(name.to_vec()),
+            kind: entry.file_type(),
+        });
     }
     Ok(entries)
 }
@@ -292,12 +324,24 @@ pub(crate) fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<
 
 /// copy_file_range(2) with explicit offsets on both sides (the files'
 /// positions are left alone), advancing `offset`.
-pub(crate) fn copy_file_range(src: &File, dst: &File, offset: &mut u64, len: usize) -> io::Result<usize> {
+pub(crate) fn copy_file_range(
+    src: &File,
+    dst: &File,
+    offset: &mut u64,
+    len: usize,
+) -> io::Result<usize> {
     let mut off_in = *offset as libc::loff_t;
     let mut off_out = *offset as libc::loff_t;
     let n = retry(|| {
         check_size(unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len, 0)
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                len,
+                0,
+            )
         } as libc::ssize_t)
     })?;
     *offset += n as u64;

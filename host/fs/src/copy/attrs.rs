@@ -21,14 +21,20 @@ pub(super) fn apply(
     let is_symlink = sys::file_type(st) == libc::S_IFLNK;
     chown(dst, st, dst_path)?;
     if !is_symlink {
-        dst.chmod(st.st_mode).map_err(|e| FsError::io("chmod", dst_path, e))?;
+        dst.chmod(st.st_mode)
+            .map_err(|e| FsError::io("chmod", dst_path, e))?;
     }
     copy_xattrs(src, dst, src_path, dst_path)?;
-    dst.set_times(st).map_err(|e| FsError::io("set times of", dst_path, e))
+    dst.set_times(st)
+        .map_err(|e| FsError::io("set times of", dst_path, e))
 }
 
 /// [`apply`] by path, for entries the copy holds no descriptor of.
-pub(super) fn apply_to_path(src_path: &Path, dst_path: &Path, st: &libc::stat) -> Result<(), FsError> {
+pub(super) fn apply_to_path(
+    src_path: &Path,
+    dst_path: &Path,
+    st: &libc::stat,
+) -> Result<(), FsError> {
     let src = sys::cpath(src_path).map_err(|e| FsError::io("copy attributes of", src_path, e))?;
     let dst = sys::cpath(dst_path).map_err(|e| FsError::io("copy attributes to", dst_path, e))?;
     apply(Node::Path(&src), Node::Path(&dst), st, src_path, dst_path)
@@ -57,8 +63,15 @@ fn owner_matches(dst: Node<'_>, st: &libc::stat) -> bool {
 /// `security.*` are tolerated, as containerd's native snapshotter does:
 /// SELinux labels and the like often cannot be set by us and are re-derived
 /// by the system anyway.
-fn copy_xattrs(src: Node<'_>, dst: Node<'_>, src_path: &Path, dst_path: &Path) -> Result<(), FsError> {
-    let names = src.list_xattrs().map_err(|e| FsError::io("list xattrs of", src_path, e))?;
+fn copy_xattrs(
+    src: Node<'_>,
+    dst: Node<'_>,
+    src_path: &Path,
+    dst_path: &Path,
+) -> Result<(), FsError> {
+    let names = src
+        .list_xattrs()
+        .map_err(|e| FsError::io("list xattrs of", src_path, e))?;
     for name in &names {
         let tolerated = is_security(name);
         let value = match src.get_xattr(name) {
@@ -87,5 +100,10 @@ fn is_security(name: &CStr) -> bool {
 }
 
 fn xattr_error(op: &'static str, name: &CStr, path: &Path, error: std::io::Error) -> FsError {
-    FsError::Xattr { op, name: name.to_string_lossy().into_owned(), path: path.to_path_buf(), error }
+    FsError::Xattr {
+        op,
+        name: name.to_string_lossy().into_owned(),
+        path: path.to_path_buf(),
+        error,
+    }
 }

@@ -30,7 +30,12 @@ pub(super) struct FileData<'a> {
 
 impl FileData<'_> {
     fn error(&self, op: &'static str, error: io::Error) -> FsError {
-        FsError::CopyData { op, src: self.src_path.into(), dst: self.dst_path.into(), error }
+        FsError::CopyData {
+            op,
+            src: self.src_path.into(),
+            dst: self.dst_path.into(),
+            error,
+        }
     }
 }
 
@@ -70,10 +75,13 @@ fn copy_extents(file: &FileData<'_>, shared: &Shared) -> Result<(), FsError> {
         let (start, end) = match sys::seek(file.src, pos, libc::SEEK_DATA) {
             Ok(None) => break, // only a hole is left
             Ok(Some(start)) => {
-                let hole = sys::seek(file.src, start, libc::SEEK_HOLE).map_err(|e| file.error("seek hole in", e))?;
+                let hole = sys::seek(file.src, start, libc::SEEK_HOLE)
+                    .map_err(|e| file.error("seek hole in", e))?;
                 (start, hole.unwrap_or(file.size).min(file.size))
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => (pos, file.size),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                (pos, file.size)
+            }
             Err(e) => return Err(file.error("seek data in", e)),
         };
         if start >= end {
@@ -117,15 +125,23 @@ fn copy_range(file: &FileData<'_>, shared: &Shared, start: u64, end: u64) -> Res
     Ok(offset)
 }
 
-fn read_write(file: &FileData<'_>, shared: &Shared, mut offset: u64, end: u64) -> Result<u64, FsError> {
+fn read_write(
+    file: &FileData<'_>,
+    shared: &Shared,
+    mut offset: u64,
+    end: u64,
+) -> Result<u64, FsError> {
     let mut buffer = vec![0u8; BUFFER_SIZE.min((end - offset) as usize)];
     while offset < end {
         let want = buffer.len().min((end - offset) as usize);
-        let n = read_at(file.src, &mut buffer[..want], offset).map_err(|e| file.error("read", e))?;
+        let n =
+            read_at(file.src, &mut buffer[..want], offset).map_err(|e| file.error("read", e))?;
         if n == 0 {
             break;
         }
-        file.dst.write_all_at(&buffer[..n], offset).map_err(|e| file.error("write", e))?;
+        file.dst
+            .write_all_at(&buffer[..n], offset)
+            .map_err(|e| file.error("write", e))?;
         offset += n as u64;
         Shared::count(&shared.bytes_copied, n as u64);
     }

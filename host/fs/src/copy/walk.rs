@@ -62,7 +62,12 @@ pub(super) struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     pub(super) fn new(shared: &'a Shared, sender: Option<SyncSender<FileJob>>) -> Walker<'a> {
-        Walker { shared, sender, links: HashMap::new(), dirs: Vec::new() }
+        Walker {
+            shared,
+            sender,
+            links: HashMap::new(),
+            dirs: Vec::new(),
+        }
     }
 
     /// The directories created, parents before children.
@@ -81,7 +86,8 @@ impl<'a> Walker<'a> {
         // thread's stack would like.
         let mut stack = vec![(src.to_path_buf(), dst.to_path_buf())];
         while let Some((src_dir, dst_dir)) = stack.pop() {
-            let entries = sys::read_dir(&src_dir).map_err(|e| FsError::io("read directory", &src_dir, e))?;
+            let entries =
+                sys::read_dir(&src_dir).map_err(|e| FsError::io("read directory", &src_dir, e))?;
             for entry in entries {
                 if self.shared.failed() {
                     return Ok(()); // a worker failed; its error is the one to report
@@ -97,7 +103,8 @@ impl<'a> Walker<'a> {
                 match sys::file_type(&stat) {
                     libc::S_IFDIR => {
                         let dst_c = cpath(&dst_path)?;
-                        sys::mkdir_exact(&dst_c, 0o700).map_err(|e| FsError::io("mkdir", &dst_path, e))?;
+                        sys::mkdir_exact(&dst_c, 0o700)
+                            .map_err(|e| FsError::io("mkdir", &dst_path, e))?;
                         self.add_dir(&src_path, &dst_path, stat);
                         stack.push((src_path, dst_path));
                     }
@@ -111,7 +118,11 @@ impl<'a> Walker<'a> {
 
     fn add_dir(&mut self, src: &Path, dst: &Path, stat: libc::stat) {
         Shared::count(&self.shared.dirs, 1);
-        self.dirs.push(PendingDir { src: src.to_path_buf(), dst: dst.to_path_buf(), stat });
+        self.dirs.push(PendingDir {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            stat,
+        });
     }
 
     /// Creates the copy of a regular file (or a hard link to an earlier
@@ -127,7 +138,13 @@ impl<'a> Walker<'a> {
         let dst_c = cpath(&dst_path)?;
         let dst = sys::create_new(&dst_c).map_err(|e| FsError::io("create", &dst_path, e))?;
         Shared::count(&self.shared.files, 1);
-        let job = FileJob { src, dst, stat, src_path, dst_path };
+        let job = FileJob {
+            src,
+            dst,
+            stat,
+            src_path,
+            dst_path,
+        };
         match &self.sender {
             Some(sender) => {
                 if let Err(unsent) = sender.send(job) {
@@ -141,15 +158,23 @@ impl<'a> Walker<'a> {
     }
 
     /// Symlinks, device nodes, fifos and sockets: created and finished here.
-    fn other(&mut self, src_c: &CStr, src_path: &Path, dst_path: &Path, stat: &libc::stat) -> Result<(), FsError> {
+    fn other(
+        &mut self,
+        src_c: &CStr,
+        src_path: &Path,
+        dst_path: &Path,
+        stat: &libc::stat,
+    ) -> Result<(), FsError> {
         if self.linked_earlier(stat, dst_path)? {
             return Ok(());
         }
         let dst_c = cpath(dst_path)?;
         match sys::file_type(stat) {
             libc::S_IFLNK => {
-                let target = std::fs::read_link(src_path).map_err(|e| FsError::io("read link", src_path, e))?;
-                std::os::unix::fs::symlink(&target, dst_path).map_err(|e| FsError::io("symlink", dst_path, e))?;
+                let target = std::fs::read_link(src_path)
+                    .map_err(|e| FsError::io("read link", src_path, e))?;
+                std::os::unix::fs::symlink(&target, dst_path)
+                    .map_err(|e| FsError::io("symlink", dst_path, e))?;
                 Shared::count(&self.shared.symlinks, 1);
             }
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => {
@@ -159,7 +184,8 @@ impl<'a> Walker<'a> {
                     _ => 0,
                 };
                 // Created with no permissions; attrs::apply sets the real ones.
-                sys::mknod(&dst_c, sys::file_type(stat), rdev).map_err(|e| FsError::io("mknod", dst_path, e))?;
+                sys::mknod(&dst_c, sys::file_type(stat), rdev)
+                    .map_err(|e| FsError::io("mknod", dst_path, e))?;
                 Shared::count(&self.shared.specials, 1);
             }
             _ => {
@@ -170,7 +196,13 @@ impl<'a> Walker<'a> {
                 });
             }
         }
-        attrs::apply(Node::Path(src_c), Node::Path(&dst_c), stat, src_path, dst_path)
+        attrs::apply(
+            Node::Path(src_c),
+            Node::Path(&dst_c),
+            stat,
+            src_path,
+            dst_path,
+        )
     }
 
     /// If `stat` is a multiply-linked entry already copied, links `dst_path`
@@ -182,7 +214,8 @@ impl<'a> Walker<'a> {
         let key = sys::inode_key(stat);
         match self.links.get(&key) {
             Some(first) => {
-                std::fs::hard_link(first, dst_path).map_err(|e| FsError::io("hard link", dst_path, e))?;
+                std::fs::hard_link(first, dst_path)
+                    .map_err(|e| FsError::io("hard link", dst_path, e))?;
                 Shared::count(&self.shared.hard_links, 1);
                 Ok(true)
             }
@@ -215,7 +248,11 @@ fn expect_type(stat: &libc::stat, expected: libc::mode_t, path: &Path) -> Result
         libc::S_IFDIR => "a directory",
         _ => "a regular file",
     };
-    Err(FsError::WrongType { path: path.to_path_buf(), expected, found: sys::describe_type(stat) })
+    Err(FsError::WrongType {
+        path: path.to_path_buf(),
+        expected,
+        found: sys::describe_type(stat),
+    })
 }
 
 fn cpath(path: &Path) -> Result<std::ffi::CString, FsError> {

@@ -48,14 +48,26 @@ pub fn build_rich_tree(root: &Path) {
     set_xattr(&root.join("plain"), "user.note", b"hello xattr");
     set_xattr(&root.join("plain"), "trusted.note", b"\x00binary\xff");
     set_xattr(&root.join("plain"), "security.wasmsnap-test", b"label");
-    all.push(file(root.join("setuid"), b"#!/bin/sh\n", 0o4755, (1000, 2000)));
+    all.push(file(
+        root.join("setuid"),
+        b"#!/bin/sh\n",
+        0o4755,
+        (1000, 2000),
+    ));
     all.push(file(root.join("setgid"), b"sgid", 0o2750, (0, 3000)));
     all.push(file(root.join("empty"), b"", 0o600, (0, 0)));
     all.push(file(root.join("noperm"), b"secret", 0o000, (1000, 1000)));
-    all.push(file(root.join(OsStr::from_bytes(b"weird \xff name")), b"bytes", 0o640, (0, 0)));
+    all.push(file(
+        root.join(OsStr::from_bytes(b"weird \xff name")),
+        b"bytes",
+        0o640,
+        (0, 0),
+    ));
 
     // Large enough that data moves in several chunks.
-    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     all.push(file(root.join("big"), &big, 0o644, (0, 0)));
 
     // 100 MiB with four 4 KiB blocks of data, the rest holes.
@@ -71,7 +83,12 @@ pub fn build_rich_tree(root: &Path) {
 
     all.push(dir(root.join("sticky"), 0o1777));
     let ro = dir(root.join("ro_dir"), 0o755);
-    all.push(file(ro.join("inner"), b"inside a read-only dir", 0o444, (0, 0)));
+    all.push(file(
+        ro.join("inner"),
+        b"inside a read-only dir",
+        0o444,
+        (0, 0),
+    ));
     chmod(&ro, 0o555);
     all.push(ro);
 
@@ -93,7 +110,12 @@ pub fn build_rich_tree(root: &Path) {
 
     // Hard links: a file linked three times across directories, and a fifo
     // linked twice (hard links to non-regular files are links too).
-    let linked = file(root.join("linked"), b"one inode, three names", 0o640, (1000, 1000));
+    let linked = file(
+        root.join("linked"),
+        b"one inode, three names",
+        0o640,
+        (1000, 1000),
+    );
     fs::hard_link(&linked, root.join("d/linked2")).unwrap();
     fs::hard_link(&linked, root.join("opaque/linked3")).unwrap();
     all.push(linked);
@@ -111,8 +133,16 @@ pub fn build_rich_tree(root: &Path) {
     all.extend(["sym", "dangling", "dirsym", "abs"].map(|n| root.join(n)));
 
     // Device nodes (a whiteout is a 0/0 char device), a socket.
-    mknod(&root.join("null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
-    mknod(&root.join("blk"), libc::S_IFBLK | 0o660, libc::makedev(7, 200));
+    mknod(
+        &root.join("null"),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(1, 3),
+    );
+    mknod(
+        &root.join("blk"),
+        libc::S_IFBLK | 0o660,
+        libc::makedev(7, 200),
+    );
     mknod(&root.join("whiteout"), libc::S_IFCHR, libc::makedev(0, 0));
     mknod(&root.join("sock"), libc::S_IFSOCK | 0o755, 0);
     lchown(&root.join("blk"), 0, 6);
@@ -121,7 +151,12 @@ pub fn build_rich_tree(root: &Path) {
     // Enough small files to keep a worker pool busy.
     let many = dir(root.join("many"), 0o755);
     for i in 0..300 {
-        all.push(file(many.join(format!("f{i}")), format!("file {i}\n").repeat(i % 17).as_bytes(), 0o644, (i as u32, i as u32)));
+        all.push(file(
+            many.join(format!("f{i}")),
+            format!("file {i}\n").repeat(i % 17).as_bytes(),
+            0o644,
+            (i as u32, i as u32),
+        ));
     }
     all.push(many);
 
@@ -133,7 +168,11 @@ pub fn build_rich_tree(root: &Path) {
     all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, path) in all.iter().enumerate() {
         let i = i as i64;
-        set_times(path, (1_600_000_000 + i, 100_000_001 + i * 7), (1_500_000_000 + i, 999_999_999 - i * 3));
+        set_times(
+            path,
+            (1_600_000_000 + i, 100_000_001 + i * 7),
+            (1_500_000_000 + i, 999_999_999 - i * 3),
+        );
     }
 }
 
@@ -148,7 +187,8 @@ impl Entries {
         while let Some(rel) = stack.pop() {
             let st = lstat(&root.join(&rel));
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_NOATIME;
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_NOATIME;
                 let mut dir = Dir::open(&root.join(&rel), flags, Mode::empty()).unwrap();
                 for entry in dir.iter() {
                     let entry = entry.unwrap();
@@ -174,8 +214,16 @@ pub fn assert_same_tree(before: &Entries, src: &Path, dst: &Path) {
     let a = &before.0;
     let after = Entries::of(src).0;
     let b = Entries::of(dst).0;
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "names differ");
-    assert_eq!(a.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "the copy changed the source's names");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "names differ"
+    );
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the copy changed the source's names"
+    );
 
     let mut links: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
     for (rel, sa) in a {
@@ -183,33 +231,82 @@ pub fn assert_same_tree(before: &Entries, src: &Path, dst: &Path) {
         let at = |what: &str| format!("{what} of {:?}", rel);
         let kind = sa.st_mode & libc::S_IFMT;
         let sa_now = &after[rel];
-        assert_eq!((sa.st_mtime, sa.st_mtime_nsec), (sa_now.st_mtime, sa_now.st_mtime_nsec), "{}", at("source mtime"));
+        assert_eq!(
+            (sa.st_mtime, sa.st_mtime_nsec),
+            (sa_now.st_mtime, sa_now.st_mtime_nsec),
+            "{}",
+            at("source mtime")
+        );
         if kind != libc::S_IFLNK {
-            assert_eq!((sa.st_atime, sa.st_atime_nsec), (sa_now.st_atime, sa_now.st_atime_nsec), "{}", at("source atime"));
+            assert_eq!(
+                (sa.st_atime, sa.st_atime_nsec),
+                (sa_now.st_atime, sa_now.st_atime_nsec),
+                "{}",
+                at("source atime")
+            );
         }
 
-        assert_eq!(sa.st_mode, sb.st_mode, "{} ({:o} vs {:o})", at("mode"), sa.st_mode, sb.st_mode);
-        assert_eq!((sa.st_uid, sa.st_gid), (sb.st_uid, sb.st_gid), "{}", at("owner"));
-        assert_eq!((sa.st_mtime, sa.st_mtime_nsec), (sb.st_mtime, sb.st_mtime_nsec), "{}", at("mtime"));
-        assert_eq!((sa.st_atime, sa.st_atime_nsec), (sb.st_atime, sb.st_atime_nsec), "{}", at("atime"));
-        assert_eq!(xattrs(&src.join(rel)), xattrs(&dst.join(rel)), "{}", at("xattrs"));
+        assert_eq!(
+            sa.st_mode,
+            sb.st_mode,
+            "{} ({:o} vs {:o})",
+            at("mode"),
+            sa.st_mode,
+            sb.st_mode
+        );
+        assert_eq!(
+            (sa.st_uid, sa.st_gid),
+            (sb.st_uid, sb.st_gid),
+            "{}",
+            at("owner")
+        );
+        assert_eq!(
+            (sa.st_mtime, sa.st_mtime_nsec),
+            (sb.st_mtime, sb.st_mtime_nsec),
+            "{}",
+            at("mtime")
+        );
+        assert_eq!(
+            (sa.st_atime, sa.st_atime_nsec),
+            (sb.st_atime, sb.st_atime_nsec),
+            "{}",
+            at("atime")
+        );
+        assert_eq!(
+            xattrs(&src.join(rel)),
+            xattrs(&dst.join(rel)),
+            "{}",
+            at("xattrs")
+        );
         if kind != libc::S_IFDIR {
             assert_eq!(sa.st_size, sb.st_size, "{}", at("size"));
             assert_eq!(sa.st_nlink, sb.st_nlink, "{}", at("link count"));
             // One source inode maps to exactly one copied inode.
             let (ka, kb) = ((sa.st_dev, sa.st_ino), (sb.st_dev, sb.st_ino));
-            assert_eq!(*links.entry(ka).or_insert(kb), kb, "{}", at("hard link structure"));
+            assert_eq!(
+                *links.entry(ka).or_insert(kb),
+                kb,
+                "{}",
+                at("hard link structure")
+            );
         }
         if kind == libc::S_IFCHR || kind == libc::S_IFBLK {
             assert_eq!(sa.st_rdev, sb.st_rdev, "{}", at("device number"));
         }
     }
     let distinct: std::collections::HashSet<_> = links.values().collect();
-    assert_eq!(distinct.len(), links.len(), "two source inodes were copied to one");
+    assert_eq!(
+        distinct.len(),
+        links.len(),
+        "two source inodes were copied to one"
+    );
 
     for (rel, sa) in a {
         match sa.st_mode & libc::S_IFMT {
-            libc::S_IFREG => assert!(same_content(&src.join(rel), &dst.join(rel)), "content of {rel:?} differs"),
+            libc::S_IFREG => assert!(
+                same_content(&src.join(rel), &dst.join(rel)),
+                "content of {rel:?} differs"
+            ),
             libc::S_IFLNK => assert_eq!(
                 fs::read_link(src.join(rel)).unwrap(),
                 fs::read_link(dst.join(rel)).unwrap(),
@@ -246,16 +343,20 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> usize {
     n
 }
 
-/// Writes `len` bytes of a position-dependent pattern (so a block copied to
-/// the wrong place shows).
+/// Writes `len` bytes of a position-dependent pattern: every 4 KiB page
+/// starts with its own index, so a page copied to the wrong place shows.
 pub fn write_pattern(path: &Path, len: u64) {
     let mut f = fs::File::create(path).unwrap();
-    let mut block = vec![0u8; 1 << 20];
+    let mut block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
     let mut written = 0u64;
     while written < len {
         let n = block.len().min((len - written) as usize);
-        for (i, b) in block[..n].iter_mut().enumerate() {
-            *b = ((written + i as u64) / 4096 % 251) as u8 ^ (i as u8);
+        for page in (0..n).step_by(4096) {
+            let index = (written + page as u64) / 4096;
+            let stamp = &mut block[page..(page + 8).min(n)];
+            stamp.copy_from_slice(&index.to_le_bytes()[..stamp.len()]);
         }
         f.write_all(&block[..n]).unwrap();
         written += n as u64;

@@ -1,0 +1,395 @@
+//! Copy engine benchmark (run as root, release):
+//!
+//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--cold] [--no-xfs]
+//!
+//! Generates a tree of N files (default 10,000) holding about M MiB (default
+//! 1024) under DIR (default: the temp dir, ext4 here), or uses TREE, then
+//! times:
+//! - `copy` on that file system, on the walking thread alone and with 1, 2
+//!   and 4 workers, plus the syncfs that makes the copy durable;
+//! - `clone-or-copy` on a reflink XFS on a loop device made here;
+//! - a whole `SnapshotDirs::create` with copy-parent (what a Prepare costs),
+//!   and an overlay-style create of two empty dirs with and without its
+//!   fsyncs.
+//!
+//! `--cold` drops the page cache before each run (reads come from disk).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wasmsnap_fs::SnapshotDirs;
+use wasmsnap_fs::copy::{CopyOptions, copy_tree_with};
+use wasmsnap_plan::{CopyMode, Step};
+
+struct Args {
+    dir: Option<PathBuf>,
+    src: Option<PathBuf>,
+    files: usize,
+    mib: u64,
+    runs: usize,
+    cold: bool,
+    xfs: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        dir: None,
+        src: None,
+        files: 10_000,
+        mib: 1024,
+        runs: 3,
+        cold: false,
+        xfs: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--dir" => args.dir = Some(PathBuf::from(value())),
+            "--src" => args.src = Some(PathBuf::from(value())),
+            "--files" => args.files = value().parse().expect("--files N"),
+            "--mib" => args.mib = value().parse().expect("--mib M"),
+            "--runs" => args.runs = value().parse().expect("--runs R"),
+            "--cold" => args.cold = true,
+            "--no-xfs" => args.xfs = false,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+fn main() {
+    let args = parse_args();
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::tempdir_in(&base).expect("temp dir");
+    let src = match &args.src {
+        Some(src) => src.clone(),
+        None => {
+            let src = work.path().join("parent-fs");
+            let t = Instant::now();
+            generate_tree(&src, args.files, args.mib << 20);
+            sync();
+            println!("generated in {:.1?}", t.elapsed());
+            src
+        }
+    };
+    let usage = wasmsnap_fs::usage(&src).expect("usage");
+    println!(
+        "tree: {} entries, {:.0} MiB under {} ({})",
+        usage.inodes,
+        usage.size as f64 / (1 << 20) as f64,
+        src.display(),
+        fs_type(&src),
+    );
+    println!(
+        "page cache: {}",
+        if args.cold {
+            "dropped before each run (cold)"
+        } else {
+            "warm"
+        }
+    );
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "copy", "min", "median", "+ syncfs"
+    );
+
+    for workers in [0, 1, 2, 4] {
+        bench_copy(
+            &format!("copy, ext4, {workers} workers"),
+            &src,
+            work.path(),
+            CopyMode::Copy,
+            workers,
+            &args,
+        );
+    }
+
+    bench_create(&src, work.path(), &args);
+
+    if args.xfs {
+        match LoopXfs::new(work.path(), (args.mib << 20) * 3 + (2 << 30)) {
+            Ok(xfs) => {
+                let xsrc = xfs.mountpoint.join("parent-fs");
+                copy_tree_with(
+                    &src,
+                    &xsrc,
+                    &CopyOptions {
+                        mode: CopyMode::Copy,
+                        workers: 2,
+                    },
+                )
+                .expect("seed xfs");
+                sync();
+                for workers in [0, 2] {
+                    let label = format!("clone-or-copy, xfs, {workers} workers");
+                    bench_copy(
+                        &label,
+                        &xsrc,
+                        &xfs.mountpoint,
+                        CopyMode::CloneOrCopy,
+                        workers,
+                        &args,
+                    );
+                }
+                // On XFS, copy_file_range itself shares extents (the kernel
+                // tries a remap first): "copy" costs about what a clone does.
+                bench_copy(
+                    "copy, xfs, 2 workers",
+                    &xsrc,
+                    &xfs.mountpoint,
+                    CopyMode::Copy,
+                    2,
+                    &args,
+                );
+                bench_create(&xsrc, &xfs.mountpoint, &args);
+            }
+            Err(reason) => println!("SKIPPED xfs: {reason}"),
+        }
+    }
+}
+
+fn bench_copy(label: &str, src: &Path, work: &Path, mode: CopyMode, workers: usize, args: &Args) {
+    let mut times = Vec::new();
+    let mut syncs = Vec::new();
+    for run in 0..args.runs {
+        let dst = work.join(format!("dst-{run}"));
+        if args.cold {
+            drop_caches();
+        }
+        let t = Instant::now();
+        let stats = copy_tree_with(src, &dst, &CopyOptions { mode, workers }).expect("copy");
+        times.push(t.elapsed());
+        let t = Instant::now();
+        sync();
+        syncs.push(t.elapsed());
+        if run == 0 {
+            assert_eq!(
+                stats.files + stats.hard_links,
+                count_files(src),
+                "{stats:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dst).expect("remove copy");
+        sync();
+    }
+    let (min, median) = summary(&mut times);
+    let (_, sync_median) = summary(&mut syncs);
+    println!(
+        "{label:<34} {:>10} {:>10} {:>12}",
+        ms(min),
+        ms(median),
+        ms(sync_median)
+    );
+}
+
+/// A whole create with copy-parent (copy + syncfs + rename + fsync), and the
+/// cost of durability for a small overlay-style create.
+fn bench_create(src: &Path, work: &Path, args: &Args) {
+    let root = work.join("snapshotter");
+    let dirs = SnapshotDirs::open(&root).expect("open");
+    let mut times = Vec::new();
+    for run in 0..args.runs {
+        if args.cold {
+            drop_caches();
+        }
+        let steps = [Step::CopyParent {
+            name: "fs".into(),
+            mode: CopyMode::CloneOrCopy,
+        }];
+        let t = Instant::now();
+        dirs.create(100 + run as u64, &steps, Some(src))
+            .expect("create")
+            .keep();
+        times.push(t.elapsed());
+        dirs.remove(100 + run as u64).expect("remove");
+        sync();
+    }
+    let (min, median) = summary(&mut times);
+    println!(
+        "{:<34} {:>10} {:>10}",
+        format!("create copy-parent ({})", fs_type(work)),
+        ms(min),
+        ms(median)
+    );
+
+    // Overlay layout: two empty dirs. With fsyncs (SnapshotDirs) vs the
+    // same syscalls without them.
+    let n = 200;
+    let steps = [
+        Step::Mkdir {
+            name: "fs".into(),
+            mode: 0o755,
+        },
+        Step::Mkdir {
+            name: "work".into(),
+            mode: 0o711,
+        },
+    ];
+    let t = Instant::now();
+    for id in 0..n {
+        dirs.create(1000 + id, &steps, None).expect("create").keep();
+    }
+    let durable = t.elapsed() / n as u32;
+    let plain_root = work.join("plain");
+    std::fs::create_dir_all(&plain_root).unwrap();
+    let t = Instant::now();
+    for id in 0..n {
+        let tmp = plain_root.join(format!("new-{id}"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(tmp.join("fs")).unwrap();
+        std::fs::create_dir(tmp.join("work")).unwrap();
+        std::fs::rename(&tmp, plain_root.join(id.to_string())).unwrap();
+    }
+    let plain = t.elapsed() / n as u32;
+    println!(
+        "{:<34} {:>10} {:>10}",
+        format!("create 2 empty dirs ({})", fs_type(work)),
+        format!("{:.0?}", durable),
+        format!("{:.0?} w/o fsync", plain)
+    );
+    for id in 0..n {
+        dirs.remove(1000 + id).unwrap();
+    }
+    std::fs::remove_dir_all(&plain_root).unwrap();
+}
+
+/// Files in `dirs_for(n)` directories: 1% big files (~80% of the bytes),
+/// the rest 1-40 KiB, like an OS image layer.
+fn generate_tree(root: &Path, files: usize, total: u64) {
+    let dirs = dirs_for(files);
+    let big_files = (files / 100).max(1);
+    let small_files = files - big_files;
+    let small_total: u64 = (0..small_files).map(small_size).sum();
+    let big_size = total.saturating_sub(small_total) / big_files as u64;
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    for i in 0..files {
+        let dir = root.join(format!("d{:03}", i % dirs));
+        if i < dirs {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        let size = if i % 100 == 99 || (i == files - 1 && big_files == 1) {
+            big_size
+        } else {
+            small_size(i)
+        };
+        let mut f = std::fs::File::create(dir.join(format!("f{i:05}"))).unwrap();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            // Vary the start so files differ.
+            let start = i % 4096;
+            let n = n.min(block.len() - start);
+            std::io::Write::write_all(&mut f, &block[start..start + n]).unwrap();
+            left -= n as u64;
+        }
+    }
+}
+
+fn small_size(i: usize) -> u64 {
+    1024 + (i as u64 * 7919 % 40) * 1024
+}
+
+fn dirs_for(files: usize) -> usize {
+    (files / 100).max(1)
+}
+
+fn count_files(root: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn summary(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    (times[0], times[times.len() / 2])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn sync() {
+    nix::unistd::sync();
+}
+
+fn drop_caches() {
+    sync();
+    std::fs::write("/proc/sys/vm/drop_caches", b"3").expect("drop caches (needs root)");
+}
+
+fn fs_type(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T", path.to_str().unwrap()])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A reflink XFS on a loop device, torn down on drop.
+struct LoopXfs {
+    mountpoint: PathBuf,
+    device: String,
+    mounted: bool,
+}
+
+impl LoopXfs {
+    fn new(work: &Path, size: u64) -> Result<LoopXfs, String> {
+        let image = work.join("xfs.img");
+        let mountpoint = work.join("xfs");
+        std::fs::create_dir_all(&mountpoint).map_err(|e| e.to_string())?;
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(size))
+            .map_err(|e| e.to_string())?;
+        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()])?
+            .trim()
+            .to_string();
+        let mut xfs = LoopXfs {
+            mountpoint,
+            device,
+            mounted: false,
+        };
+        run("mkfs.xfs", &["-q", "-f", "-m", "reflink=1", &xfs.device])?;
+        run("mount", &[&xfs.device, xfs.mountpoint.to_str().unwrap()])?;
+        xfs.mounted = true;
+        Ok(xfs)
+    }
+}
+
+impl Drop for LoopXfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = run("umount", &[self.mountpoint.to_str().unwrap()]);
+        }
+        let _ = run("losetup", &["-d", &self.device]);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
