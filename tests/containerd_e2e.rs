@@ -21,6 +21,9 @@ use e2e::scenario::{self, Stage, Target, Timings};
 
 const IMAGE: &str = "docker.io/wasmsnap/e2e:latest";
 
+/// Every snapshotter runs the whole scenario this many times.
+const ROUNDS: usize = 3;
+
 /// containerd's name for the wasmsnap snapshotter serving `policy`. Not the
 /// policy's bare name: a proxy plugin may not reuse the name of a snapshotter
 /// compiled into containerd, and `native` is one (containerd 1.6 panics at
@@ -47,26 +50,41 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     assert_proxies_loaded(&containerd, &proxies);
 
     let image = e2e::oci::build(work.path(), IMAGE);
-    let mut results: Vec<(String, Timings)> = Vec::new();
-
-    let builtin = Target {
-        snapshotter: "overlayfs".into(),
-        namespace: "wasmsnap-e2e-containerd-overlayfs".into(),
-        snapshots_dir: containerd.builtin_snapshots_dir("overlayfs"),
-    };
-    results.push(("containerd overlayfs (built in)".into(), scenario::exercise(&containerd, &builtin, &image, |_| {})));
-
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // containerd's own overlayfs first: the baseline for the timings, and a
+    // check of the test itself.
+    let mut targets = vec![(
+        "containerd overlayfs (built in)".to_string(),
+        None,
+        Target {
+            snapshotter: "overlayfs".into(),
+            namespace: "wasmsnap-e2e-containerd-overlayfs".into(),
+            snapshots_dir: containerd.builtin_snapshots_dir("overlayfs"),
+        },
+    )];
     for policy in &policies {
         let name = proxy_name(policy);
-        let target = Target { snapshotter: name.clone(), namespace: format!("wasmsnap-e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
-        let timings = scenario::exercise(&containerd, &target, &image, |stage| {
-            rt.block_on(check_backend(&wasmsnap, &name, &image, stage));
-        });
-        results.push((format!("wasmsnap {policy}"), timings));
+        let target =
+            Target { snapshotter: name.clone(), namespace: format!("wasmsnap-e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
+        targets.push((format!("wasmsnap {policy}"), Some(name), target));
     }
 
-    print_timings(&results);
+    // Several rounds, the targets taking turns, so that warm-up and drift do
+    // not favour one; each round also re-imports what the last one collected.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut timings: Vec<Vec<Timings>> = vec![Vec::new(); targets.len()];
+    for _ in 0..ROUNDS {
+        for ((_, served, target), times) in targets.iter().zip(&mut timings) {
+            let t = scenario::exercise(&containerd, target, &image, |stage| {
+                if let Some(name) = served {
+                    rt.block_on(check_backend(&wasmsnap, name, &image, stage));
+                }
+            });
+            times.push(t);
+        }
+    }
+
+    let labels: Vec<&str> = targets.iter().map(|(label, _, _)| label.as_str()).collect();
+    print_timings(&labels, &timings);
 }
 
 /// `ctr plugins ls` lists every proxy snapshotter as loaded.
@@ -84,8 +102,7 @@ fn assert_proxies_loaded(containerd: &Containerd, proxies: &[(String, std::path:
 /// What wasmsnap itself holds, asked over its socket (not through containerd).
 async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: Stage) {
     let mut client = wasmsnap.client().await;
-    let mut stream =
-        client.list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] }).await.expect("List").into_inner();
+    let mut stream = client.list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] }).await.expect("List").into_inner();
     let mut infos = Vec::new();
     while let Some(batch) = stream.message().await.expect("List stream") {
         infos.extend(batch.info);
@@ -94,8 +111,7 @@ async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: 
         Stage::Unpacked => {
             // containerd's metadata layer names backend snapshots
             // `<namespace>/<seq>/<name>`: the layers end in their chain ids.
-            let by_chain: BTreeMap<&str, &api::Info> =
-                infos.iter().map(|i| (i.name.rsplit('/').next().unwrap_or_default(), i)).collect();
+            let by_chain: BTreeMap<&str, &api::Info> = infos.iter().map(|i| (i.name.rsplit('/').next().unwrap_or_default(), i)).collect();
             assert_eq!(infos.len(), image.chain_ids.len(), "[{name}] wasmsnap should hold exactly the layers: {infos:#?}");
             for (i, chain_id) in image.chain_ids.iter().enumerate() {
                 let Some(info) = by_chain.get(chain_id.as_str()) else { panic!("[{name}] wasmsnap lacks layer {chain_id}: {infos:#?}") };
@@ -110,11 +126,24 @@ async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: 
     }
 }
 
-fn print_timings(results: &[(String, Timings)]) {
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    println!("\ncontainerd end to end, same run ({} layers; times of one run each):", 3);
-    println!("{:<34} {:>22} {:>14} {:>20}", "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC");
-    for (name, t) in results {
-        println!("{:<34} {:>22} {:>14} {:>20}", name, ms(t.import), ms(t.run), ms(t.gc));
+/// Median and range of each step, per snapshotter.
+fn print_timings(labels: &[&str], timings: &[Vec<Timings>]) {
+    let cell = |mut v: Vec<Duration>| {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!("{:.0} ms ({:.0}-{:.0})", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]))
+    };
+    // The daemon is built with the test's profile.
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    println!("\ncontainerd end to end: median (min-max) of {ROUNDS} rounds; 3-layer image; wasmsnap {build} build");
+    println!("{:<34} {:>24} {:>24} {:>24}", "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC");
+    for (label, t) in labels.iter().zip(timings) {
+        println!(
+            "{:<34} {:>24} {:>24} {:>24}",
+            label,
+            cell(t.iter().map(|x| x.import).collect()),
+            cell(t.iter().map(|x| x.run).collect()),
+            cell(t.iter().map(|x| x.gc).collect())
+        );
     }
 }

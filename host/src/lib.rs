@@ -8,12 +8,14 @@
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
-//! [`daemon`] (socket, signals), [`cli`].
+//! [`daemon`] (socket, signals), [`cli`], and the policy testing
+//! [`harness`] behind `wasmsnap policy test`.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod harness;
 pub mod loader;
 pub mod service;
 pub mod snapshotter;

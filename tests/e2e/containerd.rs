@@ -121,12 +121,10 @@ impl Containerd {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("containerd exited with {status} before it answered:\n{}", self.logs());
             }
-            if self.socket.exists() {
-                if let Ok(out) = command::run(self.ctr(CONTROL_NAMESPACE).arg("version"), Duration::from_secs(5)) {
-                    if out.status.success() {
-                        return self;
-                    }
-                }
+            if self.socket.exists()
+                && command::run(self.ctr(CONTROL_NAMESPACE).arg("version"), Duration::from_secs(5)).is_ok_and(|out| out.status.success())
+            {
+                return self;
             }
             assert!(Instant::now() < deadline, "containerd did not answer within 30 s:\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(50));

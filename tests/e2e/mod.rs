@@ -59,7 +59,8 @@ impl Drop for UnmountOnDrop {
     }
 }
 
-/// Prints the end of the named log files if the test is failing when this is dropped.
+/// Prints the end of the named log files if the test is failing when this is
+/// dropped; all of them, failing or not, with `WASMSNAP_E2E_LOGS=1`.
 pub struct LogsOnFailure(pub Vec<(String, PathBuf)>);
 
 /// Enough to see the failing requests; debug logs grow long.
@@ -67,13 +68,14 @@ const LOG_LINES: usize = 300;
 
 impl Drop for LogsOnFailure {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        let everything = std::env::var_os("WASMSNAP_E2E_LOGS").is_some_and(|v| v == "1");
+        if !std::thread::panicking() && !everything {
             return;
         }
         for (name, path) in &self.0 {
             let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
             let lines: Vec<&str> = text.lines().collect();
-            let shown = &lines[lines.len().saturating_sub(LOG_LINES)..];
+            let shown = if everything { &lines[..] } else { &lines[lines.len().saturating_sub(LOG_LINES)..] };
             eprintln!(
                 "===== {name} log ({}, last {} of {} lines) =====\n{}\n===== end of {name} log =====",
                 path.display(),

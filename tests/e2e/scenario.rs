@@ -27,7 +27,7 @@ pub struct Target {
     pub snapshots_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Timings {
     /// `ctr images import` (ingest and unpack of the three layers).
     pub import: Duration,
@@ -46,9 +46,7 @@ pub enum Stage {
 }
 
 pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnMut(Stage)) -> Timings {
-    let mut timings = Timings::default();
-
-    timings.import = import(cd, t, image);
+    let import = import(cd, t, image);
     check_snapshots(cd, t, image);
     let layers_before = committed_dirs(t);
     assert_eq!(
@@ -61,8 +59,7 @@ pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnM
     );
     at(Stage::Unpacked);
 
-    let (stdout, elapsed) = run_probe(cd, t, image, "probe-write", true);
-    timings.run = elapsed;
+    let (stdout, run) = run_probe(cd, t, image, "probe-write", true);
     layers::check_view(&stdout, true).unwrap_or_else(|e| panic!("[{}] the writing container saw the wrong image:\n{e}", t.snapshotter));
     assert_layers_unchanged(t, &layers_before);
     let (stdout, _) = run_probe(cd, t, image, "probe-read", false);
@@ -71,9 +68,9 @@ pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnM
     let containers = command::ok(cd.ctr(&t.namespace).args(["containers", "ls", "-q"]), CTR_TIMEOUT).stdout;
     assert!(containers.trim().is_empty(), "[{}] `ctr run --rm` left containers: {containers}", t.snapshotter);
 
-    timings.gc = remove_and_collect(cd, t, image);
+    let gc = remove_and_collect(cd, t, image);
     at(Stage::Collected);
-    timings
+    Timings { import, run, gc }
 }
 
 fn ctr_snapshots(cd: &Containerd, t: &Target, args: &[&str]) -> String {
@@ -82,10 +79,8 @@ fn ctr_snapshots(cd: &Containerd, t: &Target, args: &[&str]) -> String {
 
 /// `ctr images import --snapshotter`: ingest the archive and unpack it.
 pub fn import(cd: &Containerd, t: &Target, image: &TestImage) -> Duration {
-    let out = command::ok(
-        cd.ctr(&t.namespace).args(["images", "import", "--snapshotter", &t.snapshotter]).arg(&image.archive),
-        IMPORT_TIMEOUT,
-    );
+    let out =
+        command::ok(cd.ctr(&t.namespace).args(["images", "import", "--snapshotter", &t.snapshotter]).arg(&image.archive), IMPORT_TIMEOUT);
     assert!(out.stdout.contains(&image.name), "[{}] import did not name {}: {}", t.snapshotter, image.name, out.stdout);
     let names = command::ok(cd.ctr(&t.namespace).args(["images", "ls", "-q"]), CTR_TIMEOUT).stdout;
     assert!(names.lines().any(|l| l == image.name), "[{}] image {} not listed after import: {names}", t.snapshotter, image.name);
@@ -147,10 +142,13 @@ pub fn check_snapshots(cd: &Containerd, t: &Target, image: &TestImage) {
 
 /// The snapshot directories on disk, with a fingerprint of each.
 pub fn committed_dirs(t: &Target) -> BTreeMap<PathBuf, Fingerprint> {
-    snapshot_dirs(&t.snapshots_dir).into_iter().map(|d| {
-        let f = tree::fingerprint(&d);
-        (d, f)
-    }).collect()
+    snapshot_dirs(&t.snapshots_dir)
+        .into_iter()
+        .map(|d| {
+            let f = tree::fingerprint(&d);
+            (d, f)
+        })
+        .collect()
 }
 
 /// The entries of a snapshots directory (none if it does not exist).
@@ -176,10 +174,13 @@ fn assert_layers_unchanged(t: &Target, before: &BTreeMap<PathBuf, Fingerprint>) 
 /// `ctr run --rm` the probe; its stdout and how long the run took.
 pub fn run_probe(cd: &Containerd, t: &Target, image: &TestImage, id: &str, write: bool) -> (String, Duration) {
     let out = command::ok(
-        cd.ctr(&t.namespace)
-            .args(["run", "--rm", "--snapshotter", &t.snapshotter, "--fifo-dir"])
-            .arg(&cd.fifo_dir)
-            .args([image.name.as_str(), id, "/bin/sh", "-c", &layers::probe(write)]),
+        cd.ctr(&t.namespace).args(["run", "--rm", "--snapshotter", &t.snapshotter, "--fifo-dir"]).arg(&cd.fifo_dir).args([
+            image.name.as_str(),
+            id,
+            "/bin/sh",
+            "-c",
+            &layers::probe(write),
+        ]),
         RUN_TIMEOUT,
     );
     (out.stdout, out.elapsed)
@@ -201,6 +202,6 @@ pub fn remove_and_collect(cd: &Containerd, t: &Target, image: &TestImage) -> Dur
             "[{}] {GC_TIMEOUT:?} after `ctr images rm --sync`, snapshots remain.\nctr snapshots ls:\n{listed}\non disk: {left:?}",
             t.snapshotter
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

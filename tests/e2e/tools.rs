@@ -23,7 +23,9 @@ pub fn require() {
     }
     match is_static_elf(Path::new(BUSYBOX)) {
         Ok(true) => {}
-        Ok(false) => missing.push(format!("{BUSYBOX} is dynamically linked (that is Debian's `busybox`; the image needs `busybox-static`)")),
+        Ok(false) => {
+            missing.push(format!("{BUSYBOX} is dynamically linked (that is Debian's `busybox`; the image needs `busybox-static`)"))
+        }
         Err(e) => missing.push(format!("{BUSYBOX} ({e})")),
     }
     assert!(missing.is_empty(), "missing for the containerd end-to-end test: {}; {INSTALL_HINT}", missing.join(", "));

@@ -9,10 +9,46 @@ use serde::Serialize;
 use wasmsnap_engine::{Engine, Policy, Sandbox};
 use wasmsnap_plan::{Kind, Layout, Mount, Snapshot, render_mounts};
 
+use crate::harness;
 use crate::loader::read_policy;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
+    /// Show what a policy component is: contract version, exports, imports, size, sha256.
+    Inspect {
+        /// `builtin:NAME` or a path to a `.wasm` component.
+        policy: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: FormatArg,
+    },
+    /// Run case files (TOML) against a policy: one line per case, a diff for each failure.
+    ///
+    /// Exit status: 0 all passed, 1 a case failed, 2 a case file is broken
+    /// (the message names file, line and key) or the run could not start.
+    Test {
+        /// `builtin:NAME` or a path to a `.wasm` component.
+        policy: String,
+        /// Case files, or directories searched for `*.toml`.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+        /// Run only the cases whose `FILE::NAME` matches this regex.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: FormatArg,
+        /// Also write a JUnit XML report to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write the actual answers into the case files as the new expectations.
+        #[arg(long)]
+        update: bool,
+        /// Also mount each plan in a scratch root and check the merged view (needs root).
+        #[arg(long)]
+        mount: bool,
+        /// Where `--mount` makes its scratch roots [default: the temp dir]
+        #[arg(long, requires = "mount")]
+        scratch: Option<PathBuf>,
+    },
     /// Print the validated layout and rendered mounts a policy gives one snapshot, as JSON.
     Plan {
         /// `builtin:NAME` or a path to a `.wasm` component.
@@ -38,6 +74,12 @@ pub enum PolicyCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum KindArg {
     Active,
     View,
@@ -56,6 +98,28 @@ struct PlanOutput {
 
 pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
+        PolicyCommand::Inspect { policy, format } => match inspect(&policy, format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wasmsnap: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        PolicyCommand::Test { policy, cases, filter, format, junit, update, mount, scratch } => {
+            let args = harness::TestArgs {
+                policy,
+                paths: cases,
+                filter,
+                format: match format {
+                    FormatArg::Text => harness::Format::Text,
+                    FormatArg::Json => harness::Format::Json,
+                },
+                junit,
+                update,
+                mount: mount.then(|| scratch.unwrap_or_else(std::env::temp_dir)),
+            };
+            ExitCode::from(harness::test(&args))
+        }
         PolicyCommand::Plan { policy, kind, parents, id, root, config, labels } => {
             let kind = match kind {
                 KindArg::Active => Kind::Active,
@@ -85,4 +149,14 @@ fn plan(policy: &str, snapshot: Snapshot, root: &std::path::Path, config: &[(Str
     let layout = loaded.layout(&snapshot).map_err(anyhow::Error::new).context("layout")?;
     let plans = loaded.mounts(&snapshot).map_err(anyhow::Error::new).context("mounts")?;
     Ok(PlanOutput { mounts: render_mounts(root, &plans), snapshot, layout })
+}
+
+fn inspect(policy: &str, format: FormatArg) -> anyhow::Result<()> {
+    let wasm = read_policy(policy)?;
+    let inspection = harness::inspect::inspect(policy, &wasm)?;
+    match format {
+        FormatArg::Text => print!("{}", harness::inspect::text(&inspection)),
+        FormatArg::Json => println!("{}", serde_json::to_string_pretty(&inspection).expect("inspection serializes")),
+    }
+    Ok(())
 }

@@ -1,0 +1,114 @@
+//! `wasmsnap policy inspect`: what a policy component is, read from its
+//! component type (no instance is created, nothing runs).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+/// The interface every policy exports, without its version.
+const POLICY_INTERFACE: &str = "wasmsnap:policy/policy";
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub policy: String,
+    pub size: usize,
+    pub sha256: String,
+    /// The `wasmsnap:policy` version it exports, if it exports one.
+    pub wit_package: Option<String>,
+    /// Whether this host can load that version.
+    pub supported: bool,
+    pub host_supports: Vec<&'static str>,
+    pub exports: Vec<Item>,
+    pub imports: Vec<Item>,
+}
+
+/// An export or import: its name, and the functions of an instance.
+#[derive(Debug, Serialize)]
+pub struct Item {
+    pub name: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+}
+
+pub fn inspect(label: &str, wasm: &[u8]) -> anyhow::Result<Inspection> {
+    // The daemon's engine configuration, so what compiles here loads there.
+    let policy_engine = wasmsnap_engine::Engine::new()?;
+    let engine = policy_engine.wasmtime();
+    let component = Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{label} is not a valid component: {e:#}"))?;
+    let ty = component.component_type();
+    let items = |list: &mut dyn Iterator<Item = (&str, ComponentItem)>| -> Vec<Item> {
+        list.map(|(name, item)| describe(engine, name, item)).collect()
+    };
+    let exports = items(&mut ty.exports(engine).map(|(n, e)| (n, e.ty)));
+    let imports = items(&mut ty.imports(engine).map(|(n, e)| (n, e.ty)));
+    let wit_package = exports.iter().find_map(|e| {
+        let rest = e.name.strip_prefix(POLICY_INTERFACE)?;
+        Some(match rest.strip_prefix('@') {
+            Some(version) => format!("wasmsnap:policy@{version}"),
+            None => "wasmsnap:policy (unversioned)".to_string(),
+        })
+    });
+    let supported = wit_package.as_deref().and_then(|p| p.strip_prefix("wasmsnap:policy@")).is_some_and(|v| {
+        wasmsnap_engine::SUPPORTED_WIT.contains(&v)
+    });
+    Ok(Inspection {
+        policy: label.to_string(),
+        size: wasm.len(),
+        sha256: hex::encode(Sha256::digest(wasm)),
+        wit_package,
+        supported,
+        host_supports: wasmsnap_engine::SUPPORTED_WIT.to_vec(),
+        exports,
+        imports,
+    })
+}
+
+fn describe(engine: &wasmtime::Engine, name: &str, item: ComponentItem) -> Item {
+    let (kind, functions) = match item {
+        ComponentItem::ComponentInstance(instance) => {
+            let functions = instance
+                .exports(engine)
+                .filter(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_)))
+                .map(|(n, _)| n.to_string())
+                .collect();
+            ("instance", functions)
+        }
+        ComponentItem::ComponentFunc(_) => ("function", Vec::new()),
+        ComponentItem::CoreFunc(_) => ("core function", Vec::new()),
+        ComponentItem::Module(_) => ("core module", Vec::new()),
+        ComponentItem::Component(_) => ("component", Vec::new()),
+        ComponentItem::Type(_) => ("type", Vec::new()),
+        ComponentItem::Resource(_) => ("resource", Vec::new()),
+    };
+    Item { name: name.to_string(), kind, functions }
+}
+
+/// The human-readable form.
+pub fn text(i: &Inspection) -> String {
+    let mut out = String::new();
+    let contract = match &i.wit_package {
+        Some(p) if i.supported => format!("{p} (supported)"),
+        Some(p) => format!("{p} (NOT supported: this host supports wasmsnap:policy@{})", i.host_supports.join(", ")),
+        None => "none: it exports no wasmsnap:policy/policy interface".to_string(),
+    };
+    out.push_str(&format!("policy:   {}\n", i.policy));
+    out.push_str(&format!("contract: {contract}\n"));
+    out.push_str(&format!("size:     {} bytes\n", i.size));
+    out.push_str(&format!("sha256:   {}\n", i.sha256));
+    for (title, list) in [("exports", &i.exports), ("imports", &i.imports)] {
+        out.push_str(&format!("{title}:\n"));
+        if list.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for item in list {
+            out.push_str(&format!("  {} ({})", item.name, item.kind));
+            if !item.functions.is_empty() {
+                out.push_str(&format!(": {}", item.functions.join(", ")));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

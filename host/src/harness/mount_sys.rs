@@ -1,0 +1,290 @@
+//! Mounting a rendered plan as a client would, and unmounting it again.
+//!
+//! - `bind`: mount(2) with `MS_BIND` (`MS_REC` for `rbind`), then a
+//!   remount for flags such as `ro`, which a bind ignores on creation;
+//! - `overlay` whose options fit in one page: mount(2) with the options as
+//!   data;
+//! - `overlay` whose options do not (long `lowerdir=`, up to the kernel's
+//!   500 layers): the new mount API, fsopen / fsconfig / fsmount /
+//!   move_mount, giving the layers one at a time with `lowerdir+` (Linux
+//!   6.8), so no single string is bounded by the page size;
+//! - anything else: mount(2) with its type, source, flags and data.
+
+use std::ffi::{CString, c_char, c_int, c_uint};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use wasmsnap_plan::Mount;
+
+/// How a mount was made, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    Mount2,
+    /// The new mount API with this many `lowerdir+` layers.
+    Fsconfig { layers: usize },
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Mount2 => write!(f, "mount(2)"),
+            Method::Fsconfig { layers } => write!(f, "fsconfig lowerdir+ x{layers}"),
+        }
+    }
+}
+
+/// Mounts made on one target, unmounted in reverse order when dropped
+/// (so a failed check or a panic leaves nothing mounted).
+pub struct Mounted {
+    target: PathBuf,
+    count: usize,
+}
+
+impl Mounted {
+    pub fn new(target: &Path) -> Mounted {
+        Mounted { target: target.to_path_buf(), count: 0 }
+    }
+
+    /// Mount `m` on the target, over whatever this guard mounted before.
+    pub fn mount(&mut self, m: &Mount, page_size: usize) -> io::Result<Method> {
+        let method = mount_one(m, &self.target, page_size)?;
+        self.count += 1;
+        Ok(method)
+    }
+
+    /// Unmount everything now; the first error is returned, the rest are
+    /// still tried (lazily detached).
+    pub fn unmount(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        while self.count > 0 {
+            self.count -= 1;
+            if let Err(e) = umount2(&self.target, MntFlags::empty()) {
+                // Busy: detach it, so it is gone once nothing uses it.
+                let detached = umount2(&self.target, MntFlags::MNT_DETACH);
+                if first.is_ok() {
+                    first = Err(io::Error::other(format!("unmount {}: {e}", self.target.display())));
+                }
+                if detached.is_err() {
+                    break;
+                }
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+    }
+}
+
+/// Mount flags and the rest (filesystem data), as containerd's client
+/// splits a mount's options.
+struct Split {
+    flags: MsFlags,
+    recursive_bind: bool,
+    data: Vec<String>,
+}
+
+fn split_options(options: &[String]) -> Split {
+    let mut split = Split { flags: MsFlags::empty(), recursive_bind: false, data: Vec::new() };
+    for option in options {
+        let (set, clear) = match option.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => {
+                split.recursive_bind = true;
+                (MsFlags::MS_BIND, MsFlags::empty())
+            }
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            _ => {
+                split.data.push(option.clone());
+                continue;
+            }
+        };
+        split.flags.insert(set);
+        split.flags.remove(clear);
+    }
+    split
+}
+
+fn mount_one(m: &Mount, target: &Path, page_size: usize) -> io::Result<Method> {
+    let split = split_options(&m.options);
+    if m.r#type == "bind" || split.flags.contains(MsFlags::MS_BIND) {
+        let mut flags = MsFlags::MS_BIND;
+        if split.recursive_bind {
+            flags |= MsFlags::MS_REC;
+        }
+        mount(Some(Path::new(&m.source)), target, None::<&str>, flags, None::<&str>).map_err(|e| ctx(e, "bind", m))?;
+        // A bind ignores ro, nosuid, ... on creation: apply them by remount.
+        let extra = split.flags - MsFlags::MS_BIND;
+        if !extra.is_empty() {
+            let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra;
+            if let Err(e) = mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+                return Err(ctx(e, "remount bind", m));
+            }
+        }
+        return Ok(Method::Mount2);
+    }
+    let data = split.data.join(",");
+    if m.r#type == "overlay" && data.len() + 1 > page_size {
+        return fsconfig_overlay(m, &split, target);
+    }
+    let data = (!data.is_empty()).then_some(data);
+    mount(Some(Path::new(&m.source)), target, Some(m.r#type.as_str()), split.flags, data.as_deref())
+        .map_err(|e| ctx(e, &m.r#type, m))?;
+    Ok(Method::Mount2)
+}
+
+fn ctx(e: nix::Error, what: &str, m: &Mount) -> io::Error {
+    io::Error::new(io::Error::from(e).kind(), format!("mount {what} {} ({}): {e}", m.source, m.options.join(",")))
+}
+
+// The new mount API's ABI (include/uapi/linux/mount.h); stable since 5.2.
+const FSOPEN_CLOEXEC: c_uint = 0x1;
+const FSCONFIG_SET_FLAG: c_uint = 0;
+const FSCONFIG_SET_STRING: c_uint = 1;
+const FSCONFIG_CMD_CREATE: c_uint = 6;
+const FSMOUNT_CLOEXEC: c_uint = 0x1;
+const MOUNT_ATTR_RDONLY: c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: c_uint = 0x2;
+const MOUNT_ATTR_NODEV: c_uint = 0x4;
+const MOUNT_ATTR_NOEXEC: c_uint = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
+
+fn fsconfig_overlay(m: &Mount, split: &Split, target: &Path) -> io::Result<Method> {
+    let fs_type = cstr("overlay")?;
+    // SAFETY: a valid NUL-terminated string; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) };
+    let context = owned(fd, "fsopen overlay")?;
+    let mut layers = 0;
+    for option in &split.data {
+        let result = match option.split_once('=') {
+            Some(("lowerdir", dirs)) => dirs.split(':').try_for_each(|dir| {
+                layers += 1;
+                set_string(&context, "lowerdir+", dir)
+            }),
+            Some((key, value)) => set_string(&context, key, value),
+            None => set_flag(&context, option),
+        };
+        result.map_err(|e| with_log(&context, e, &format!("fsconfig {option:.80}")))?;
+    }
+    // SAFETY: plain integer arguments; the result is checked.
+    let created = unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_CMD_CREATE, 0usize, 0usize, 0) };
+    if created < 0 {
+        return Err(with_log(&context, io::Error::last_os_error(), "fsconfig create overlay"));
+    }
+    let mut attrs = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ] {
+        if split.flags.contains(flag) {
+            attrs |= attr;
+        }
+    }
+    // SAFETY: plain integer arguments; the result is checked.
+    let mfd = unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    let mounted = owned(mfd, "fsmount overlay")?;
+    let empty = cstr("")?;
+    let target_c = cstr(target.to_str().ok_or_else(|| io::Error::other("non-UTF-8 target"))?)?;
+    // SAFETY: valid fds and NUL-terminated strings; the result is checked.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mounted.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("move_mount overlay to {}: {e} ({})", target.display(), m.source)));
+    }
+    Ok(Method::Fsconfig { layers })
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::other(format!("{s:?} contains NUL")))
+}
+
+fn owned(ret: libc::c_long, what: &str) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as c_int) })
+}
+
+fn set_string(context: &OwnedFd, key: &str, value: &str) -> io::Result<()> {
+    let (key, value) = (cstr(key)?, cstr(value)?);
+    // SAFETY: valid fd and NUL-terminated strings; the result is checked.
+    let r = unsafe {
+        libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr() as *const c_char, 0)
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn set_flag(context: &OwnedFd, key: &str) -> io::Result<()> {
+    let key = cstr(key)?;
+    // SAFETY: valid fd and NUL-terminated string; the result is checked.
+    let r = unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_SET_FLAG, key.as_ptr(), 0usize, 0) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `e` with the messages the filesystem logged on the context (overlayfs
+/// explains a refused option there).
+fn with_log(context: &OwnedFd, e: io::Error, what: &str) -> io::Error {
+    let mut log = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        // SAFETY: reading into a buffer we own, of the given length.
+        let n = unsafe { libc::read(context.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        log.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+    }
+    let detail = if log.is_empty() { String::new() } else { format!(" [{}]", log.join("; ")) };
+    io::Error::new(e.kind(), format!("{what}: {e}{detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_are_split_from_data() {
+        let s = split_options(&strings(&["ro", "rbind", "nosuid", "index=off", "lowerdir=/a:/b"]));
+        assert!(s.flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_NOSUID));
+        assert!(s.recursive_bind);
+        assert_eq!(s.data, ["index=off", "lowerdir=/a:/b"]);
+        let s = split_options(&strings(&["ro", "rw"]));
+        assert!(!s.flags.contains(MsFlags::MS_RDONLY));
+    }
+}
