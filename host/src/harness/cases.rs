@@ -444,6 +444,8 @@ fn parse_permissions(v: &toml::Value) -> Result<u32, String> {
 
 /// Every `*.toml` under `paths` (files as given, directories searched
 /// recursively), sorted within each directory so runs are reproducible.
+/// A directory search skips what is not a case file in a crate: hidden
+/// entries, `target/`, `Cargo.toml` and `rust-toolchain.toml`.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for path in paths {
@@ -471,6 +473,10 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     entries.sort();
     for entry in entries {
+        let name = entry.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') || name == "target" || name == "Cargo.toml" || name == "rust-toolchain.toml" {
+            continue;
+        }
         if entry.is_dir() {
             collect_dir(&entry, files)?;
         } else if entry.extension().is_some_and(|e| e == "toml") {
