@@ -4,13 +4,13 @@
 //! one line of [`export_policy!`]. Build for `wasm32-wasip2`; the component
 //! implements the `wasmsnap:policy@0.1.0` world in `wit/policy.wit`.
 //!
-//! ```ignore
+//! ```
 //! use wasmsnap_guest::*;
 //!
 //! struct Mine;
 //! impl Policy for Mine {
 //!     fn init(_config: &Config, _facts: &HostFacts) -> Result<Self, PolicyError> { Ok(Mine) }
-//!     fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
+//!     fn layout(&self, _s: &Snapshot) -> Result<Layout, PolicyError> {
 //!         Ok(LayoutBuilder::new().mkdir("fs", 0o755).content("fs").build())
 //!     }
 //!     fn mounts(&self, s: &Snapshot) -> Result<Vec<Mount>, PolicyError> {
@@ -20,8 +20,25 @@
 //! export_policy!(Mine);
 //! ```
 //!
-//! Policy logic is plain Rust: unit test it natively with `cargo test`
-//! using the helpers in [`testing`].
+//! ## Testing a policy
+//!
+//! Three levels, fastest first:
+//!
+//! 1. **Unit tests, native**: the policy is plain Rust, and
+//!    `export_policy!` exports it only in the wasm build, so `cargo test`
+//!    on your machine's target runs your `#[test]`s directly. The helpers
+//!    in [`testing`] build the policy as the host would and describe
+//!    snapshots as the host numbers them.
+//! 2. **Case files**: `wasmsnap policy test my_policy.wasm tests/` loads
+//!    the built component into the daemon's own engine and checks TOML
+//!    cases: the layout, the rendered mounts, or the failure (declared
+//!    error, trap, invalid plan). `--update` records the actual answers.
+//! 3. **Mounted**: `wasmsnap policy test --mount ...` (root) creates the
+//!    directories with the daemon's executor, mounts each plan and checks
+//!    that every layer is visible, the nearest parent wins, writes land in
+//!    the snapshot's own directory and views are read-only.
+//!
+//! `docs/policy-authoring.md` in the repository walks through all three.
 
 mod adapter;
 mod plan;
