@@ -70,7 +70,7 @@ async fn chain(c: &mut Client, n: usize) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_commit_view_mounts_stat_remove() {
     let d = Daemon::start();
     let mut c = d.client().await;
@@ -115,7 +115,7 @@ async fn prepare_commit_view_mounts_stat_remove() {
     assert_eq!(std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(), 0, "no snapshot directories left");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_match_containerd() {
     let d = Daemon::start();
     let mut c = d.client().await;
@@ -169,7 +169,7 @@ async fn error_codes_match_containerd() {
     drop(d);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_labels_and_filters() {
     let d = Daemon::start();
     let mut c = d.client().await;
@@ -202,7 +202,7 @@ async fn update_labels_and_filters() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_replaces_labels_and_refreshes_times() {
     let d = Daemon::start();
     let mut c = d.client().await;
@@ -220,7 +220,7 @@ async fn commit_replaces_labels_and_refreshes_times() {
     assert!((a.seconds, a.nanos) > (b.seconds, b.nanos));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_streams_in_batches_and_namespace_header_is_optional() {
     let d = Daemon::start();
     let mut c = d.client().await;
@@ -237,7 +237,7 @@ async fn list_streams_in_batches_and_namespace_header_is_optional() {
     assert_eq!(sizes, vec![100, 100, 50]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero_and_state_survives_restart() {
     let mut d = Daemon::start();
     {

@@ -20,6 +20,9 @@ use crate::wire::proto::snapshots::snapshots_server::SnapshotsServer;
 /// containerd's own limit on message size.
 const MAX_MESSAGE: usize = 16 << 20;
 
+/// How long in-flight requests get to finish after SIGTERM or SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let engine = Engine::new().context("start the wasm engine")?;
     let service = Service::new(open_snapshotters(&engine, &config)?);
@@ -38,10 +41,28 @@ async fn run(service: Service, address: &Path) -> anyhow::Result<()> {
     let api = SnapshotsServer::new(SnapshotsApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let result = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(api)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // In-flight requests finish; a client that keeps its connection
+            // open past the grace period does not keep us alive.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("clients still connected after {SHUTDOWN_GRACE:?}; exiting");
+                    Ok(())
+                }
+            }
+        }
+    };
     let _ = std::fs::remove_file(address);
     result.context("gRPC server")?;
     tracing::info!("stopped");

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Record, Usage, UpdateInfo, filter::parse_filters};
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, Usage, UpdateInfo, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::error::{Error, Result};
@@ -33,7 +33,7 @@ impl Snapshotter {
     /// Open (or create) the snapshotter stored under `root`.
     pub fn open(name: &str, root: &Path, policy: Policy) -> anyhow::Result<Snapshotter> {
         std::fs::create_dir_all(root)?;
-        let metastore = Metastore::open(&root.join("metadata.redb"))?;
+        let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
         Ok(Snapshotter {
             name: name.to_string(),
@@ -102,7 +102,8 @@ impl Snapshotter {
 
     /// Commit active `key` as `name`; its usage is measured and stored.
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
-        self.metastore.write(|tx| -> Result<_> {
+        // A disk-usage walk: long, so earlier writers are not kept waiting.
+        self.metastore.write_long(|tx| -> Result<_> {
             let active = tx.get(key)?;
             if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
                 return Err(Error::InvalidArgument(format!(
