@@ -22,7 +22,7 @@ use e2e::scenario::{self, Stage, Target, Timings};
 const IMAGE: &str = "docker.io/wasmsnap/e2e:latest";
 
 /// Every snapshotter runs the whole scenario this many times.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// containerd's name for the wasmsnap snapshotter serving `policy`. Not the
 /// policy's bare name: a proxy plugin may not reuse the name of a snapshotter
