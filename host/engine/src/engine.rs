@@ -16,12 +16,15 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// Compiled components kept for reuse.
 const COMPILED_KEPT: usize = 16;
 
+/// Recently compiled components by the sha256 of their bytes, oldest first.
+type Compiled = VecDeque<([u8; 32], Component)>;
+
 /// A wasmtime engine for policies. Cheap to clone; the ticker thread stops
 /// when the last clone (and every policy loaded with it) is gone.
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: wasmtime::Engine,
-    compiled: Arc<Mutex<VecDeque<([u8; 32], Component)>>>,
+    compiled: Arc<Mutex<Compiled>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -72,7 +75,7 @@ impl Engine {
         Ok(component)
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, VecDeque<([u8; 32], Component)>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, Compiled> {
         // The cache holds no invariant a panic could break.
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -52,7 +52,8 @@ impl Capture {
         buf.kept.is_empty() && buf.dropped == 0
     }
 
-    /// The output since the last call, as text, and clear it.
+    /// The output since the last call, as one line of text (lines joined
+    /// by ` | `), and clear it.
     pub(crate) fn take(&self) -> String {
         let mut buf = self.lock();
         if buf.kept.is_empty() && buf.dropped == 0 {
@@ -62,7 +63,16 @@ impl Capture {
         if buf.dropped > 0 {
             text.push_str(&format!("[... {} earlier bytes dropped] ", buf.dropped));
         }
-        text.push_str(String::from_utf8_lossy(&buf.kept).trim_end());
+        // One line, for logs and error messages; std's hint about
+        // RUST_BACKTRACE means nothing to the operator.
+        let kept = String::from_utf8_lossy(&buf.kept);
+        let lines = kept.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"));
+        for (i, line) in lines.enumerate() {
+            if i > 0 {
+                text.push_str(" | ");
+            }
+            text.push_str(line);
+        }
         buf.kept.clear();
         buf.dropped = 0;
         text
@@ -129,8 +139,8 @@ mod tests {
     fn keeps_the_last_bytes_and_counts_the_rest() {
         let c = Capture::default();
         assert!(c.is_empty());
-        c.append(b"hello\n");
-        assert_eq!(c.take(), "hello");
+        c.append(b"\nthread 'x' panicked at src/lib.rs:1:2:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable\n");
+        assert_eq!(c.take(), "thread 'x' panicked at src/lib.rs:1:2: | boom");
         assert!(c.is_empty());
         c.append(&vec![b'x'; KEPT + 10]);
         c.append(b"the end");

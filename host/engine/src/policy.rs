@@ -114,6 +114,17 @@ impl Policy {
         &self.info
     }
 
+    /// Initialised instances waiting in the pool.
+    pub fn idle_instances(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    /// Drop every pooled instance (their memory goes back); the next calls
+    /// instantiate and `init` afresh.
+    pub fn clear_idle(&self) {
+        self.lock_idle().clear();
+    }
+
     /// The layout for a new snapshot, validated.
     pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
         let wit_snapshot = convert::snapshot(s);
@@ -223,7 +234,9 @@ impl Policy {
     fn log_output(&self, func: Func, store: &Store<HostState>) {
         let output = &store.data().output;
         if !output.is_empty() {
-            tracing::info!(policy = %self.info.label, func, output = %output.take(), "policy output");
+            // Taken even when the log is off: the next call starts clean.
+            let text = output.take();
+            tracing::info!(policy = %self.info.label, func, output = %text, "policy output");
         }
     }
 }

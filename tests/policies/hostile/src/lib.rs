@@ -16,7 +16,7 @@
 //! - `open-file`, `list-root`, `open-socket`, `read-env`: try to reach
 //!   outside; the answer is a declared `failed` error whose message says
 //!   `denied:` with what the sandbox answered, or `ESCAPED:` if it worked;
-//! - `recurse`: recurse without end (stack exhaustion);
+//! - `recurse`: recurse without end (exhausts the stack in linear memory);
 //! - `shout`: write 1 MiB to stderr, then answer a good plan.
 
 use std::io::Write;
@@ -96,11 +96,10 @@ fn act_out<T>(act: &str) -> Result<T, PolicyError> {
         }),
         "read-env" => {
             let (vars, args) = (std::env::vars().count(), std::env::args().count());
-            let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-            if vars == 0 && args == 0 && cwd.is_empty() {
-                Err(PolicyError::Failed("denied: no env, no args, no cwd".into()))
+            if vars == 0 && args == 0 {
+                Err(PolicyError::Failed("denied: no env, no args".into()))
             } else {
-                Err(PolicyError::Failed(format!("ESCAPED: {vars} vars, {args} args, cwd {cwd:?}")))
+                Err(PolicyError::Failed(format!("ESCAPED: {vars} vars, {args} args")))
             }
         }
         "shout" => {

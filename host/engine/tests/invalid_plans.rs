@@ -1,0 +1,117 @@
+//! Every category of bad plan, returned by a real component (the
+//! `bad-plans` test policy), is refused with an error that names the policy,
+//! the function and the broken rule.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+use wasmsnap_engine::{Policy, PolicyError};
+use wasmsnap_plan::Kind;
+
+const CASE: &str = "containerd.io/snapshot/wasmsnap-test.case";
+
+fn bad_plans() -> &'static Policy {
+    static P: OnceLock<Policy> = OnceLock::new();
+    P.get_or_init(|| load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[]).expect("loads"))
+}
+
+/// The `case` of snapshot `kind` on `parents` is refused with `rule`.
+#[track_caller]
+fn refused(case: &str, kind: Kind, parents: u64, rule: &str) {
+    let s = labelled(kind, parents, CASE, case);
+    let (func, result) = if case.starts_with("layout-") {
+        ("layout", bad_plans().layout(&s).map(drop))
+    } else {
+        ("mounts", bad_plans().mounts(&s).map(drop))
+    };
+    let err = result.expect_err(case);
+    let text = err.to_string();
+    match &err {
+        PolicyError::InvalidPlan { func: f, error, .. } => {
+            assert_eq!(*f, func, "{text}");
+            assert_eq!(error.rule(), rule, "case {case}: {text}");
+        }
+        other => panic!("case {case}: not an invalid plan: {other}"),
+    }
+    assert!(text.starts_with(&format!("policy test:bad-plans: {func} returned an invalid plan:")), "{text}");
+    assert!(text.contains(&format!("[{rule}]")), "{text}");
+}
+
+#[test]
+fn without_a_case_the_plans_are_good() {
+    bad_plans().layout(&snapshot(Kind::Active, 2)).unwrap();
+    bad_plans().mounts(&snapshot(Kind::Active, 2)).unwrap();
+    bad_plans().mounts(&snapshot(Kind::View, 0)).unwrap();
+}
+
+#[test]
+fn names_that_are_not_one_plain_component() {
+    refused("dotdot", Kind::View, 2, "name-dot");
+    refused("slash", Kind::View, 2, "name-slash");
+    refused("nul", Kind::View, 2, "name-nul");
+    refused("charset", Kind::View, 2, "name-charset");
+    refused("layout-dotdot", Kind::Active, 1, "name-dot");
+    refused("layout-slash", Kind::Active, 1, "name-slash");
+    refused("layout-nul", Kind::Active, 1, "name-nul");
+}
+
+#[test]
+fn a_snapshot_that_is_not_a_parent() {
+    refused("foreign-snapshot", Kind::View, 2, "foreign-snapshot");
+}
+
+#[test]
+fn paths_smuggled_in_free_options() {
+    refused("lowerdir-option", Kind::Active, 2, "option-path-key");
+    refused("upperdir-option", Kind::Active, 2, "option-path-key");
+    refused("workdir-option", Kind::Active, 2, "option-path-key");
+    refused("comma-option", Kind::Active, 2, "option-comma");
+    refused("path-option", Kind::Active, 2, "option-path-value");
+    refused("reserved-option", Kind::View, 0, "option-reserved");
+}
+
+#[test]
+fn other_mounts_that_name_a_path() {
+    refused("other-bind-absolute", Kind::Active, 1, "other-type");
+    refused("other-source-path", Kind::Active, 1, "other-source-path");
+}
+
+#[test]
+fn writable_mounts_of_parents_or_views() {
+    refused("writable-parent", Kind::Active, 2, "writable-parent-dir");
+    refused("writable-view", Kind::View, 2, "view-writable");
+}
+
+#[test]
+fn overlay_shapes() {
+    refused("no-lower", Kind::Active, 2, "overlay-no-lower");
+    refused("duplicate-lower", Kind::View, 2, "duplicate-lower");
+    refused("upper-without-work", Kind::Active, 2, "upper-without-work");
+}
+
+#[test]
+fn sizes() {
+    refused("no-mounts", Kind::Active, 0, "no-mounts");
+    refused("too-many-mounts", Kind::Active, 0, "too-many-mounts");
+    refused("too-many-lowers", Kind::View, 2, "too-many-lowers");
+    refused("layout-too-many-steps", Kind::Active, 0, "too-many-steps");
+}
+
+#[test]
+fn layout_rules() {
+    refused("layout-mode", Kind::Active, 1, "mkdir-mode");
+    refused("layout-content", Kind::Active, 1, "content-not-created");
+    refused("layout-copy-orphan", Kind::Active, 0, "copy-parent-without-parent");
+    refused("layout-chown-first", Kind::Active, 1, "chown-before-create");
+}
+
+#[test]
+fn the_case_can_come_from_config() {
+    let p = load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[("case", "dotdot")]).unwrap();
+    let err = p.mounts(&snapshot(Kind::View, 1)).unwrap_err();
+    assert!(err.to_string().contains("[name-dot]"), "{err}");
+    // After a refused plan the policy keeps answering.
+    p.layout(&snapshot(Kind::View, 1)).unwrap();
+}
