@@ -43,10 +43,11 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     std::fs::write(&config, served).expect("write wasmsnap config");
     let wasmsnap = Daemon::start_with(&["--config", config.to_str().unwrap()]);
     let _unmount_wasmsnap = e2e::UnmountOnDrop(wasmsnap.dir.path().to_path_buf());
+    let _wasmsnap_logs = e2e::LogsOnFailure(vec![("wasmsnap".into(), wasmsnap.log.clone())]);
 
     let proxies: Vec<_> = policies.iter().map(|p| (proxy_name(p), wasmsnap.socket.clone())).collect();
     let containerd = Containerd::start(&work.path().join("containerd"), &proxies);
-    let _logs = e2e::LogsOnFailure(vec![("containerd".into(), containerd.log.clone()), ("wasmsnap".into(), wasmsnap.log.clone())]);
+    let _containerd_logs = e2e::LogsOnFailure(vec![("containerd".into(), containerd.log.clone())]);
     assert_proxies_loaded(&containerd, &proxies);
 
     let image = e2e::oci::build(work.path(), IMAGE);
