@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod error;
 pub mod harness;
 pub mod loader;
+pub mod recovery;
 pub mod service;
 pub mod snapshotter;
 pub mod wire;

@@ -18,6 +18,7 @@ use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, Usage, UpdateInfo, pa
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::error::{Error, Result};
+use crate::recovery::{self, LostDirs};
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -27,6 +28,8 @@ pub struct Snapshotter {
     metastore: Metastore,
     dirs: SnapshotDirs,
     policy: RwLock<Arc<Policy>>,
+    /// Records found without their directory at start (see `recovery`).
+    lost: LostDirs,
 }
 
 impl Snapshotter {
@@ -35,12 +38,14 @@ impl Snapshotter {
         std::fs::create_dir_all(root)?;
         let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
+        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
         Ok(Snapshotter {
             name: name.to_string(),
             root: root.to_path_buf(),
             metastore,
             dirs,
             policy: RwLock::new(Arc::new(policy)),
+            lost,
         })
     }
 
@@ -69,6 +74,7 @@ impl Snapshotter {
         let parent = (!parent.is_empty()).then_some(parent);
         let (mounts, new_dir) = self.metastore.write(|tx| -> Result<_> {
             let (record, parent_ids) = tx.create(key, kind, parent, labels)?;
+            self.lost.check(&self.name, key, parent_ids.iter().copied())?;
             let snapshot = describe(&record, parent_ids);
             let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let mounts = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
@@ -96,6 +102,7 @@ impl Snapshotter {
             let parent_ids = tx.parent_ids(&record)?;
             Ok(describe(&record, parent_ids))
         })?;
+        self.lost.check(&self.name, key, std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()))?;
         let plans = self.policy().mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         Ok(render_mounts(&self.root, &plans))
     }
@@ -105,6 +112,7 @@ impl Snapshotter {
         // A disk-usage walk: long, so earlier writers are not kept waiting.
         self.metastore.write_long(|tx| -> Result<_> {
             let active = tx.get(key)?;
+            self.lost.check(&self.name, key, [active.id])?;
             if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
                 return Err(Error::InvalidArgument(format!(
                     "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
@@ -123,6 +131,7 @@ impl Snapshotter {
     /// Remove a snapshot: the record first, then its directory.
     pub fn remove(&self, key: &str) -> Result<()> {
         let record = self.metastore.write(|tx| -> Result<_> { Ok(tx.remove(key)?) })?;
+        self.lost.forget(record.id);
         if let Err(e) = self.dirs.remove(record.id) {
             // The record is gone; Cleanup frees what is left of the directory.
             tracing::warn!(snapshotter = %self.name, key, error = %e, "removing snapshot directory failed; left for cleanup");
