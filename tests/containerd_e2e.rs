@@ -21,8 +21,14 @@ use e2e::scenario::{self, Stage, Target, Timings};
 
 const IMAGE: &str = "docker.io/wasmsnap/e2e:latest";
 
-/// Every snapshotter runs the whole scenario this many times.
-const ROUNDS: usize = 5;
+/// Every snapshotter runs the whole scenario this many times
+/// (`WASMSNAP_E2E_ROUNDS=N` for steadier timings).
+fn rounds() -> usize {
+    match std::env::var("WASMSNAP_E2E_ROUNDS") {
+        Ok(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| panic!("WASMSNAP_E2E_ROUNDS: expected a positive number, got {v:?}")),
+        Err(_) => 3,
+    }
+}
 
 /// containerd's name for the wasmsnap snapshotter serving `policy`. Not the
 /// policy's bare name: a proxy plugin may not reuse the name of a snapshotter
@@ -73,7 +79,8 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     // not favour one; each round also re-imports what the last one collected.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut timings: Vec<Vec<Timings>> = vec![Vec::new(); targets.len()];
-    for _ in 0..ROUNDS {
+    let rounds = rounds();
+    for _ in 0..rounds {
         for ((_, served, target), times) in targets.iter().zip(&mut timings) {
             let t = scenario::exercise(&containerd, target, &image, |stage| {
                 if let Some(name) = served {
@@ -85,7 +92,7 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     }
 
     let labels: Vec<&str> = targets.iter().map(|(label, _, _)| label.as_str()).collect();
-    print_timings(&labels, &timings);
+    print_timings(&labels, &timings, rounds);
 }
 
 /// `ctr plugins ls` lists every proxy snapshotter as loaded.
@@ -128,7 +135,7 @@ async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: 
 }
 
 /// Median and range of each step, per snapshotter.
-fn print_timings(labels: &[&str], timings: &[Vec<Timings>]) {
+fn print_timings(labels: &[&str], timings: &[Vec<Timings>], rounds: usize) {
     let cell = |mut v: Vec<Duration>| {
         v.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -136,7 +143,7 @@ fn print_timings(labels: &[&str], timings: &[Vec<Timings>]) {
     };
     // The daemon is built with the test's profile.
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!("\ncontainerd end to end: median (min-max) of {ROUNDS} rounds; 3-layer image; wasmsnap {build} build");
+    println!("\ncontainerd end to end: median (min-max) of {rounds} rounds; 3-layer image; wasmsnap {build} build");
     println!("{:<34} {:>24} {:>24} {:>24}", "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC");
     for (label, t) in labels.iter().zip(timings) {
         println!(
