@@ -48,8 +48,16 @@ fn assert_all_pass(o: &Output) -> usize {
 struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new() -> Scratch {
+    /// In the temp dir: on this machine's disk, as the daemon's root would be.
+    fn on_disk() -> Scratch {
         Scratch(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// In /dev/shm where there is one: the executor's fsyncs cost nothing on
+    /// tmpfs, so deep chains set up in milliseconds, not seconds.
+    fn new() -> Scratch {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() { Scratch(tempfile::tempdir_in(shm).expect("temp dir in /dev/shm")) } else { Scratch::on_disk() }
     }
 
     fn path(&self) -> &str {
@@ -69,7 +77,10 @@ fn run_suite(policy: &str, cases: &str) {
 }
 
 fn run_suite_mounted(policy: &str, cases: &str) -> String {
-    let scratch = Scratch::new();
+    run_suite_mounted_in(Scratch::new(), policy, cases)
+}
+
+fn run_suite_mounted_in(scratch: Scratch, policy: &str, cases: &str) -> String {
     let o = wasmsnap(&["policy", "test", "--mount", "--scratch", scratch.path(), policy, cases]);
     assert_all_pass(&o);
     scratch.assert_clean();
@@ -98,7 +109,7 @@ fn example_ephemeral_cases_pass() {
 
 #[test]
 fn overlay_cases_pass_mounted_for_0_1_2_128_and_500_parents() {
-    let out = run_suite_mounted("builtin:overlay", "plugins/overlay/tests");
+    let out = run_suite_mounted_in(Scratch::on_disk(), "builtin:overlay", "plugins/overlay/tests");
     let line = |name: &str| out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no case {name:?} in\n{out}")).to_string();
     for name in [
         "active without parents",
@@ -163,6 +174,26 @@ fn each_failure_says_which_of_trap_declared_or_invalid_plan_and_why() {
     assert!(out.contains("-       ro\n        +       rw\n"), "{out}");
     // The mounted check of a plan that ignores its parents fails, naming them.
     assert!(out.contains("mount check failed: every layer visible: missing layers: 2, 1"), "{out}");
+    scratch.assert_clean();
+}
+
+#[test]
+fn a_plan_the_kernel_refuses_fails_the_case_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "refused.toml",
+        "[[case]]\nname = \"an option overlayfs does not know\"\nkind = \"active\"\nparents = 3\nconfig = { mount_options = \"no_such_overlay_option\" }\n\n[case.expect]\nlayout = { steps = [{ mkdir = \"fs\", mode = \"0755\" }, { mkdir = \"work\", mode = \"0711\" }, { chown-like-parent = \"fs\" }], content = \"fs\" }\n",
+    );
+    // Without --mount the plan is what the case expects.
+    assert_all_pass(&wasmsnap(&["policy", "test", "builtin:overlay", &file]));
+    let scratch = Scratch::new();
+    let o = wasmsnap(&["policy", "test", "--mount", "--scratch", scratch.path(), "builtin:overlay", &file]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("[mount failed]"), "{out}");
+    assert!(out.contains("mounting the plan failed"), "{out}");
+    assert!(out.contains("no_such_overlay_option"), "{out}");
     scratch.assert_clean();
 }
 

@@ -48,6 +48,8 @@ pub struct MountReport {
     pub setup_ms: f64,
     /// Time to mount, check and unmount.
     pub mount_ms: f64,
+    /// Time to remove the scratch root.
+    pub cleanup_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,7 +76,9 @@ pub fn check(policy: &Policy, snapshot: &Snapshot, plan: &Plan, scratch_base: &P
     let outcome = Scratch::create(scratch_base).and_then(|scratch| {
         let result = run(policy, snapshot, plan, &scratch, page_size, &mut report);
         // Cleanup errors matter too: a harness must not leave anything behind.
+        let started = Instant::now();
         let cleaned = scratch.remove();
+        report.cleanup_ms = ms(started.elapsed());
         result.and(cleaned)
     });
     if let Err(e) = outcome {

@@ -89,11 +89,12 @@ fn mount_summary(m: &MountReport) -> String {
     }
     let passed = m.checks.iter().filter(|c| c.passed).count();
     format!(
-        "[mounted {}: {passed}/{} checks; setup {:.0} ms, mount+check {:.0} ms]",
+        "[mounted {}: {passed}/{} checks; setup {:.0} ms, mount+check {:.0} ms, cleanup {:.0} ms]",
         m.methods.join(" + "),
         m.checks.len(),
         m.setup_ms,
-        m.mount_ms
+        m.mount_ms,
+        m.cleanup_ms
     )
 }
 
