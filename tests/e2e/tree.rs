@@ -39,7 +39,7 @@ fn walk(root: &Path, path: &Path, out: &mut Fingerprint) {
     out.insert(
         if rel.is_empty() { ".".into() } else { rel },
         format!(
-            "{kind} mode={:o} owner={}:{} size={} mtime={}.{} nlink={} xattrs={:?}",
+            "{kind} mode={:o} owner={}:{} size={} mtime={}.{:09} nlink={} xattrs={:?}",
             meta.mode(),
             meta.uid(),
             meta.gid(),
