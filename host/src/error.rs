@@ -16,6 +16,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// The client cancelled the request before it committed.
+    #[error("{0}")]
+    Cancelled(String),
     /// The policy could not answer (trap, timeout, resource limit).
     #[error("{0}")]
     Unavailable(String),

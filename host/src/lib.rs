@@ -11,6 +11,7 @@
 //! [`daemon`] (socket, signals), [`cli`], and the policy testing
 //! [`harness`] behind `wasmsnap policy test`.
 
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -84,6 +84,7 @@ impl Snapshotter {
             };
             let new_dir = self.dirs.create(record.id, &layout.steps, parent_content.as_deref())?;
             tx.set_content(key, layout.content)?;
+            crate::cancel::check("create", key)?;
             Ok((render_mounts(&self.root, &mounts), new_dir))
         })?;
         new_dir.keep();
@@ -124,6 +125,7 @@ impl Snapshotter {
                 _ => Usage { size: 0, inodes: 0 },
             };
             tx.commit(key, name, labels, usage)?;
+            crate::cancel::check("commit", key)?;
             Ok(())
         })
     }

@@ -19,7 +19,9 @@
 //! Deliberate differences from containerd: creating on top of a parent that
 //! exists but is not committed is FailedPrecondition (containerd says
 //! InvalidArgument); an empty key is InvalidArgument everywhere; an invalid
-//! regular expression in a filter is an error (see [`filter`]).
+//! regular expression in a filter is an error (see [`filter`]); a key is at
+//! most [`MAX_KEY_BYTES`] (bolt's own limit) and one snapshot's labels at most
+//! [`MAX_LABELS_TOTAL_BYTES`] in all, so every record fits in a gRPC message.
 
 mod codec;
 mod error;
@@ -41,5 +43,5 @@ pub use reads::Reads;
 pub use record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage};
 pub use store::{FILE_NAME, Metastore};
 pub use tables::SCHEMA_VERSION;
-pub use validate::MAX_LABEL_BYTES;
+pub use validate::{MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LABELS_TOTAL_BYTES};
 pub use write_tx::WriteTx;

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use wasmsnap_metastore::{Error, Filter, Kind, Reads, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{Error, Filter, Kind, MAX_KEY_BYTES, Reads, UpdateInfo, Usage, parse_filters};
 
 #[test]
 fn create_allocates_ids_from_one_and_returns_parent_ids_nearest_first() {
@@ -267,9 +267,10 @@ fn list_walks_matching_records_in_key_order() {
 }
 
 #[test]
-fn keys_are_opaque_and_may_be_huge() {
+fn keys_are_opaque_and_may_be_long() {
     let (_dir, store) = open();
-    let huge = "k".repeat(1 << 20);
+    // Room for the suffixes below within the limit.
+    let huge = "k".repeat(MAX_KEY_BYTES - 16);
     let odd = ["a/b/../c", "with space", "nul\0inside", "..", "/", "é:ü", "k8s.io/1/extract-1 sha256:aa"];
     layer(&store, &huge, None);
     for key in odd {
@@ -298,6 +299,19 @@ fn keys_are_opaque_and_may_be_huge() {
     }
     store.write(|tx| tx.remove(&huge_name)).unwrap();
     store.write(|tx| tx.remove(&huge)).unwrap();
+}
+
+#[test]
+fn keys_over_the_limit_are_invalid_everywhere() {
+    let (_dir, store) = open();
+    layer(&store, "base", None);
+    let over = "k".repeat(1 << 20);
+    let invalid = |r: Result<_, Error>| matches!(r, Err(Error::InvalidArgument(m)) if m.contains("1048576 bytes") && m.len() < 1000);
+    assert!(invalid(create(&store, &over, Kind::Active, None).map(drop)));
+    assert!(invalid(store.read(|tx| tx.get(&over)).map(drop)));
+    assert!(invalid(store.write(|tx| tx.remove(&over)).map(drop)));
+    create(&store, "a", Kind::Active, Some("base")).unwrap();
+    assert!(invalid(commit(&store, "a", &over).map(drop)));
 }
 
 #[test]

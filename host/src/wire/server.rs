@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::convert;
 use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
+use crate::cancel;
 use crate::error::Error;
 use crate::service::Service;
 use crate::snapshotter::Snapshotter;
@@ -19,6 +20,9 @@ use wasmsnap_plan::Kind;
 
 /// containerd's List batches, as its own snapshot service sends them.
 const LIST_BATCH: usize = 100;
+/// A batch also ends before it passes this many bytes: a hundred records
+/// with long keys and many labels would not fit in one 16 MiB message.
+const LIST_BATCH_BYTES: usize = 4 << 20;
 
 pub struct SnapshotsApi {
     service: Service,
@@ -39,10 +43,15 @@ impl SnapshotsApi {
     ) -> Result<T, Status> {
         let span = tracing::info_span!("rpc", op, snapshotter, key);
         let target = self.service.get(snapshotter).map_err(status)?;
-        let result = tokio::task::spawn_blocking(move || f(&target))
+        // tonic drops this future when the client goes: the guard then marks
+        // the operation cancelled, and it rolls back if not yet committed.
+        let token = cancel::Token::default();
+        let guard = token.cancel_on_drop();
+        let result = tokio::task::spawn_blocking(move || token.run(|| f(&target)))
             .instrument(span.clone())
             .await
             .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+        guard.disarm();
         result.map_err(|e| {
             span.in_scope(|| tracing::debug!(error = %e, "{op} failed"));
             status(e)
@@ -57,6 +66,7 @@ pub fn status(e: Error) -> Status {
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::Cancelled(m) => Status::cancelled(m),
         Error::Unavailable(m) => Status::unavailable(m),
         Error::Internal(m) => Status::unknown(m),
     }
@@ -125,9 +135,18 @@ impl Snapshots for SnapshotsApi {
         let filters = r.filters;
         let records = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
         let mut batches = Vec::with_capacity(records.len().div_ceil(LIST_BATCH));
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let info = records.by_ref().take(LIST_BATCH).map(convert::info).collect();
+        let (mut info, mut bytes) = (Vec::new(), 0);
+        for record in records {
+            let one = convert::info(record);
+            let len = prost::Message::encoded_len(&one);
+            if info.len() == LIST_BATCH || (!info.is_empty() && bytes + len > LIST_BATCH_BYTES) {
+                batches.push(Ok(api::ListSnapshotsResponse { info: std::mem::take(&mut info) }));
+                bytes = 0;
+            }
+            bytes += len;
+            info.push(one);
+        }
+        if !info.is_empty() {
             batches.push(Ok(api::ListSnapshotsResponse { info }));
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
