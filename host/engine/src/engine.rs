@@ -1,7 +1,9 @@
 //! The shared wasmtime engine: component model on, epoch interruption on,
 //! and a ticker thread that advances the epoch so every call has a
 //! deadline. Compiled components are remembered by sha256, so loading the
-//! same policy again (a second snapshotter, a reload) does not recompile.
+//! same policy again (a second snapshotter, a reload) does not recompile;
+//! with a [`DiskCache`] they are also kept on disk, so a restart does not
+//! recompile either.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::Component;
+
+use crate::disk_cache::{DiskCache, Lookup};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -25,6 +29,7 @@ type Compiled = VecDeque<([u8; 32], Component)>;
 pub struct Engine {
     pub(crate) inner: wasmtime::Engine,
     compiled: Arc<Mutex<Compiled>>,
+    disk: Option<Arc<DiskCache>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -53,7 +58,22 @@ impl Engine {
     fn with_config(config: wasmtime::Config) -> anyhow::Result<Engine> {
         let inner = wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("create the wasm engine: {e:#}"))?;
         let ticker = Ticker::start(inner.clone())?;
-        Ok(Engine { inner, compiled: Arc::default(), _ticker: Arc::new(ticker) })
+        Ok(Engine { inner, compiled: Arc::default(), disk: None, _ticker: Arc::new(ticker) })
+    }
+
+    /// Keep compiled components in `dir` too (see [`DiskCache`]), so the
+    /// next process with an engine like this one loads them without
+    /// compiling.
+    pub fn with_disk_cache(mut self, dir: &std::path::Path) -> anyhow::Result<Engine> {
+        let cache = DiskCache::open(&self.inner, dir)
+            .map_err(|e| anyhow::anyhow!("open the policy cache {}: {e}", dir.display()))?;
+        self.disk = Some(Arc::new(cache));
+        Ok(self)
+    }
+
+    /// The disk cache, if [`with_disk_cache`](Self::with_disk_cache) set one.
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_deref()
     }
 
     /// The wasmtime engine, e.g. for precompiling components.
@@ -66,12 +86,37 @@ impl Engine {
         if let Some(c) = self.lock_compiled().iter().find(|(d, _)| *d == digest) {
             return Ok(c.1.clone());
         }
-        let component = Component::new(&self.inner, wasm)?;
+        let component = match &self.disk {
+            Some(disk) => self.compile_through(disk, &digest, wasm)?,
+            None => Component::new(&self.inner, wasm)?,
+        };
         let mut compiled = self.lock_compiled();
         if compiled.len() == COMPILED_KEPT {
             compiled.pop_front();
         }
         compiled.push_back((digest, component.clone()));
+        Ok(component)
+    }
+
+    /// Load from the disk cache, or compile and write the cache entry. A
+    /// cache that cannot be written costs the next start a compilation,
+    /// nothing else: logged, not an error.
+    fn compile_through(&self, disk: &DiskCache, digest: &[u8; 32], wasm: &[u8]) -> wasmtime::Result<Component> {
+        let started = std::time::Instant::now();
+        let sha256 = hex::encode(digest);
+        match disk.load(&self.inner, digest) {
+            Lookup::Hit(component) => {
+                tracing::debug!(%sha256, took = ?started.elapsed(), "policy cache: loaded the compiled component");
+                return Ok(component);
+            }
+            Lookup::Miss => {}
+            Lookup::Bad(reason) => tracing::warn!(%sha256, %reason, "policy cache: entry unusable, compiling again"),
+        }
+        let component = Component::new(&self.inner, wasm)?;
+        match disk.store(digest, &component) {
+            Ok(path) => tracing::info!(%sha256, took = ?started.elapsed(), file = %path.display(), "policy cache: compiled and stored"),
+            Err(e) => tracing::warn!(%sha256, error = %format!("{e:#}"), "policy cache: cannot store the compiled component"),
+        }
         Ok(component)
     }
 

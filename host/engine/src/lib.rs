@@ -21,6 +21,7 @@ mod bindings {
     });
 }
 mod convert;
+mod disk_cache;
 mod engine;
 mod error;
 mod facts;
@@ -29,6 +30,7 @@ mod policy;
 mod sandbox;
 mod version;
 
+pub use disk_cache::DiskCache;
 pub use engine::Engine;
 pub use error::{DeclaredError, Func, PolicyError};
 pub use facts::probe_facts;
