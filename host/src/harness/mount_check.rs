@@ -191,7 +191,7 @@ fn read(path: &Path) -> Option<String> {
 }
 
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// A scratch root, removed (after checking nothing is mounted in it) when
