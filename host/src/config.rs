@@ -16,7 +16,11 @@
 //! ```
 //!
 //! With no `[snapshotters]` table every built-in policy is served under its
-//! own name. Unknown keys and bad values are errors that name the key.
+//! own name. Unknown keys and bad values are errors that name the key (its
+//! dotted path, line and column). A relative policy path is relative to the
+//! config file's directory. Snapshotter names starting with `.` are
+//! reserved: the root holds the host's own directories under such names
+//! (`.cache`). `docs/config.example.toml` documents every key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+use crate::harness::toml_place::{line_col, path_at};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/wasmsnap";
 pub const DEFAULT_ADDRESS: &str = "/run/wasmsnap/wasmsnap.sock";
@@ -56,13 +62,44 @@ pub struct SnapshotterConfig {
 }
 
 /// A policy config value: TOML strings, booleans and numbers, passed as text.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ConfigValue {
     String(String),
     Bool(bool),
     Integer(i64),
     Float(f64),
+}
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ConfigValueVisitor)
+    }
+}
+
+/// Scalars only: a policy's `init` receives its config as strings.
+struct ConfigValueVisitor;
+
+impl serde::de::Visitor<'_> for ConfigValueVisitor {
+    type Value = ConfigValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string, boolean or number (a policy gets its config as text)")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigValue, E> {
+        Ok(ConfigValue::String(v.to_string()))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ConfigValue, E> {
+        Ok(ConfigValue::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ConfigValue, E> {
+        Ok(ConfigValue::Integer(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ConfigValue, E> {
+        i64::try_from(v).map(ConfigValue::Integer).map_err(|_| E::custom(format!("integer {v} is too large")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ConfigValue, E> {
+        Ok(ConfigValue::Float(v))
+    }
 }
 
 impl std::fmt::Display for ConfigValue {
@@ -128,14 +165,22 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Read and check a config file.
+    /// Read and check a config file; relative policy paths become relative
+    /// to the file's directory.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
-        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+        let mut config = Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for s in config.snapshotters.values_mut() {
+            if !s.policy.starts_with("builtin:") && Path::new(&s.policy).is_relative() {
+                s.policy = base.join(&s.policy).display().to_string();
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| locate(text, &e))?;
         config.check()?;
         config.fill_defaults();
         Ok(config)
@@ -157,13 +202,24 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        for (key, path) in [("root", &self.root), ("address", &self.address)] {
+            if !path.is_absolute() {
+                bail!("{key}: must be an absolute path, got {:?}", path.display().to_string());
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            bail!("log_level: {:?} is not a level (error, warn, info, debug, trace) or tracing filter: {e}", self.log_level);
+        }
         for (name, s) in &self.snapshotters {
-            let valid = !name.is_empty()
-                && name != "."
-                && name != ".."
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !valid {
                 bail!("snapshotters.{name:?}: a snapshotter name may use only letters, digits, '-', '_' and '.'");
+            }
+            if name.starts_with('.') {
+                bail!("snapshotters.{name:?}: a snapshotter name may not start with '.' (reserved for the host's own directories under the root)");
+            }
+            if s.policy.is_empty() {
+                bail!("snapshotters.{name}.policy: empty; give `builtin:NAME` or the path of a .wasm component");
             }
             if let Some(b) = s.policy.strip_prefix("builtin:") {
                 if wasmsnap_engine::builtin(b).is_none() {
@@ -188,3 +244,19 @@ impl Config {
         Ok(())
     }
 }
+
+/// A TOML or shape error as `dotted.key (line L, column C): what`, so the
+/// operator sees which key is wrong without counting lines.
+fn locate(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let Some(span) = e.span() else { return anyhow::anyhow!("{e}") };
+    let (line, column) = line_col(text, span.start);
+    let key = toml_edit::Document::parse(text.to_string()).ok().map(|doc| path_at(&doc, &span).to_string());
+    match key.filter(|k| !k.is_empty()) {
+        Some(key) => anyhow::anyhow!("{key} (line {line}, column {column}): {}", e.message()),
+        None => anyhow::anyhow!("line {line}, column {column}: {}", e.message()),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -48,9 +48,13 @@ impl From<FsError> for Error {
 }
 
 impl Error {
-    /// A policy failure, naming the snapshotter it serves.
+    /// A policy failure, naming the snapshotter it serves, the policy and
+    /// the reason (with what the guest wrote to stderr, if it was stopped).
+    /// Logged here, in the request's span: the operator sees the guest's
+    /// output even when the client drops the error.
     pub fn policy(snapshotter: &str, e: PolicyError) -> Self {
         let message = format!("snapshotter {snapshotter:?}: {e}");
+        tracing::warn!(error = %message, "policy failed");
         if e.is_unavailable() { Error::Unavailable(message) } else { Error::Internal(message) }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod harness;
 pub mod loader;
 pub mod recovery;
+pub mod reload;
 pub mod service;
 pub mod snapshotter;
 pub mod wire;

@@ -3,7 +3,7 @@
 //! its root and load it into the engine.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -26,11 +26,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Where compiled policies are kept under the root (see
+/// `wasmsnap_engine::DiskCache`). A snapshotter name cannot start with `.`,
+/// so this never meets a snapshotter's directory.
+pub fn policy_cache_dir(root: &Path) -> PathBuf {
+    root.join(".cache").join("policies")
+}
+
 /// Load the policy of snapshotter `name`, whose data lives under `root`.
 pub fn load_policy(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &Path) -> anyhow::Result<Policy> {
     let wasm = read_policy(&cfg.policy).with_context(|| format!("snapshotter {name:?}"))?;
+    load_policy_bytes(engine, name, cfg, root, &wasm)
+}
+
+/// [`load_policy`] of component bytes already read.
+pub fn load_policy_bytes(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &Path, wasm: &[u8]) -> anyhow::Result<Policy> {
     if let Some(pin) = &cfg.sha256 {
-        let actual = sha256_hex(&wasm);
+        let actual = sha256_hex(wasm);
         if !pin.eq_ignore_ascii_case(&actual) {
             bail!("snapshotter {name:?}: policy {} has sha256 {actual}, but the config pins {pin}", cfg.policy);
         }
@@ -38,7 +50,7 @@ pub fn load_policy(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &
     std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
     let facts = wasmsnap_engine::probe_facts(root);
     let config: Vec<(String, String)> = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    Policy::load(engine, &cfg.policy, &wasm, &config, &facts, cfg.limits.sandbox())
+    Policy::load(engine, &cfg.policy, wasm, &config, &facts, cfg.limits.sandbox())
         .map_err(|e| anyhow::anyhow!("snapshotter {name:?}: {e}"))
 }
 

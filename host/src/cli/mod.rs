@@ -72,14 +72,10 @@ fn serve(root: Option<PathBuf>, address: Option<PathBuf>, file: Option<PathBuf>,
             c
         }
     };
-    if let Some(r) = root {
-        config.root = r;
-    }
-    if let Some(a) = address {
-        config.address = a;
-    }
-    init_logging(log_level.as_deref().unwrap_or(&config.log_level));
-    crate::daemon::serve(config)
+    let overrides = crate::reload::Overrides { root, address, log_level };
+    overrides.apply(&mut config);
+    init_logging(&config.log_level);
+    crate::daemon::serve(config, file, overrides)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -87,8 +83,12 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let engine = wasmsnap_engine::Engine::new()?;
     let scratch = tempdir()?;
     for (name, cfg) in &config.snapshotters {
-        crate::loader::load_policy(&engine, name, cfg, &scratch.join(name))?;
-        println!("snapshotter {name}: policy {} loads", cfg.policy);
+        let policy = crate::loader::load_policy(&engine, name, cfg, &scratch.join(name));
+        let policy = policy.inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&scratch);
+        })?;
+        let info = policy.info();
+        println!("snapshotter {name}: policy {} loads (wasmsnap:policy@{}, sha256 {})", cfg.policy, info.wit_version, info.sha256);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{}: ok", file.display());

@@ -26,7 +26,7 @@ pub mod mount_sys;
 pub mod report;
 pub mod run;
 pub mod subject;
-mod toml_place;
+pub(crate) mod toml_place;
 pub mod update;
 
 use std::collections::BTreeMap;

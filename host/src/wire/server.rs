@@ -47,7 +47,10 @@ impl SnapshotsApi {
         // the operation cancelled, and it rolls back if not yet committed.
         let token = cancel::Token::default();
         let guard = token.cancel_on_drop();
-        let result = tokio::task::spawn_blocking(move || token.run(|| f(&target)))
+        // The span is entered on the worker too, so what the call logs (a
+        // policy's output, its failure) lands under the request.
+        let worker_span = span.clone();
+        let result = tokio::task::spawn_blocking(move || worker_span.in_scope(|| token.run(|| f(&target))))
             .instrument(span.clone())
             .await
             .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
