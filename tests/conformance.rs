@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 /// Every policy `wasmsnap serve` serves with no config file.
-const POLICIES: &[&str] = &["overlay"];
+const POLICIES: &[&str] = &["overlay", "native", "bind"];
 /// Consecutive runs per policy, so a flaky case cannot pass by luck.
 const RUNS: usize = 3;
 /// containerd's snapshotters served by the peer, run once each as the baseline.
