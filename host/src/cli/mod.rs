@@ -39,6 +39,8 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Serve { root, address, config, log_level } => serve(root, address, config, log_level),
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Bench(args) => crate::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,5 +107,7 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
