@@ -92,6 +92,11 @@ impl Daemon {
         child.wait().ok();
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The snapshotter's directory of snapshots.
     pub fn snapshots_dir(&self, snapshotter: &str) -> PathBuf {
         self.root.join(snapshotter).join("snapshots")

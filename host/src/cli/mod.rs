@@ -106,8 +106,25 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+/// A bare level (`debug`) applies to wasmsnap's own crates; everything
+/// else logs warnings only: at debug, Cranelift alone writes megabytes per
+/// compiled policy. A full filter (`debug,cranelift_codegen=info`) is used
+/// as it is.
+fn log_filter(level: &str) -> String {
+    match level.trim().parse::<tracing_subscriber::filter::LevelFilter>() {
+        Ok(tracing_subscriber::filter::LevelFilter::OFF) => "off".to_string(),
+        Ok(l) if !level.contains(['=', ',']) => {
+            let ours = ["wasmsnap", "wasmsnap_engine", "wasmsnap_metastore", "wasmsnap_fs", "wasmsnap_plan"];
+            let mut filter = format!("warn,{}", ours.map(|c| format!("{c}={l}")).join(","));
+            filter.make_ascii_lowercase();
+            filter
+        }
+        _ => level.to_string(),
+    }
 }
