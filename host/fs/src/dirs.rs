@@ -204,15 +204,24 @@ impl SnapshotDirs {
     ///
     /// A copy wrote a whole tree: one syncfs flushes its data and metadata
     /// (an fsync per file would cost a journal commit each). Otherwise the
-    /// steps made only empty directories: an fsync of the temp dir persists
-    /// their entries, and with them (journaled metadata, in order) their
-    /// modes and owners. Measured on ext4 here: each fsync that commits the
-    /// journal costs ~2.5 ms; also fsync'ing each empty subdir would add
-    /// one commit per subdir for no guarantee a journaling file system does
-    /// not already give.
+    /// steps made only directories: each is fsync'ed, children before the
+    /// temp dir holding them. On a journaled file system the first fsync
+    /// commits them all and the others find nothing left to commit; without
+    /// a journal (this VM's ext4) each one is needed for the inode to reach
+    /// the disk. Measured on the no-journal ext4 here: ~2 ms per fsync.
     fn flush(&self, temp: &Path, copied: bool) -> Result<(), FsError> {
         if copied {
             return sys::syncfs(&self.handle).map_err(|e| FsError::io("syncfs", temp, e));
+        }
+        let entries = sys::read_dir(temp).map_err(|e| FsError::io("read directory", temp, e))?;
+        for entry in entries {
+            let path = temp.join(&entry.name);
+            match sys::open_dir(&path) {
+                Ok(dir) => sys::fsync(&dir).map_err(|e| FsError::io("fsync", &path, e))?,
+                // Not a directory: no step makes one, but a symlink must not be followed.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {}
+                Err(e) => return Err(FsError::io("open directory", &path, e)),
+            }
         }
         let dir = sys::open_dir(temp).map_err(|e| FsError::io("open directory", temp, e))?;
         sys::fsync(&dir).map_err(|e| FsError::io("fsync", temp, e))
