@@ -51,7 +51,13 @@ pub fn load_policy_bytes(engine: &Engine, name: &str, cfg: &SnapshotterConfig, r
     let facts = wasmsnap_engine::probe_facts(root);
     let config: Vec<(String, String)> = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     Policy::load(engine, &cfg.policy, wasm, &config, &facts, cfg.limits.sandbox())
-        .map_err(|e| anyhow::anyhow!("snapshotter {name:?}: {e}"))
+        .map_err(|e| anyhow::anyhow!("snapshotter {name:?}: {}", one_line(&e.to_string())))
+}
+
+/// wasmtime prints some parse errors over several lines (byte arrays in
+/// debug format); logs and `config check` want one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Every configured snapshotter, opened under `<root>/<name>`.
