@@ -32,6 +32,14 @@ const CASE: &str = "containerd.io/snapshot/wasmsnap-test.case";
 /// No RPC of these tests may take longer, whatever the policy does.
 const RPC_LIMIT: Duration = Duration::from_secs(10);
 
+/// One test at a time: the battery's 2 s bound includes a 1 s spin, and a
+/// daemon compiling policies beside it on this 2-core machine can delay
+/// the epoch ticks that stop the spin.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the repository").to_path_buf()
 }
@@ -245,6 +253,7 @@ async fn keep_asking(mut c: Client, stop: Arc<AtomicBool>) -> (usize, Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_act_fails_its_request_and_nothing_else() {
+    let _serial = serial();
     let (_dir, file) = config_file(&battery_config());
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -363,6 +372,7 @@ fn strip_ansi(text: &str) -> String {
 
 #[test]
 fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
+    let _serial = serial();
     let wasm = hostile_wasm();
     let actual = sha256_of(&wasm);
     let pinned = "0".repeat(64);
@@ -386,6 +396,7 @@ fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
 
 #[test]
 fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
+    let _serial = serial();
     let wasm = test_policy("wasmsnap-test-policy-wrong-version");
     let (_dir, file) = config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
     let expected = format!(
@@ -399,6 +410,7 @@ fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
 
 #[test]
 fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
+    let _serial = serial();
     let wasm = hostile_wasm().display().to_string();
     for (act, says) in [("loop", "init exceeded its time limit of 200ms"), ("panic", "hostile policy panics on purpose")] {
         let (_dir, file) = config_file(&format!(
@@ -413,6 +425,7 @@ fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
 
 #[test]
 fn config_check_names_the_bad_key_and_loads_every_policy() {
+    let _serial = serial();
     let (_dir, file) = config_file("[snapshotters.a]\npolicy = \"builtin:overlay\"\n[snapshotters.a.limits]\nmemory_mb = 64\n");
     let out = config_check(&file);
     assert_eq!(out.status.code(), Some(1));
@@ -441,6 +454,7 @@ fn start_timed(d: &mut Daemon, args: &[&str]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
+    let _serial = serial();
     let (_dir, file) = config_file(&battery_config());
     let args = ["--config", file.to_str().unwrap()];
     let mut d = Daemon::start_with(&args);
@@ -550,6 +564,7 @@ fn hangup(d: &Daemon) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broken() {
+    let _serial = serial();
     let (_dir, file) = config_file(&swap_config("volatile"));
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -631,6 +646,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
+    let _serial = serial();
     let config = |timeout_ms: u64| {
         format!("[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ call_timeout_ms = {timeout_ms} }}\n", hostile_wasm().display().to_string())
     };
