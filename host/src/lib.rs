@@ -11,6 +11,7 @@
 //! [`daemon`] (socket, signals), [`cli`], and the policy testing
 //! [`harness`] behind `wasmsnap policy test`.
 
+pub mod bench;
 pub mod cancel;
 pub mod cli;
 pub mod config;
@@ -18,7 +19,9 @@ pub mod daemon;
 pub mod error;
 pub mod harness;
 pub mod loader;
+mod mount_cache;
 pub mod recovery;
+mod remover;
 pub mod reload;
 pub mod service;
 pub mod snapshotter;

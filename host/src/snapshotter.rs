@@ -3,14 +3,23 @@
 //!
 //! Every method is blocking (redb, syscalls, wasm); the wire layer runs them
 //! off the async reactor. Crash order: a snapshot's directory is created
-//! (and renamed into place) before its record commits, and its record is
-//! deleted before its directory, so after a crash there may be a directory
-//! without a record (Cleanup removes it), never a record without its
-//! directory.
+//! (and renamed into place, durably) before its record commits, and its
+//! record is deleted before its directory, so after a crash there may be a
+//! directory without a record (Cleanup removes it), never a record without
+//! its directory.
+//!
+//! Speed (see `docs/performance.md`): the write lock is held only for the
+//! records. A Prepare builds its directory before taking it (under an id
+//! reserved up front), so concurrent Prepares make their directories in
+//! parallel and their record commits share one fsync (group commit). A
+//! Remove replies once the record is gone and deletes the directory in the
+//! background. Mounts answers from a cache of rendered plans, and Usage of
+//! an active snapshot from a short-lived cache.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
@@ -18,7 +27,18 @@ use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, Usage, UpdateInfo, pa
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::error::{Error, Result};
+use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
+use crate::remover::Remover;
+
+/// How long a measured Usage of an active snapshot is served again:
+/// containerd's CRI asks for every container every 10 s, often from
+/// several places at once; a walk of a big upper dir is costly.
+const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
+
+/// Prepare/View attempts when the parent changes between the look-up and
+/// the record's transaction (removed and made again meanwhile).
+const CREATE_ATTEMPTS: usize = 3;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -26,10 +46,26 @@ pub struct Snapshotter {
     name: String,
     root: PathBuf,
     metastore: Metastore,
-    dirs: SnapshotDirs,
-    policy: RwLock<Arc<Policy>>,
+    dirs: Arc<SnapshotDirs>,
+    /// The policy and its generation (bumped by each hot reload).
+    policy: RwLock<(Arc<Policy>, u64)>,
     /// Records found without their directory at start (see `recovery`).
     lost: LostDirs,
+    mount_cache: MountCache,
+    active_usage: Mutex<HashMap<SnapshotId, (Instant, Usage)>>,
+    remover: Remover,
+}
+
+/// What Mounts finds for a key: a cached plan, or what to ask the policy.
+enum Found {
+    Cached(Arc<Vec<Mount>>),
+    Record(Record, Vec<SnapshotId>),
+}
+
+/// What a Prepare or View builds on: found before its transaction.
+struct Base {
+    parent_ids: Vec<SnapshotId>,
+    parent_content: Option<PathBuf>,
 }
 
 impl Snapshotter {
@@ -39,13 +75,17 @@ impl Snapshotter {
         let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
         let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let dirs = Arc::new(dirs);
         Ok(Snapshotter {
             name: name.to_string(),
             root: root.to_path_buf(),
             metastore,
+            remover: Remover::start(name, dirs.clone())?,
             dirs,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: RwLock::new((Arc::new(policy), 0)),
             lost,
+            mount_cache: MountCache::default(),
+            active_usage: Mutex::default(),
         })
     }
 
@@ -59,53 +99,118 @@ impl Snapshotter {
 
     /// The policy now in use; calls in flight keep the one they started with.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current_policy().0
     }
 
-    /// Swap in a new policy (hot reload).
+    /// Swap in a new policy (hot reload). Cached plans of the old one are
+    /// no longer served.
     pub fn set_policy(&self, policy: Policy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        let mut current = self.policy.write().unwrap_or_else(PoisonError::into_inner);
+        *current = (Arc::new(policy), current.1 + 1);
+        drop(current);
+        self.mount_cache.clear();
     }
 
-    /// Prepare (active) or View: record, layout, directory, mounts, in one
-    /// transaction. Nothing changes unless every step succeeds.
+    fn current_policy(&self) -> (Arc<Policy>, u64) {
+        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Prepare (active) or View: record, layout, directory, mounts. Nothing
+    /// changes unless every step succeeds.
+    ///
+    /// The directory is built (under an id reserved up front) and renamed
+    /// into place durably before the record's transaction begins: the write
+    /// lock covers only the records, and the crash order is the same as
+    /// doing it all inside the transaction.
     pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
-        let policy = self.policy();
         let parent = (!parent.is_empty()).then_some(parent);
-        let (mounts, new_dir) = self.metastore.write(|tx| -> Result<_> {
-            let (record, parent_ids) = tx.create(key, kind, parent, labels)?;
-            self.lost.check(&self.name, key, parent_ids.iter().copied())?;
-            let snapshot = describe(&record, parent_ids);
-            let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let mounts = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let parent_content = match parent {
-                Some(p) => self.content_dir(&tx.get(p)?),
-                None => None,
+        for _ in 0..CREATE_ATTEMPTS {
+            // A read, outside the write lock: a request bound to fail builds nothing.
+            let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
+            let Some(base) = base else {
+                // The transaction names the error, as containerd orders them.
+                return self.metastore.write(|tx| -> Result<_> {
+                    tx.create(key, kind, parent, labels.clone())?;
+                    Err(Error::Unavailable(format!("snapshot {key:?} changed while it was being created; retry")))
+                });
             };
-            let new_dir = self.dirs.create(record.id, &layout.steps, parent_content.as_deref())?;
-            tx.set_content(key, layout.content)?;
-            crate::cancel::check("create", key)?;
-            Ok((render_mounts(&self.root, &mounts), new_dir))
-        })?;
-        new_dir.keep();
-        Ok(mounts)
+            self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+            let (policy, generation) = self.current_policy();
+            let id = self.metastore.reserve_id()?;
+            let mut kept = labels.clone();
+            kept.retain(|_, v| !v.is_empty());
+            let snapshot = Snapshot {
+                id,
+                kind,
+                parent_ids: base.parent_ids.clone(),
+                labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            };
+            let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+            let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+            let new_dir = self.dirs.create(id, &layout.steps, base.parent_content.as_deref())?;
+            let content = layout.content;
+            let record = self.metastore.write(|tx| -> Result<_> {
+                let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
+                if parent_ids != base.parent_ids {
+                    return Ok(None); // aborts; the directory goes with `new_dir`
+                }
+                tx.set_content(key, content.clone())?;
+                Ok(Some(record))
+            })?;
+            let Some(record) = record else { continue };
+            new_dir.keep();
+            let mounts = Arc::new(render_mounts(&self.root, &plans));
+            self.mount_cache.put(&record, generation, mounts.clone());
+            return Ok(mounts.as_ref().clone());
+        }
+        Err(Error::Unavailable(format!("the parent of {key:?} kept changing while it was being created; retry")))
+    }
+
+    /// The parent's ids and content dir, if `key` is free and `parent` is a
+    /// committed snapshot; `None` if the transaction is bound to fail.
+    fn base(&self, tx: &ReadTx, key: &str, parent: Option<&str>) -> Result<Option<Base>, wasmsnap_metastore::Error> {
+        if tx.find(key)?.is_some() {
+            return Ok(None);
+        }
+        let Some(name) = parent else {
+            return Ok(Some(Base { parent_ids: Vec::new(), parent_content: None }));
+        };
+        match tx.find(name)? {
+            Some(p) if p.kind == Kind::Committed => {
+                let mut parent_ids = vec![p.id];
+                parent_ids.extend(tx.parent_ids(&p)?);
+                Ok(Some(Base { parent_ids, parent_content: self.content_dir(&p) }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The mounts of an active snapshot or a view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let snapshot = self.metastore.read(|tx| {
+        let (policy, generation) = self.current_policy();
+        let found = self.metastore.read(|tx| {
             let record = tx.get(key)?;
             if record.kind == Kind::Committed {
                 return Err(wasmsnap_metastore::Error::FailedPrecondition(format!(
                     "snapshot {key:?} is committed: only active snapshots and views have mounts"
                 )));
             }
+            if let Some(mounts) = self.mount_cache.get(&record, generation) {
+                return Ok(Found::Cached(mounts));
+            }
             let parent_ids = tx.parent_ids(&record)?;
-            Ok(describe(&record, parent_ids))
+            Ok(Found::Record(record, parent_ids))
         })?;
+        let (record, parent_ids) = match found {
+            Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
+            Found::Record(record, parent_ids) => (record, parent_ids),
+        };
+        let snapshot = describe(&record, parent_ids);
         self.lost.check(&self.name, key, std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()))?;
-        let plans = self.policy().mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-        Ok(render_mounts(&self.root, &plans))
+        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        self.mount_cache.put(&record, generation, mounts.clone());
+        Ok(mounts.as_ref().clone())
     }
 
     /// Commit active `key` as `name`; its usage is measured and stored.
@@ -130,14 +235,14 @@ impl Snapshotter {
         })
     }
 
-    /// Remove a snapshot: the record first, then its directory.
+    /// Remove a snapshot: the record first (durably, before the reply),
+    /// then its directory, in the background.
     pub fn remove(&self, key: &str) -> Result<()> {
         let record = self.metastore.write(|tx| -> Result<_> { Ok(tx.remove(key)?) })?;
         self.lost.forget(record.id);
-        if let Err(e) = self.dirs.remove(record.id) {
-            // The record is gone; Cleanup frees what is left of the directory.
-            tracing::warn!(snapshotter = %self.name, key, error = %e, "removing snapshot directory failed; left for cleanup");
-        }
+        self.mount_cache.forget(record.id);
+        self.forget_usage(record.id);
+        self.remover.remove(record.id);
         Ok(())
     }
 
@@ -162,23 +267,39 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Disk usage: stored at commit for committed snapshots, measured now
-    /// for active ones.
+    /// Disk usage: stored at commit for committed snapshots, measured for
+    /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
         let record = self.stat(key)?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
             return Ok(usage);
         }
         match (record.kind, self.content_dir(&record)) {
-            (Kind::Active, Some(dir)) => Ok(to_usage(wasmsnap_fs::usage(&dir)?)),
+            (Kind::Active, Some(dir)) => {
+                let cached = self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).get(&record.id).copied();
+                if let Some((_, usage)) = cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
+                    return Ok(usage);
+                }
+                let measured_at = Instant::now();
+                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).insert(record.id, (measured_at, usage));
+                Ok(usage)
+            }
             _ => Ok(Usage { size: 0, inodes: 0 }),
         }
     }
 
-    /// Remove every directory without a record. Runs as a write transaction
-    /// so no Prepare is half-way (its directory made, its record not yet
-    /// committed) while we look.
+    fn forget_usage(&self, id: SnapshotId) {
+        self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Remove every directory without a record, after the background
+    /// deletions queued so far. A Prepare half-way (its directory made, its
+    /// record not yet committed) holds a claim on its directory, which
+    /// cleanup skips; running as a write transaction also keeps records
+    /// from changing while we look.
     pub fn cleanup(&self) -> Result<()> {
+        self.remover.wait_idle();
         self.metastore.write(|tx| -> Result<_> {
             let keep: HashSet<SnapshotId> = tx.ids()?;
             let report = self.dirs.cleanup(&keep)?;
@@ -194,6 +315,15 @@ impl Snapshotter {
 
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {
         record.content.as_ref().map(|name| self.dirs.dir(record.id).join(name))
+    }
+}
+
+impl Drop for Snapshotter {
+    /// Says how much group commit shared: with concurrent writers, fewer
+    /// durable commits (fsyncs) than commits.
+    fn drop(&mut self) {
+        let stats = self.metastore.commit_stats();
+        tracing::info!(snapshotter = %self.name, commits = stats.commits, durable = stats.durable, "metastore group commit");
     }
 }
 

@@ -45,15 +45,23 @@ impl Metastore {
             }
             e => Error::Storage(format!("cannot open {}: {e}", path.display())),
         })?;
-        init_schema(&db, &path)?;
+        let next_id = init_schema(&db, &path)?;
         Ok(Metastore {
             db,
             path,
             group: GroupCommit::default(),
             writer: Mutex::new(()),
             writer_thread: AtomicU64::new(0),
-            id_floor: AtomicU64::new(0),
+            id_floor: AtomicU64::new(next_id),
         })
+    }
+
+    /// Takes a fresh snapshot id outside any transaction, for
+    /// [`WriteTx::create_reserved`]: unique in this process (never handed
+    /// out again, whether or not a record ever uses it). After a restart an
+    /// id reserved but never used by a committed record may come again.
+    pub fn reserve_id(&self) -> Result<crate::SnapshotId, Error> {
+        crate::write_tx::take_id(&self.id_floor, 0)
     }
 
     /// The database file.
@@ -209,8 +217,8 @@ fn thread_token() -> u64 {
 }
 
 /// Creates the tables of a fresh database, or checks the schema version of
-/// an existing one.
-fn init_schema(db: &Database, path: &Path) -> Result<(), Error> {
+/// an existing one. Returns the stored next id.
+fn init_schema(db: &Database, path: &Path) -> Result<u64, Error> {
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
@@ -246,8 +254,9 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), Error> {
         txn.open_table(IDS)?;
         txn.open_table(CHILDREN)?;
     }
+    let next_id = txn.open_table(META)?.get(META_NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
     txn.commit()?;
-    Ok(())
+    Ok(next_id)
 }
 
 #[cfg(test)]

@@ -57,6 +57,32 @@ impl<'txn> WriteTx<'txn> {
         key: &str,
         kind: Kind,
         parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(Record, Vec<SnapshotId>), Error> {
+        self.create_with(None, key, kind, parent, labels)
+    }
+
+    /// [`create`](Self::create) with an id taken earlier from
+    /// [`Metastore::reserve_id`](crate::Metastore::reserve_id), so that the
+    /// caller could build the snapshot's directory before this transaction
+    /// (and outside the write lock). A Storage error if the id has a record.
+    pub fn create_reserved(
+        &mut self,
+        id: SnapshotId,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(Record, Vec<SnapshotId>), Error> {
+        self.create_with(Some(id), key, kind, parent, labels)
+    }
+
+    fn create_with(
+        &mut self,
+        reserved: Option<SnapshotId>,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
         mut labels: BTreeMap<String, String>,
     ) -> Result<(Record, Vec<SnapshotId>), Error> {
         validate::key("snapshot key", key)?;
@@ -75,7 +101,10 @@ impl<'txn> WriteTx<'txn> {
             return Err(Error::AlreadyExists(format!("snapshot {} already exists", quoted(key))));
         }
 
-        let id = self.allocate_id()?;
+        let id = match reserved {
+            Some(id) => self.use_reserved_id(id)?,
+            None => self.allocate_id()?,
+        };
         let now = Timestamp::now();
         validate::drop_empty_values(&mut labels);
         let rec = Record {
@@ -236,18 +265,47 @@ impl<'txn> WriteTx<'txn> {
     /// even one allocated by a transaction that then aborted: the daemon may
     /// have made its directory already).
     fn allocate_id(&mut self) -> Result<SnapshotId, Error> {
-        let stored = self
-            .meta
+        let stored = self.stored_next_id()?;
+        let id = take_id(self.id_floor, stored)?;
+        self.meta.insert(META_NEXT_ID, id + 1)?;
+        Ok(id)
+    }
+
+    /// Records that `id` (reserved outside this transaction) is used, so the
+    /// stored next id stays above every id that has a record.
+    fn use_reserved_id(&mut self, id: SnapshotId) -> Result<SnapshotId, Error> {
+        if id == NO_PARENT || self.tables.ids.get(id)?.is_some() {
+            return Err(Error::Storage(format!("reserved snapshot id {id} is not free")));
+        }
+        let stored = self.stored_next_id()?;
+        if id >= stored {
+            self.meta.insert(META_NEXT_ID, id + 1)?;
+        }
+        Ok(id)
+    }
+
+    fn stored_next_id(&self) -> Result<SnapshotId, Error> {
+        self.meta
             .get(META_NEXT_ID)?
             .map(|v| v.value())
             .filter(|&id| id != NO_PARENT)
-            .ok_or_else(|| Error::Storage("meta table has no next id".into()))?;
-        // Writers are serialised, so a plain load and store suffice.
-        let next = stored.max(self.id_floor.load(Ordering::Acquire));
-        let after = next.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
-        self.meta.insert(META_NEXT_ID, after)?;
-        self.id_floor.store(after, Ordering::Release);
-        Ok(next)
+            .ok_or_else(|| Error::Storage("meta table has no next id".into()))
+    }
+}
+
+/// Hands out the next id at or above both the stored next id and `floor`
+/// (the lowest id this process may still hand out: ids of aborted
+/// transactions and reserved ids are not handed out again), and raises the
+/// floor past it. Atomic: ids are also reserved outside write transactions.
+pub(crate) fn take_id(floor: &AtomicU64, stored: SnapshotId) -> Result<SnapshotId, Error> {
+    let mut current = floor.load(Ordering::Acquire);
+    loop {
+        let id = current.max(stored);
+        let after = id.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
+        match floor.compare_exchange_weak(current, after, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(id),
+            Err(seen) => current = seen,
+        }
     }
 }
 

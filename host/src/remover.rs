@@ -1,0 +1,81 @@
+//! Deleting removed snapshots' directories off the reply path.
+//!
+//! Remove replies once the record's deletion is durable; the directory is
+//! then renamed away (`rm-*`) and deleted by this background thread. The
+//! crash order holds: the record is gone before the directory, and a crash
+//! with deletions still queued leaves directories without records, which
+//! start-up recovery and Cleanup remove. Ids are never handed out twice in
+//! one process, so no new snapshot can meet a directory still queued here.
+
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use wasmsnap_fs::SnapshotDirs;
+use wasmsnap_plan::SnapshotId;
+
+pub struct Remover {
+    queue: Option<Sender<SnapshotId>>,
+    pending: Arc<Pending>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How many deletions are queued or running.
+#[derive(Default)]
+struct Pending {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Remover {
+    pub fn start(snapshotter: &str, dirs: Arc<SnapshotDirs>) -> std::io::Result<Remover> {
+        let (queue, jobs) = channel::<SnapshotId>();
+        let pending = Arc::new(Pending::default());
+        let name = snapshotter.to_string();
+        let thread = {
+            let pending = pending.clone();
+            std::thread::Builder::new().name(format!("rm-{snapshotter}")).spawn(move || {
+                for id in jobs {
+                    if let Err(e) = dirs.remove(id) {
+                        // The record is gone; Cleanup frees what is left.
+                        tracing::warn!(snapshotter = %name, id, error = %e, "removing snapshot directory failed; left for cleanup");
+                    }
+                    let mut count = pending.count.lock().unwrap_or_else(PoisonError::into_inner);
+                    *count -= 1;
+                    if *count == 0 {
+                        pending.idle.notify_all();
+                    }
+                }
+            })?
+        };
+        Ok(Remover { queue: Some(queue), pending, thread: Some(thread) })
+    }
+
+    /// Queues the deletion of snapshot `id`'s directory (its record is gone).
+    pub fn remove(&self, id: SnapshotId) {
+        *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        let sent = self.queue.as_ref().is_some_and(|q| q.send(id).is_ok());
+        if !sent {
+            // The thread is gone (it only ends when we drop): leave it to Cleanup.
+            *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        }
+    }
+
+    /// Blocks until every queued deletion has run.
+    pub fn wait_idle(&self) {
+        let mut count = self.pending.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            count = self.pending.idle.wait(count).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Remover {
+    /// Finishes the queued deletions (a daemon stopping leaves no `rm-*`).
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
