@@ -75,6 +75,7 @@ impl Drop for CancelOnDrop {
 pub fn check(op: &str, key: &str) -> Result<()> {
     let cancelled = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|t| t.load(Ordering::Acquire)));
     if cancelled {
+        tracing::info!(op, key, "the client cancelled the request before it committed: rolled back");
         return Err(Error::Cancelled(format!("{op} of {key:?}: the client cancelled the request; nothing was changed")));
     }
     Ok(())

@@ -147,7 +147,15 @@ impl Snapshotter {
             };
             let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let new_dir = self.dirs.create(id, &layout.steps, base.parent_content.as_deref())?;
+            let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
+                Ok(new_dir) => new_dir,
+                // The parent was removed meanwhile and its directory with it
+                // (copying it failed): try again, which names that error.
+                Err(_) if self.metastore.read(|tx| self.base(tx, key, parent))?.map(|b| b.parent_ids) != Some(base.parent_ids) => {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let content = layout.content;
             let record = self.metastore.write(|tx| -> Result<_> {
                 let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
@@ -155,6 +163,7 @@ impl Snapshotter {
                     return Ok(None); // aborts; the directory goes with `new_dir`
                 }
                 tx.set_content(key, content.clone())?;
+                crate::cancel::check("create", key)?;
                 Ok(Some(record))
             })?;
             let Some(record) = record else { continue };
