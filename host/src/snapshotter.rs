@@ -129,10 +129,16 @@ impl Snapshotter {
             let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
             let Some(base) = base else {
                 // The transaction names the error, as containerd orders them.
-                return self.metastore.write(|tx| -> Result<_> {
+                // If it finds none, the key was freed or the parent made
+                // since the read: build on what is there now.
+                let checked = self.metastore.write(|tx| -> Result<()> {
                     tx.create(key, kind, parent, labels.clone())?;
-                    Err(Error::Unavailable(format!("snapshot {key:?} changed while it was being created; retry")))
+                    Err(Error::Unavailable(String::new())) // aborts
                 });
+                match checked {
+                    Err(Error::Unavailable(_)) | Ok(()) => continue,
+                    Err(e) => return Err(e),
+                }
             };
             self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
             let (policy, generation) = self.current_policy();
