@@ -11,6 +11,7 @@
 //! [`daemon`] (socket, signals), [`cli`], and the policy testing
 //! [`harness`] behind `wasmsnap policy test`.
 
+mod background;
 pub mod bench;
 pub mod cancel;
 pub mod cli;
@@ -21,7 +22,6 @@ pub mod harness;
 pub mod loader;
 mod mount_cache;
 pub mod recovery;
-mod remover;
 pub mod reload;
 pub mod service;
 pub mod snapshotter;

@@ -29,7 +29,7 @@ use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 use crate::error::{Error, Result};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
-use crate::remover::Remover;
+use crate::background::Background;
 
 /// How long a measured Usage of an active snapshot is served again:
 /// containerd's CRI asks for every container every 10 s, often from
@@ -53,7 +53,7 @@ pub struct Snapshotter {
     lost: LostDirs,
     mount_cache: MountCache,
     active_usage: Mutex<HashMap<SnapshotId, (Instant, Usage)>>,
-    remover: Remover,
+    background: Background,
 }
 
 /// What Mounts finds for a key: a cached plan, or what to ask the policy.
@@ -80,7 +80,7 @@ impl Snapshotter {
             name: name.to_string(),
             root: root.to_path_buf(),
             metastore,
-            remover: Remover::start(name, dirs.clone())?,
+            background: Background::start(name, dirs.clone())?,
             dirs,
             policy: RwLock::new((Arc::new(policy), 0)),
             lost,
@@ -162,6 +162,9 @@ impl Snapshotter {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // The next Prepare like this one finds its tree made (if the
+            // layout only makes directories).
+            self.background.make_spares(layout.steps.clone());
             let content = layout.content;
             let record = self.metastore.write(|tx| -> Result<_> {
                 let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
@@ -257,7 +260,7 @@ impl Snapshotter {
         self.lost.forget(record.id);
         self.mount_cache.forget(record.id);
         self.forget_usage(record.id);
-        self.remover.remove(record.id);
+        self.background.remove(record.id);
         Ok(())
     }
 
@@ -308,13 +311,13 @@ impl Snapshotter {
         self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
-    /// Remove every directory without a record, after the background
-    /// deletions queued so far. A Prepare half-way (its directory made, its
+    /// Remove every directory without a record (spare trees too), after
+    /// the background jobs queued so far. A Prepare half-way (its directory made, its
     /// record not yet committed) holds a claim on its directory, which
     /// cleanup skips; running as a write transaction also keeps records
     /// from changing while we look.
     pub fn cleanup(&self) -> Result<()> {
-        self.remover.wait_idle();
+        self.background.wait_idle();
         self.metastore.write(|tx| -> Result<_> {
             let keep: HashSet<SnapshotId> = tx.ids()?;
             let report = self.dirs.cleanup(&keep)?;

@@ -11,6 +11,7 @@ pub mod copy;
 mod dirs;
 mod error;
 mod layout;
+mod spares;
 mod sys;
 mod usage;
 

@@ -266,7 +266,32 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    use crate::Reads;
     use crate::record::Kind;
+
+    /// Reserved ids are unique with allocated ones, a reserved id can be
+    /// used once, and the stored next id stays above every used id (also
+    /// after reopening).
+    #[test]
+    fn reserved_ids_do_not_collide_with_allocated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Metastore::open(dir.path()).unwrap();
+        let first = store.write(|tx| tx.create("a", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
+        let (r1, r2) = (store.reserve_id().unwrap(), store.reserve_id().unwrap());
+        assert!(first < r1 && r1 < r2, "{first} {r1} {r2}");
+        let b = store.write(|tx| tx.create("b", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
+        assert!(b > r2, "allocated {b} after reserving {r2}");
+        let used = store.write(|tx| tx.create_reserved(r2, "c", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
+        assert_eq!(used, r2);
+        let again = store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new()));
+        assert!(matches!(again, Err(Error::Storage(ref m)) if m.contains("not free")), "{again:?}");
+        drop(store);
+
+        let store = Metastore::open(dir.path()).unwrap();
+        let after = store.reserve_id().unwrap();
+        assert!(after > b && after > r2, "after reopen: {after}");
+        assert_eq!(store.read(|tx| tx.get("c")).unwrap().id, r2);
+    }
 
     /// A writer that committed while a long writer queued behind it gets its
     /// reply before the long writer's `f` ends. (With plain `write` the long

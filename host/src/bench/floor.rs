@@ -5,7 +5,10 @@
 //!
 //! Per snapshot created: mkdir a temp dir and its subdirs (`fs`, and `work`
 //! for an active), fsync the temp dir, rename it into place, fsync the
-//! parent, then write and fdatasync a 4 KiB "record". Per commit or remove:
+//! parent, then write and fdatasync a 4 KiB "record". On a file system that
+//! does not keep metadata in order (ext4 without a journal, as on this
+//! project's VMs) each new subdir is fsynced too, as it must be there for
+//! its inode to be on disk. Per commit or remove:
 //! the record's write and fdatasync (remove then renames the directory away
 //! and deletes it, with no sync: a directory without a record is allowed).
 //! Reads (stat, list, mounts) touch no disk: they have no floor.
@@ -22,10 +25,26 @@ use super::stats::Samples;
 use super::workload::{Op, RunSamples, Shape};
 
 struct Floor {
+    /// fsync each new subdir (no ordered metadata journal here).
+    sync_subdirs: bool,
     snapshots: PathBuf,
     snapshots_dir: File,
     record: File,
     next: AtomicUsize,
+}
+
+/// The floor's steps per created snapshot on the file system holding `dir`.
+pub fn recipe(dir: &Path) -> anyhow::Result<&'static str> {
+    Ok(if sync_subdirs(dir)? {
+        "mkdir temp/{fs,work}, fsync fs, fsync work, fsync temp, rename, fsync parent, fdatasync record (no ordered metadata journal)"
+    } else {
+        "mkdir temp/{fs,work}, fsync temp, rename, fsync parent, fdatasync record"
+    })
+}
+
+fn sync_subdirs(dir: &Path) -> anyhow::Result<bool> {
+    let probe = tempfile::Builder::new().prefix("floor-probe-").tempdir_in(dir)?;
+    Ok(!wasmsnap_fs::SnapshotDirs::open(probe.path())?.orders_metadata())
 }
 
 /// Runs the floor loop of `shape` in a fresh directory under `dir` (put it
@@ -37,7 +56,7 @@ pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
     let record = File::options().create(true).read(true).write(true).open(scratch.path().join("records"))?;
     record.write_all_at(&[0; 64 * 4096], 0)?;
     record.sync_all()?;
-    let floor = Floor { snapshots_dir: File::open(&snapshots)?, snapshots, record, next: AtomicUsize::new(0) };
+    let floor = Floor { sync_subdirs: sync_subdirs(dir)?, snapshots_dir: File::open(&snapshots)?, snapshots, record, next: AtomicUsize::new(0) };
 
     let mut out = RunSamples::new();
     let (mut pairs, mut prepares, mut commits) = (Samples::default(), Samples::default(), Samples::default());
@@ -75,9 +94,17 @@ impl Floor {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let temp = self.snapshots.join(format!("new-{n}"));
         fs::create_dir(&temp)?;
-        fs::create_dir(temp.join("fs"))?;
+        let mut subdirs = vec![temp.join("fs")];
         if active {
-            fs::create_dir(temp.join("work"))?;
+            subdirs.push(temp.join("work"));
+        }
+        for sub in &subdirs {
+            fs::create_dir(sub)?;
+        }
+        if self.sync_subdirs {
+            for sub in &subdirs {
+                File::open(sub)?.sync_all()?;
+            }
         }
         File::open(&temp)?.sync_all()?;
         let path = self.snapshots.join(n.to_string());
