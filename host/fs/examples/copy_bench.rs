@@ -1,12 +1,13 @@
 //! Copy engine benchmark (run as root, release):
 //!
-//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--cold] [--no-xfs]
+//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--cold] [--no-loop]
 //!
 //! Generates a tree of N files (default 10,000) holding about M MiB (default
 //! 1024) under DIR (default: the temp dir, ext4 here), or uses TREE, then
 //! times:
 //! - `copy` on that file system, on the walking thread alone and with 1, 2
 //!   and 4 workers, plus the syncfs that makes the copy durable;
+//! - the same on a journaled ext4 on a loop device made here;
 //! - `clone-or-copy` on a reflink XFS on a loop device made here;
 //! - a whole `SnapshotDirs::create` with copy-parent (what a Prepare costs),
 //!   and an overlay-style create of two empty dirs with and without its
@@ -33,7 +34,7 @@ struct Args {
     mib: u64,
     runs: usize,
     cold: bool,
-    xfs: bool,
+    loops: bool,
 }
 
 fn parse_args() -> Args {
@@ -44,7 +45,7 @@ fn parse_args() -> Args {
         mib: 1024,
         runs: 3,
         cold: false,
-        xfs: true,
+        loops: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,7 +57,7 @@ fn parse_args() -> Args {
             "--mib" => args.mib = value().parse().expect("--mib M"),
             "--runs" => args.runs = value().parse().expect("--runs R"),
             "--cold" => args.cold = true,
-            "--no-xfs" => args.xfs = false,
+            "--no-loop" => args.loops = false,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -100,98 +101,125 @@ fn main() {
         "copy (wall time; cpu = all threads)", "min", "median", "cpu", "+ syncfs"
     );
 
-    for workers in [0, 1, 2, 4] {
-        bench_copy(
-            &format!("copy, ext4, {workers} workers"),
-            &src,
-            work.path(),
-            CopyMode::Copy,
-            workers,
-            &args,
-        );
-    }
-
+    let ext4: Vec<Config> = [0, 1, 2, 4]
+        .map(|workers| {
+            Config::new(
+                &format!("copy, {}, {workers} workers", fs_type(&src)),
+                CopyMode::Copy,
+                workers,
+            )
+        })
+        .into();
+    bench_copies(&ext4, &src, work.path(), &args);
     bench_create(&src, work.path(), &args);
 
-    if args.xfs {
-        match LoopXfs::new(work.path(), (args.mib << 20) * 3 + (2 << 30)) {
+    if args.loops {
+        let size = (args.mib << 20) * (args.runs as u64 * 4 + 2) + (2 << 30);
+        // A journaled ext4 of our own: the root here has no journal and is
+        // shared with other work (its inode allocator slows down after
+        // anyone's mass delete), production ext4 has a journal.
+        match LoopFs::new(work.path(), "ext4", size, &["mkfs.ext4", "-q", "-F"]) {
+            Ok(ext4) => {
+                let esrc = seed(&src, &ext4.mountpoint);
+                let configs: Vec<Config> = [0, 1, 2, 4]
+                    .map(|w| {
+                        Config::new(
+                            &format!("copy, ext4+journal, {w} workers"),
+                            CopyMode::Copy,
+                            w,
+                        )
+                    })
+                    .into();
+                bench_copies(&configs, &esrc, &ext4.mountpoint, &args);
+                bench_create(&esrc, &ext4.mountpoint, &args);
+            }
+            Err(reason) => println!("SKIPPED ext4 on a loop device: {reason}"),
+        }
+        let mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"];
+        match LoopFs::new(work.path(), "xfs", size, &mkfs) {
             Ok(xfs) => {
-                let xsrc = xfs.mountpoint.join("parent-fs");
-                copy_tree_with(
-                    &src,
-                    &xsrc,
-                    &CopyOptions {
-                        mode: CopyMode::Copy,
-                        workers: 2,
-                    },
-                )
-                .expect("seed xfs");
-                sync();
-                for workers in [0, 2] {
-                    let label = format!("clone-or-copy, xfs, {workers} workers");
-                    bench_copy(
-                        &label,
-                        &xsrc,
-                        &xfs.mountpoint,
-                        CopyMode::CloneOrCopy,
-                        workers,
-                        &args,
-                    );
-                }
+                let xsrc = seed(&src, &xfs.mountpoint);
                 // On XFS, copy_file_range itself shares extents (the kernel
                 // tries a remap first): "copy" costs about what a clone does.
-                bench_copy(
-                    "copy, xfs, 2 workers",
-                    &xsrc,
-                    &xfs.mountpoint,
-                    CopyMode::Copy,
-                    2,
-                    &args,
-                );
+                let configs = [
+                    Config::new("clone-or-copy, xfs, 0 workers", CopyMode::CloneOrCopy, 0),
+                    Config::new("clone-or-copy, xfs, 2 workers", CopyMode::CloneOrCopy, 2),
+                    Config::new("copy, xfs, 2 workers", CopyMode::Copy, 2),
+                ];
+                bench_copies(&configs, &xsrc, &xfs.mountpoint, &args);
                 bench_create(&xsrc, &xfs.mountpoint, &args);
             }
-            Err(reason) => println!("SKIPPED xfs: {reason}"),
+            Err(reason) => println!("SKIPPED xfs on a loop device: {reason}"),
         }
     }
 }
 
-fn bench_copy(label: &str, src: &Path, work: &Path, mode: CopyMode, workers: usize, args: &Args) {
-    let mut times = Vec::new();
-    let mut cpu = Vec::new();
-    let mut syncs = Vec::new();
-    for run in 0..args.runs {
-        let dst = work.join(format!("dst-{}", NEXT_DST.fetch_add(1, Ordering::Relaxed)));
-        if args.cold {
-            drop_caches();
+/// Copies the tree onto another file system to bench there.
+fn seed(src: &Path, mountpoint: &Path) -> PathBuf {
+    let dst = mountpoint.join("parent-fs");
+    let options = CopyOptions {
+        mode: CopyMode::Copy,
+        workers: 2,
+    };
+    copy_tree_with(src, &dst, &options).expect("seed the tree");
+    sync();
+    dst
+}
+
+struct Config {
+    label: String,
+    options: CopyOptions,
+}
+
+impl Config {
+    fn new(label: &str, mode: CopyMode, workers: usize) -> Config {
+        Config {
+            label: label.to_string(),
+            options: CopyOptions { mode, workers },
         }
-        let (t, c) = (Instant::now(), cpu_time());
-        let stats = copy_tree_with(src, &dst, &CopyOptions { mode, workers }).expect("copy");
-        times.push(t.elapsed());
-        cpu.push(cpu_time() - c);
-        let t = Instant::now();
-        sync();
-        syncs.push(t.elapsed());
-        if run == 0 {
-            assert_eq!(
-                stats.files + stats.hard_links,
-                count_files(src),
-                "{stats:?}"
-            );
-        }
-        // Copies are deleted only at the end: on an ext4 without a journal
-        // (this VM's root) inode allocation right after a mass delete is
-        // slowed by its recently-deleted check, which would be timed here.
     }
-    let (min, median) = summary(&mut times);
-    let (_, cpu_median) = summary(&mut cpu);
-    let (_, sync_median) = summary(&mut syncs);
-    println!(
-        "{label:<34} {:>10} {:>10} {:>10} {:>12}",
-        ms(min),
-        ms(median),
-        ms(cpu_median),
-        ms(sync_median)
-    );
+}
+
+/// Runs the configurations round-robin (run 1 of each, then run 2 of
+/// each, ...) so a drift in the machine's state (other load, writeback)
+/// does not favour whichever runs last.
+fn bench_copies(configs: &[Config], src: &Path, work: &Path, args: &Args) {
+    let expected = count_files(src);
+    let mut wall = vec![Vec::new(); configs.len()];
+    let mut cpu = vec![Vec::new(); configs.len()];
+    let mut syncs = vec![Vec::new(); configs.len()];
+    for _ in 0..args.runs {
+        for (i, config) in configs.iter().enumerate() {
+            // Copies are deleted only at the end: on an ext4 without a
+            // journal (this VM's root) inode allocation right after a mass
+            // delete is slowed by its recently-deleted check.
+            let dst = work.join(format!("dst-{}", NEXT_DST.fetch_add(1, Ordering::Relaxed)));
+            if args.cold {
+                drop_caches();
+            }
+            let (t, c) = (Instant::now(), cpu_time());
+            let stats = copy_tree_with(src, &dst, &config.options).expect("copy");
+            wall[i].push(t.elapsed());
+            cpu[i].push(cpu_time() - c);
+            let t = Instant::now();
+            sync();
+            syncs[i].push(t.elapsed());
+            assert_eq!(stats.files + stats.hard_links, expected, "{stats:?}");
+        }
+    }
+    for (i, config) in configs.iter().enumerate() {
+        let (min, median) = summary(&mut wall[i]);
+        let (_, cpu_median) = summary(&mut cpu[i]);
+        let (_, sync_median) = summary(&mut syncs[i]);
+        println!(
+            "{:<34} {:>10} {:>10} {:>10} {:>12}",
+            config.label,
+            ms(min),
+            ms(median),
+            ms(cpu_median),
+            ms(sync_median)
+        );
+    }
 }
 
 /// A whole create with copy-parent (copy + syncfs + rename + fsync), and the
@@ -359,37 +387,42 @@ fn fs_type(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A reflink XFS on a loop device, torn down on drop.
-struct LoopXfs {
+/// A file system on a loop device backed by an image file, torn down on drop.
+struct LoopFs {
     mountpoint: PathBuf,
     device: String,
     mounted: bool,
 }
 
-impl LoopXfs {
-    fn new(work: &Path, size: u64) -> Result<LoopXfs, String> {
-        let image = work.join("xfs.img");
-        let mountpoint = work.join("xfs");
+impl LoopFs {
+    /// `mkfs` is the command and its options, the device is appended.
+    fn new(work: &Path, name: &str, size: u64, mkfs: &[&str]) -> Result<LoopFs, String> {
+        let image = work.join(format!("{name}.img"));
+        let mountpoint = work.join(name);
         std::fs::create_dir_all(&mountpoint).map_err(|e| e.to_string())?;
         std::fs::File::create(&image)
             .and_then(|f| f.set_len(size))
             .map_err(|e| e.to_string())?;
-        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()])?
+        // Direct I/O: the image's pages are not cached a second time.
+        let image = image.to_str().unwrap();
+        let device = run("losetup", &["-f", "--show", "--direct-io=on", image])?
             .trim()
             .to_string();
-        let mut xfs = LoopXfs {
+        let mut fs = LoopFs {
             mountpoint,
             device,
             mounted: false,
         };
-        run("mkfs.xfs", &["-q", "-f", "-m", "reflink=1", &xfs.device])?;
-        run("mount", &[&xfs.device, xfs.mountpoint.to_str().unwrap()])?;
-        xfs.mounted = true;
-        Ok(xfs)
+        let mut args = mkfs[1..].to_vec();
+        args.push(&fs.device);
+        run(mkfs[0], &args)?;
+        run("mount", &[&fs.device, fs.mountpoint.to_str().unwrap()])?;
+        fs.mounted = true;
+        Ok(fs)
     }
 }
 
-impl Drop for LoopXfs {
+impl Drop for LoopFs {
     fn drop(&mut self) {
         if self.mounted {
             let _ = run("umount", &[self.mountpoint.to_str().unwrap()]);

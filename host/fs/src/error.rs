@@ -54,6 +54,10 @@ pub enum FsError {
         found: &'static str,
     },
 
+    /// Copying this file panicked: a bug, reported instead of hanging the copy.
+    #[error("copy {}: a copy worker panicked", path.display())]
+    Panicked { path: PathBuf },
+
     /// Another operation of this process is creating the same snapshot dir.
     #[error("{}: another operation is creating this snapshot directory", path.display())]
     Busy { path: PathBuf },

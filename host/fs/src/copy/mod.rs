@@ -14,6 +14,7 @@ mod attrs;
 mod data;
 mod walk;
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,7 +116,9 @@ pub fn copy_tree_with(src: &Path, dst: &Path, options: &CopyOptions) -> Result<C
 }
 
 /// A worker: copies files from the queue until the walker hangs up. After a
-/// failure anywhere it only drains the queue (closing the descriptors).
+/// failure anywhere it only drains the queue (closing the descriptors). A
+/// panic (a bug) is turned into an error rather than ending the thread: a
+/// dead pool would leave the walker blocked on a full queue.
 fn work(receiver: &Mutex<mpsc::Receiver<FileJob>>, shared: &Shared) {
     loop {
         let job = match receiver.lock().unwrap_or_else(|p| p.into_inner()).recv() {
@@ -125,8 +128,11 @@ fn work(receiver: &Mutex<mpsc::Receiver<FileJob>>, shared: &Shared) {
         if shared.failed() {
             continue;
         }
-        if let Err(e) = job.run(shared) {
-            shared.fail(e);
+        let path = job.src_path().to_path_buf();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job.run(shared))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => shared.fail(e),
+            Err(_) => shared.fail(FsError::Panicked { path }),
         }
     }
 }

@@ -25,6 +25,10 @@ pub(super) struct FileJob {
 }
 
 impl FileJob {
+    pub(super) fn src_path(&self) -> &Path {
+        &self.src_path
+    }
+
     pub(super) fn run(self, shared: &Shared) -> Result<(), FsError> {
         let file = FileData {
             src: &self.src,
