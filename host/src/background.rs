@@ -17,8 +17,9 @@ use std::thread::JoinHandle;
 use wasmsnap_fs::SnapshotDirs;
 use wasmsnap_plan::{SnapshotId, Step};
 
-/// Spare trees kept per layout shape: enough for a burst of Prepares.
-const SPARES: usize = 4;
+/// Spare trees kept per layout shape: enough for a burst of Prepares
+/// (containerd starts pods' containers a few at a time).
+const SPARES: usize = 8;
 
 enum Job {
     Remove(SnapshotId),

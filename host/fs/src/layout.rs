@@ -15,6 +15,18 @@ use crate::sys::{self, Node};
 pub(crate) struct Ran {
     /// Some step copied a tree (its data needs flushing, not just dirs).
     pub copied: bool,
+    /// Entries the copies made, if only directories and regular files
+    /// (`None` once a copy made anything else).
+    pub copied_plain: Option<u64>,
+}
+
+impl Ran {
+    /// The copies made at most `limit` directories and regular files and
+    /// nothing else: fsyncing each is cheaper than a syncfs, which would
+    /// also write out whatever else is dirty on the file system.
+    pub fn small_plain_copy(&self, limit: u64) -> bool {
+        self.copied && self.copied_plain.is_some_and(|n| n <= limit)
+    }
 }
 
 /// Runs `steps` in order inside `dir`; the first failure stops them and is
@@ -25,7 +37,7 @@ pub(crate) fn run(
     steps: &[Step],
     parent: Option<&Path>,
 ) -> Result<Ran, FsError> {
-    let mut ran = Ran::default();
+    let mut ran = Ran { copied: false, copied_plain: Some(0) };
     for (index, step) in steps.iter().enumerate() {
         run_step(dir, step, parent, &mut ran).map_err(|error| FsError::Step {
             id,
@@ -55,6 +67,8 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
             let parent = parent.ok_or_else(|| FsError::NoParent { name: name.clone() })?;
             ran.copied = true;
             let stats = copy::copy_tree(parent, &path, *mode)?;
+            let plain = stats.symlinks == 0 && stats.specials == 0 && stats.hard_links == 0;
+            ran.copied_plain = ran.copied_plain.filter(|_| plain).map(|n| n + stats.dirs + stats.files);
             tracing::debug!(from = %parent.display(), to = %path.display(), ?stats, "copied parent");
             Ok(())
         }

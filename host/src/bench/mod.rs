@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// The wasmsnap binary to start with --compare [default: this one].
     #[arg(long, requires = "compare")]
     pub wasmsnap: Option<PathBuf>,
+    /// Also start this wasmsnap build (e.g. one from before a change) and
+    /// show it as the column "baseline" with --compare.
+    #[arg(long, requires = "compare")]
+    pub baseline: Option<PathBuf>,
     /// Directory for the roots and the floor loop (use the disk being measured) [default: the temp dir].
     /// Without --compare the floor runs only if this is given.
     #[arg(long)]
@@ -103,6 +107,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let log_level = "warn,wasmsnap::snapshotter=info";
         servers.push(Server::start("wasmsnap", &wasmsnap, &scratch.path().join("wasmsnap"), &["--log-level", log_level])?);
         servers.push(Server::start("containerd", &peer, &scratch.path().join("containerd"), &[])?);
+        if let Some(baseline) = &args.baseline {
+            servers.push(Server::start("baseline", baseline, &scratch.path().join("baseline"), &["--log-level", log_level])?);
+        }
         for name in &names {
             for server in &servers {
                 targets.push(Target { title: server.label.clone(), socket: server.socket.clone(), snapshotter: name.clone() });
@@ -173,7 +180,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", table::render(&columns, with_floor.then_some(&floor)));
     }
     if args.compare {
-        println!("\nx peer: wasmsnap ops/s / containerd ops/s (above 1: wasmsnap faster)");
+        println!("\nx ctrd: wasmsnap ops/s / containerd ops/s (above 1: wasmsnap faster); x base: wasmsnap ops/s / the baseline build's");
     }
     if with_floor {
         println!("x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)", targets[0].title);

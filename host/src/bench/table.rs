@@ -11,7 +11,7 @@ use super::workload::Op;
 pub type Medians = BTreeMap<Op, Summary>;
 
 /// A table of ops/s, p50 and p99 per operation for each column, then the
-/// ratios: the first column's ops/s over the second's ("x peer", above 1 =
+/// ratios: the first column's ops/s over each other column's ("x <title>", above 1 =
 /// faster) and the floor's ops/s over the first's ("x floor", 1 = at the
 /// floor, below 1 = faster than the bare loop).
 pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
@@ -24,8 +24,8 @@ pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
     if floor.is_some() {
         let _ = write!(out, " | {:^17}", "floor");
     }
-    if columns.len() >= 2 {
-        let _ = write!(out, " | {:>7}", "x peer");
+    for c in columns.iter().skip(1) {
+        let _ = write!(out, " | {:>7}", format!("x {}", short(c.0)));
     }
     if floor.is_some() {
         let _ = write!(out, " | {:>7}", "x floor");
@@ -37,7 +37,7 @@ pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
     if floor.is_some() {
         let _ = write!(out, " | {:>8} {:>8}", "ops/s", "p50");
     }
-    if columns.len() >= 2 {
+    for _ in columns.iter().skip(1) {
         let _ = write!(out, " | {:>7}", "");
     }
     if floor.is_some() {
@@ -61,8 +61,8 @@ pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
                 None => write!(out, " | {:>17}", "-"),
             };
         }
-        if columns.len() >= 2 {
-            let _ = write!(out, " | {:>7}", ratio(cells[0], cells[1]));
+        for other in cells.iter().skip(1) {
+            let _ = write!(out, " | {:>7}", ratio(cells[0], *other));
         }
         if floor.is_some() {
             let _ = write!(out, " | {:>7}", ratio(floor_cell, cells.first().copied().flatten()));
@@ -77,6 +77,15 @@ fn ratio(a: Option<Summary>, b: Option<Summary>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b.ops_per_sec > 0.0 => format!("{:.2}", a.ops_per_sec / b.ops_per_sec),
         _ => "-".into(),
+    }
+}
+
+/// A column title cut to fit a ratio header.
+fn short(title: &str) -> &str {
+    match title {
+        "containerd" => "ctrd",
+        "baseline" => "base",
+        t => t.get(..5).unwrap_or(t),
     }
 }
 
