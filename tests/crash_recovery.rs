@@ -186,7 +186,7 @@ fn fail(d: &Daemon, seed: u64, message: String) -> ! {
 /// is still recovering or already serving.
 fn kill_during_startup(d: &Daemon, args: &[&str], after: Duration) {
     let log = std::fs::OpenOptions::new().append(true).open(&d.log).unwrap();
-    let mut child = Command::new(common::BIN)
+    let mut child = Command::new(common::bin())
         .arg("serve")
         .arg("--root")
         .arg(&d.root)

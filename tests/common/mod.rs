@@ -14,6 +14,12 @@ pub use wasmsnap::wire::proto::snapshots as api;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmsnap");
 
+/// The daemon binary the tests start: cargo's, or `WASMSNAP_TEST_BIN` (a
+/// copy of it, so a long run is not hit by a rebuild of the target dir).
+pub fn bin() -> String {
+    std::env::var("WASMSNAP_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A running daemon; stopped with SIGTERM when dropped.
 pub struct Daemon {
     child: Option<Child>,
@@ -43,7 +49,7 @@ impl Daemon {
     /// Start the daemon process (again) on the same root and socket.
     pub fn spawn(&mut self, args: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("serve")
             .arg("--root")
             .arg(&self.root)

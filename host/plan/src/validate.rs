@@ -499,7 +499,8 @@ fn check_option(at: Place, option: &str, set: OptionSet, limits: &Limits) -> Che
 /// other `...dir` key: overlay's and others' path-bearing keys all end so.
 fn is_path_key(key: &str) -> bool {
     let bare = key.strip_suffix('+').unwrap_or(key);
-    let ends_in_dir = bare.len() >= 3 && bare[bare.len() - 3..].eq_ignore_ascii_case("dir");
+    // Bytes, not a str slice: the key may end in a multi-byte character.
+    let ends_in_dir = bare.len() >= 3 && bare.as_bytes()[bare.len() - 3..].eq_ignore_ascii_case(b"dir");
     let pathless = PATHLESS_DIR_KEYS.iter().any(|k| bare.eq_ignore_ascii_case(k));
     (ends_in_dir && !pathless) || PATH_KEYS.iter().any(|k| bare.eq_ignore_ascii_case(k))
 }

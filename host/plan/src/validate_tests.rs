@@ -300,6 +300,16 @@ fn option_path_key() {
     refused(mounts(&active(), vec![other("tmpfs", "t", &["x-containerd.mkdir.path=x"])]), "option-path-key");
 }
 
+/// Found by the plan_validator fuzzer: a key ending in a multi-byte
+/// character made the `...dir` check slice inside it (a panic).
+#[test]
+fn option_keys_ending_in_multibyte_characters() {
+    for option in ["xé", "é=1", "a\u{1F600}", "dié", "\u{FFFD}\u{FFFD}=x"] {
+        mounts(&active(), vec![good_overlay(&[option])]).unwrap();
+    }
+    refused(mounts(&active(), vec![good_overlay(&["éDIR=x"])]), "option-path-key");
+}
+
 #[test]
 fn option_path_value() {
     refused(mounts(&active(), vec![good_overlay(&["xino=/etc"])]), "option-path-value");
