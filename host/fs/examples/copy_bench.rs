@@ -1,6 +1,6 @@
 //! Copy engine benchmark (run as root, release):
 //!
-//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--cold] [--no-loop]
+//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--workers 0,1,2,4] [--cold] [--no-loop]
 //!
 //! Generates a tree of N files (default 10,000) holding about M MiB (default
 //! 1024) under DIR (default: the temp dir, ext4 here), or uses TREE, then
@@ -35,6 +35,7 @@ struct Args {
     runs: usize,
     cold: bool,
     loops: bool,
+    workers: Vec<usize>,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +47,7 @@ fn parse_args() -> Args {
         runs: 3,
         cold: false,
         loops: true,
+        workers: vec![0, 1, 2, 4],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +60,12 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value().parse().expect("--runs R"),
             "--cold" => args.cold = true,
             "--no-loop" => args.loops = false,
+            "--workers" => {
+                args.workers = value()
+                    .split(',')
+                    .map(|w| w.parse().expect("--workers 0,2,4"))
+                    .collect()
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -101,40 +109,48 @@ fn main() {
         "copy (wall time; cpu = all threads)", "min", "median", "cpu", "+ syncfs"
     );
 
-    let ext4: Vec<Config> = [0, 1, 2, 4]
-        .map(|workers| {
-            Config::new(
-                &format!("copy, {}, {workers} workers", fs_type(&src)),
-                CopyMode::Copy,
-                workers,
-            )
-        })
-        .into();
-    bench_copies(&ext4, &src, work.path(), &args);
-    bench_create(&src, work.path(), &args);
+    let tree = usage.size.max(0) as u64;
+    let label = |fs: &str, w: usize| format!("copy, {fs}, {w} workers");
+    let root_fs = fs_type(&src);
+    let configs: Vec<Config> = args
+        .workers
+        .iter()
+        .map(|&w| Config::new(&label(&root_fs, w), CopyMode::Copy, w))
+        .collect();
+    let need = tree * (args.runs * (configs.len() + 1)) as u64;
+    if enough_space(work.path(), need, "copies on the root file system") {
+        let kept = bench_copies(&configs, &src, work.path(), &args, true);
+        let created = bench_create(&src, work.path(), &args);
+        kept.iter().chain(&created).for_each(|p| delete(p));
+    }
 
-    if args.loops {
-        let size = (args.mib << 20) * (args.runs as u64 * 4 + 2) + (2 << 30);
-        // A journaled ext4 of our own: the root here has no journal and is
-        // shared with other work (its inode allocator slows down after
-        // anyone's mass delete), production ext4 has a journal.
+    if !args.loops {
+        return;
+    }
+    // A journaled ext4 of our own: the root here has no journal and is
+    // shared with other work (its inode allocator slows down after anyone's
+    // mass delete); production ext4 has a journal. Copies are deleted as
+    // they are measured, so it holds the seed plus one copy.
+    let size = tree * 3 + (2 << 30);
+    if enough_space(work.path(), size, "ext4 on a loop device") {
         match LoopFs::new(work.path(), "ext4", size, &["mkfs.ext4", "-q", "-F"]) {
             Ok(ext4) => {
                 let esrc = seed(&src, &ext4.mountpoint);
-                let configs: Vec<Config> = [0, 1, 2, 4]
-                    .map(|w| {
-                        Config::new(
-                            &format!("copy, ext4+journal, {w} workers"),
-                            CopyMode::Copy,
-                            w,
-                        )
-                    })
-                    .into();
-                bench_copies(&configs, &esrc, &ext4.mountpoint, &args);
-                bench_create(&esrc, &ext4.mountpoint, &args);
+                let configs: Vec<Config> = args
+                    .workers
+                    .iter()
+                    .map(|&w| Config::new(&label("ext4+journal", w), CopyMode::Copy, w))
+                    .collect();
+                bench_copies(&configs, &esrc, &ext4.mountpoint, &args, false);
+                bench_create(&esrc, &ext4.mountpoint, &args)
+                    .iter()
+                    .for_each(|p| delete(p));
             }
             Err(reason) => println!("SKIPPED ext4 on a loop device: {reason}"),
         }
+    }
+    // Clones share the seed's blocks: the XFS holds about one tree.
+    if enough_space(work.path(), size, "xfs on a loop device") {
         let mkfs = ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"];
         match LoopFs::new(work.path(), "xfs", size, &mkfs) {
             Ok(xfs) => {
@@ -146,8 +162,10 @@ fn main() {
                     Config::new("clone-or-copy, xfs, 2 workers", CopyMode::CloneOrCopy, 2),
                     Config::new("copy, xfs, 2 workers", CopyMode::Copy, 2),
                 ];
-                bench_copies(&configs, &xsrc, &xfs.mountpoint, &args);
-                bench_create(&xsrc, &xfs.mountpoint, &args);
+                bench_copies(&configs, &xsrc, &xfs.mountpoint, &args, false);
+                bench_create(&xsrc, &xfs.mountpoint, &args)
+                    .iter()
+                    .for_each(|p| delete(p));
             }
             Err(reason) => println!("SKIPPED xfs on a loop device: {reason}"),
         }
@@ -183,16 +201,24 @@ impl Config {
 /// Runs the configurations round-robin (run 1 of each, then run 2 of
 /// each, ...) so a drift in the machine's state (other load, writeback)
 /// does not favour whichever runs last.
-fn bench_copies(configs: &[Config], src: &Path, work: &Path, args: &Args) {
+/// With `keep`, the copies stay until the caller deletes them (returned):
+/// on an ext4 without a journal (this VM's root) inode allocation right
+/// after a mass delete is slowed by its recently-deleted check, which would
+/// be timed. Otherwise each copy is deleted once measured.
+fn bench_copies(
+    configs: &[Config],
+    src: &Path,
+    work: &Path,
+    args: &Args,
+    keep: bool,
+) -> Vec<PathBuf> {
     let expected = count_files(src);
+    let mut kept = Vec::new();
     let mut wall = vec![Vec::new(); configs.len()];
     let mut cpu = vec![Vec::new(); configs.len()];
     let mut syncs = vec![Vec::new(); configs.len()];
     for _ in 0..args.runs {
         for (i, config) in configs.iter().enumerate() {
-            // Copies are deleted only at the end: on an ext4 without a
-            // journal (this VM's root) inode allocation right after a mass
-            // delete is slowed by its recently-deleted check.
             let dst = work.join(format!("dst-{}", NEXT_DST.fetch_add(1, Ordering::Relaxed)));
             if args.cold {
                 drop_caches();
@@ -205,6 +231,11 @@ fn bench_copies(configs: &[Config], src: &Path, work: &Path, args: &Args) {
             sync();
             syncs[i].push(t.elapsed());
             assert_eq!(stats.files + stats.hard_links, expected, "{stats:?}");
+            if keep {
+                kept.push(dst);
+            } else {
+                delete(&dst);
+            }
         }
     }
     for (i, config) in configs.iter().enumerate() {
@@ -220,11 +251,35 @@ fn bench_copies(configs: &[Config], src: &Path, work: &Path, args: &Args) {
             ms(sync_median)
         );
     }
+    kept
+}
+
+fn delete(path: &Path) {
+    std::fs::remove_dir_all(path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    sync();
+}
+
+/// Whether `path`'s file system has `need` bytes free plus a margin for
+/// everyone else on the machine.
+fn enough_space(path: &Path, need: u64, what: &str) -> bool {
+    let st = nix::sys::statvfs::statvfs(path).expect("statvfs");
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let margin = 4 << 30;
+    if free < need + margin {
+        println!(
+            "SKIPPED {what}: needs {} GiB free (+4 GiB margin), {} GiB are",
+            need >> 30,
+            free >> 30
+        );
+        return false;
+    }
+    true
 }
 
 /// A whole create with copy-parent (copy + syncfs + rename + fsync), and the
 /// cost of durability for a small overlay-style create.
-fn bench_create(src: &Path, work: &Path, args: &Args) {
+/// Returns the snapshot dirs it created with copy-parent, for the caller to delete.
+fn bench_create(src: &Path, work: &Path, args: &Args) -> Vec<PathBuf> {
     let root = work.join("snapshotter");
     let dirs = SnapshotDirs::open(&root).expect("open");
     let mut times = Vec::new();
@@ -290,6 +345,9 @@ fn bench_create(src: &Path, work: &Path, args: &Args) {
         dirs.remove(1000 + id).unwrap();
     }
     std::fs::remove_dir_all(&plain_root).unwrap();
+    (0..args.runs)
+        .map(|run| dirs.dir(100 + run as u64))
+        .collect()
 }
 
 /// Files in `dirs_for(n)` directories: 1% big files (~80% of the bytes),
