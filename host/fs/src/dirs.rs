@@ -22,6 +22,8 @@ use crate::spares::{self, Shape, Spare, Spares};
 use crate::sys;
 
 const SNAPSHOTS: &str = "snapshots";
+/// Where spare trees wait, beside `snapshots/`.
+const SPARES: &str = "spares";
 const NEW_PREFIX: &str = "new-";
 const REMOVE_PREFIX: &str = "rm-";
 /// Up to this many copied entries (directories and regular files only),
@@ -38,6 +40,10 @@ pub struct SnapshotDirs {
     ordered_journal: bool,
     /// Durable empty trees made ahead of time (see `spares`).
     spares: Spares,
+    /// `<root>/spares`, where they wait: beside `snapshots/` (one file
+    /// system, so a spare renames into place) but out of it, so
+    /// `snapshots/` holds only snapshots and the temp dirs of operations.
+    spares_dir: PathBuf,
 }
 
 /// What [`SnapshotDirs::cleanup`] did.
@@ -70,12 +76,21 @@ impl SnapshotDirs {
         let handle =
             sys::open_dir(&snapshots).map_err(|e| FsError::io("open directory", &snapshots, e))?;
         let ordered_journal = sys::has_ordered_metadata_journal(&handle);
+        // Spares of an earlier run are not known to this one: start empty.
+        let spares_dir = root.join(SPARES);
+        match remove_tree(&spares_dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(FsError::io("remove", &spares_dir, e)),
+            _ => {}
+        }
+        let c = sys::cpath(&spares_dir).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
+        sys::mkdir_exact(&c, 0o700).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
         Ok(SnapshotDirs {
             snapshots,
             handle,
             claims: Claims::default(),
             ordered_journal,
             spares: Spares::default(),
+            spares_dir,
         })
     }
 
@@ -193,7 +208,7 @@ impl SnapshotDirs {
             if !self.claims.hold(&name) {
                 continue;
             }
-            let path = self.snapshots.join(&name);
+            let path = self.spares_dir.join(&name);
             let made = sys::cpath(&path).and_then(|c| sys::mkdir_exact(&c, 0o700));
             match made {
                 Ok(()) => break (name, path),

@@ -1,13 +1,13 @@
 //! Spare directories: the empty directories of a layout made ahead of time,
-//! durable, under a claimed `new-*` name. A Prepare whose layout has that
+//! durable, under a claimed `new-*` name in `<root>/spares/` (beside
+//! `snapshots/`, on the same file system). A Prepare whose layout has that
 //! shape then only renames a spare into place and fsyncs `snapshots/` on
 //! its reply path; the mkdirs and their fsyncs (one per directory on a file
 //! system without an ordered journal) happened earlier, in the background.
 //!
 //! The crash order is unchanged: a spare is durable before it is used, the
-//! rename into place is durable before the caller commits the record, and a
-//! spare left by a crash is a `new-*` without a record (recovery and
-//! Cleanup remove it).
+//! rename into place is durable before the caller commits the record, and
+//! spares left by a crash are removed when the directory opens.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
