@@ -133,6 +133,18 @@ impl SnapshotDirs {
             }
             self.claims.release(&spare.name);
             let new_dir = NewDir { dirs: self, id, path: target, kept: false, _claim: claim };
+            if !self.ordered_journal {
+                // The spare moved between directories: its `..` entry and
+                // `spares/`'s entry for it changed too, and without a journal
+                // only their own fsyncs write them. Otherwise a crash could
+                // leave the tree linked from both directories (and opening
+                // the directory removes whatever `spares/` holds) or with a
+                // stale `..`, under a committed record.
+                let moved = sys::open_dir(&new_dir.path).map_err(|e| FsError::io("open directory", &new_dir.path, e))?;
+                sys::fsync(&moved).map_err(|e| FsError::io("fsync", &new_dir.path, e))?;
+                let spares = sys::open_dir(&self.spares_dir).map_err(|e| FsError::io("open directory", &self.spares_dir, e))?;
+                sys::fsync(&spares).map_err(|e| FsError::io("fsync", &self.spares_dir, e))?;
+            }
             sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
             return Ok(new_dir);
         }

@@ -23,8 +23,9 @@ fn names(root: &Path) -> Vec<String> {
     names
 }
 
+/// Spares wait in `<root>/spares`, beside `snapshots/`.
 fn spares(root: &Path) -> usize {
-    names(root).iter().filter(|n| n.starts_with("new-")).count()
+    std::fs::read_dir(root.join("spares")).map_or(0, |d| d.count())
 }
 
 #[test]
@@ -48,11 +49,14 @@ fn a_create_takes_a_spare_with_the_layouts_modes() {
 
     let report = dirs.cleanup(&HashSet::from([1, 2])).unwrap();
     assert!(report.failed.is_empty(), "{report:?}");
-    assert_eq!(names(root.path()), vec!["1", "2"], "cleanup drops spares");
+    assert_eq!(names(root.path()), vec!["1", "2"]);
+    assert_eq!(spares(root.path()), 0, "cleanup drops spares");
 
     dirs.make_spares(&steps(), 1).unwrap();
+    assert_eq!(spares(root.path()), 1);
+    assert_eq!(names(root.path()), vec!["1", "2"], "spares are not in snapshots/");
     drop(dirs);
-    assert_eq!(names(root.path()), vec!["1", "2"], "drop removes spares");
+    assert_eq!(spares(root.path()), 0, "drop removes spares");
 }
 
 #[test]
