@@ -207,6 +207,11 @@ impl Config {
                 bail!("{key}: must be an absolute path, got {:?}", path.display().to_string());
             }
         }
+        // tracing-subscriber's directive parser panics on some non-ASCII
+        // input (found by the config_parse fuzzer); filters are ASCII anyway.
+        if !self.log_level.is_ascii() {
+            bail!("log_level: {:?} is not ASCII, so not a level (error, warn, info, debug, trace) or tracing filter", self.log_level);
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             bail!("log_level: {:?} is not a level (error, warn, info, debug, trace) or tracing filter: {e}", self.log_level);
         }
@@ -250,7 +255,14 @@ impl Config {
 fn locate(text: &str, e: &toml::de::Error) -> anyhow::Error {
     let Some(span) = e.span() else { return anyhow::anyhow!("{e}") };
     let (line, column) = line_col(text, span.start);
-    let key = toml_edit::Document::parse(text.to_string()).ok().map(|doc| path_at(&doc, &span).to_string());
+    // Name the key only for a shape error (the TOML itself is valid): on
+    // some invalid TOML toml_edit's parser panics (found by the config_parse
+    // fuzzer: "==\n.=").
+    let valid_toml = toml::from_str::<toml::Table>(text).is_ok();
+    let key = valid_toml
+        .then(|| toml_edit::Document::parse(text.to_string()).ok())
+        .flatten()
+        .map(|doc| path_at(&doc, &span).to_string());
     match key.filter(|k| !k.is_empty()) {
         Some(key) => anyhow::anyhow!("{key} (line {line}, column {column}): {}", e.message()),
         None => anyhow::anyhow!("line {line}, column {column}: {}", e.message()),

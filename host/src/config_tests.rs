@@ -105,3 +105,23 @@ fn the_documented_example_is_valid_and_complete() {
         assert!(example.contains(&format!("{key} =")) || example.contains(&format!(".{key}]")), "example lacks {key}");
     }
 }
+
+/// Found by the config_parse fuzzer: invalid TOML on which toml_edit's
+/// parser panics; the error still names line and column.
+#[test]
+fn invalid_toml_that_panics_toml_edit_is_an_error() {
+    for text in ["==\n.=", "a=1\n==\n.=\n"] {
+        let e = error(text);
+        assert!(e.contains("line ") && e.contains("column "), "{text:?}: {e}");
+    }
+}
+
+/// Found by the config_parse fuzzer: a non-ASCII log level panicked
+/// tracing-subscriber's filter parser.
+#[test]
+fn non_ascii_log_levels_are_an_error() {
+    for level in ["ip\u{FFFD}\u{FFFD}0 6,0\u{a0}00", "é", " 0\u{a0}[00"] {
+        let e = error(&format!("log_level = '{level}'\n"));
+        assert!(e.contains("log_level") && e.contains("not ASCII"), "{level:?}: {e}");
+    }
+}

@@ -106,7 +106,9 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level)).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Non-ASCII can panic tracing-subscriber's parser: such a level is as bad as any other.
+    let parsed = level.is_ascii().then(|| tracing_subscriber::EnvFilter::try_new(log_filter(level)).ok()).flatten();
+    let filter = parsed.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
