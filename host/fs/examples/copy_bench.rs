@@ -1,6 +1,6 @@
 //! Copy engine benchmark (run as root, release):
 //!
-//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--workers 0,1,2,4] [--cold] [--no-loop]
+//!     cargo run -p wasmsnap-fs --release --example copy_bench -- [--dir DIR] [--src TREE] [--files N] [--mib M] [--runs R] [--workers 0,1,2,4] [--cold] [--no-root] [--no-loop]
 //!
 //! Generates a tree of N files (default 10,000) holding about M MiB (default
 //! 1024) under DIR (default: the temp dir, ext4 here), or uses TREE, then
@@ -35,6 +35,7 @@ struct Args {
     runs: usize,
     cold: bool,
     loops: bool,
+    root: bool,
     workers: Vec<usize>,
 }
 
@@ -47,6 +48,7 @@ fn parse_args() -> Args {
         runs: 3,
         cold: false,
         loops: true,
+        root: true,
         workers: vec![0, 1, 2, 4],
     };
     let mut it = std::env::args().skip(1);
@@ -60,6 +62,7 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value().parse().expect("--runs R"),
             "--cold" => args.cold = true,
             "--no-loop" => args.loops = false,
+            "--no-root" => args.root = false,
             "--workers" => {
                 args.workers = value()
                     .split(',')
@@ -118,9 +121,9 @@ fn main() {
         .map(|&w| Config::new(&label(&root_fs, w), CopyMode::Copy, w))
         .collect();
     let need = tree * (args.runs * (configs.len() + 1)) as u64;
-    if enough_space(work.path(), need, "copies on the root file system") {
+    if args.root && enough_space(work.path(), need, "copies on the root file system") {
         let kept = bench_copies(&configs, &src, work.path(), &args, true);
-        let created = bench_create(&src, work.path(), &args);
+        let created = bench_create(&src, work.path(), &args, true);
         kept.iter().chain(&created).for_each(|p| delete(p));
     }
 
@@ -142,9 +145,7 @@ fn main() {
                     .map(|&w| Config::new(&label("ext4+journal", w), CopyMode::Copy, w))
                     .collect();
                 bench_copies(&configs, &esrc, &ext4.mountpoint, &args, false);
-                bench_create(&esrc, &ext4.mountpoint, &args)
-                    .iter()
-                    .for_each(|p| delete(p));
+                bench_create(&esrc, &ext4.mountpoint, &args, false);
             }
             Err(reason) => println!("SKIPPED ext4 on a loop device: {reason}"),
         }
@@ -163,9 +164,7 @@ fn main() {
                     Config::new("copy, xfs, 2 workers", CopyMode::Copy, 2),
                 ];
                 bench_copies(&configs, &xsrc, &xfs.mountpoint, &args, false);
-                bench_create(&xsrc, &xfs.mountpoint, &args)
-                    .iter()
-                    .for_each(|p| delete(p));
+                bench_create(&xsrc, &xfs.mountpoint, &args, false);
             }
             Err(reason) => println!("SKIPPED xfs on a loop device: {reason}"),
         }
@@ -278,8 +277,10 @@ fn enough_space(path: &Path, need: u64, what: &str) -> bool {
 
 /// A whole create with copy-parent (copy + syncfs + rename + fsync), and the
 /// cost of durability for a small overlay-style create.
-/// Returns the snapshot dirs it created with copy-parent, for the caller to delete.
-fn bench_create(src: &Path, work: &Path, args: &Args) -> Vec<PathBuf> {
+/// With `keep` (see [`bench_copies`]) returns the snapshot dirs it created
+/// with copy-parent for the caller to delete; otherwise deletes each once
+/// measured.
+fn bench_create(src: &Path, work: &Path, args: &Args, keep: bool) -> Vec<PathBuf> {
     let root = work.join("snapshotter");
     let dirs = SnapshotDirs::open(&root).expect("open");
     let mut times = Vec::new();
@@ -297,6 +298,9 @@ fn bench_create(src: &Path, work: &Path, args: &Args) -> Vec<PathBuf> {
             .keep();
         times.push(t.elapsed());
         sync();
+        if !keep {
+            dirs.remove(100 + run as u64).expect("remove");
+        }
     }
     let (min, median) = summary(&mut times);
     println!(
