@@ -514,3 +514,75 @@ async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Cras
     }
     Ok(counts)
 }
+
+/// A record whose directory is gone (deleted by hand, a restored backup of
+/// the metastore) is never dropped: reported at start, still listed and
+/// removable, and nothing is mounted or built on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_without_its_directory_stays_visible_and_removable() {
+    const S: &str = "overlay";
+    let mut d = Daemon::start();
+    {
+        let mut c = d.client().await;
+        c.prepare(prepare(S, "extract-base", "")).await.unwrap();
+        c.commit(commit(S, "base", "extract-base")).await.unwrap();
+        c.prepare(prepare(S, "act", "base")).await.unwrap();
+        c.view(view(S, "vw", "base")).await.unwrap();
+        c.prepare(prepare(S, "solo", "")).await.unwrap();
+        c.prepare(prepare(S, "hollow", "")).await.unwrap();
+        c.prepare(prepare(S, "fine", "")).await.unwrap();
+    }
+    assert!(d.stop().success());
+    let ids: BTreeMap<String, u64> = records(&d.root.join(S)).into_iter().map(|r| (r.name, r.id)).collect();
+    let snapshots = d.snapshots_dir(S);
+    std::fs::remove_dir_all(snapshots.join(ids["base"].to_string())).unwrap();
+    std::fs::remove_dir_all(snapshots.join(ids["solo"].to_string())).unwrap();
+    // Only the content dir gone.
+    std::fs::remove_dir_all(snapshots.join(ids["hollow"].to_string()).join("fs")).unwrap();
+
+    let log_start = d.logs().len();
+    d.spawn(&[]);
+    let log = d.logs()[log_start..].to_string();
+    for key in ["base", "solo", "hollow"] {
+        let line = log.lines().find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
+        let line = line.unwrap_or_else(|| panic!("no MISSING error for {key}:\n{log}"));
+        assert!(line.contains("ERROR") && line.contains(&format!("id={}", ids[key])), "{line}");
+    }
+    assert!(!log.contains("key=fine "), "{log}");
+
+    let mut c = d.client().await;
+    // Still listed and statted.
+    let names: Vec<String> = list(&mut c, S, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["act", "base", "fine", "hollow", "solo", "vw"]);
+    c.stat(stat(S, "base")).await.unwrap();
+    // Nothing mounted or built on a lost directory, and the message says which.
+    let refused = |r: Result<tonic::Response<_>, Status>, needle: String| {
+        let e = r.map(|_: tonic::Response<api::MountsResponse>| ()).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(&needle) && e.message().contains("is missing"), "{needle}: {}", e.message());
+    };
+    let base_dir = format!("its parent \"base\"'s directory {}", snapshots.join(ids["base"].to_string()).display());
+    refused(c.mounts(mounts(S, "act")).await, base_dir.clone());
+    refused(c.mounts(mounts(S, "vw")).await, base_dir.clone());
+    refused(c.mounts(mounts(S, "solo")).await, format!("its directory {}", snapshots.join(ids["solo"].to_string()).display()));
+    refused(c.mounts(mounts(S, "hollow")).await, format!("{}", snapshots.join(ids["hollow"].to_string()).join("fs").display()));
+    let e = c.prepare(prepare(S, "on-base", "base")).await.unwrap_err();
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
+    let e = c.view(view(S, "view-on-base", "base")).await.unwrap_err();
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
+    let e = c.commit(commit(S, "solo-committed", "solo")).await.unwrap_err();
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""), "{e:?}");
+    // The healthy one is untouched.
+    c.mounts(mounts(S, "fine")).await.unwrap();
+
+    // Removable, so containerd's GC can clear them.
+    for key in ["act", "vw", "base", "solo", "hollow"] {
+        c.remove(remove(S, key)).await.unwrap_or_else(|e| panic!("remove {key}: {e}"));
+    }
+    c.cleanup(cleanup(S)).await.unwrap();
+    assert_eq!(entries(&snapshots), [ids["fine"].to_string()]);
+    let log_start = d.logs().len();
+    d.stop();
+    d.spawn(&[]);
+    assert!(!d.logs()[log_start..].contains("MISSING"), "{}", &d.logs()[log_start..]);
+}
