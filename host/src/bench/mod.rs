@@ -180,7 +180,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", table::render(&columns, with_floor.then_some(&floor)));
     }
     if args.compare {
-        println!("\nx ctrd: wasmsnap ops/s / containerd ops/s (above 1: wasmsnap faster); x base: wasmsnap ops/s / the baseline build's");
+        println!("\nx ctrd: wasmsnap ops/s / containerd ops/s (above 1: wasmsnap faster)");
+        if args.baseline.is_some() {
+            println!("x base: wasmsnap ops/s / the baseline build's");
+        }
     }
     if with_floor {
         println!("x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)", targets[0].title);
