@@ -435,7 +435,7 @@ impl SnapshotDirs {
                 .chunks(chunk)
                 .map(|part| s.spawn(move || fsync_all(part)))
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("fsync thread panicked")).collect::<Result<(), FsError>>()
+            workers.into_iter().try_for_each(|w| w.join().expect("fsync thread panicked"))
         })
     }
 

@@ -53,7 +53,7 @@ pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
     let scratch = tempfile::Builder::new().prefix("floor-").tempdir_in(dir).with_context(|| format!("temp dir in {}", dir.display()))?;
     let snapshots = scratch.path().join("snapshots");
     fs::create_dir(&snapshots)?;
-    let record = File::options().create(true).read(true).write(true).open(scratch.path().join("records"))?;
+    let record = File::options().create_new(true).read(true).write(true).open(scratch.path().join("records"))?;
     record.write_all_at(&[0; 64 * 4096], 0)?;
     record.sync_all()?;
     let floor = Floor { sync_subdirs: sync_subdirs(dir)?, snapshots_dir: File::open(&snapshots)?, snapshots, record, next: AtomicUsize::new(0) };
@@ -79,7 +79,13 @@ pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
     out.insert(Op::Commit, commits);
 
     let mut views = Vec::new();
-    out.insert(Op::View, timed(shape.views(), |_| Ok(views.push(floor.create(false)?)))?);
+    out.insert(
+        Op::View,
+        timed(shape.views(), |_| {
+            views.push(floor.create(false)?);
+            Ok(())
+        })?,
+    );
     let mut views = views.into_iter();
     out.insert(Op::RemoveView, timed(shape.views(), |_| floor.remove(views.next().unwrap()))?);
     out.insert(Op::Churn, floor.churn(shape)?);
