@@ -1,6 +1,6 @@
 //! Shared by the whole-system tests: start a real `wasmsnap serve` on a
 //! temp root and socket, and talk to it with a tonic client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
