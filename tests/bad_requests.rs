@@ -233,6 +233,11 @@ async fn refused_requests_change_nothing() {
         let at = format!("at offset {offset}");
         f.refused(&format!("filter {filter:?}"), &before, r, Code::InvalidArgument, &["invalid filter", &format!("{filter:?}"), &at]).await;
     }
+    // Nested deep enough to overflow a debug build's stack (an abort of the
+    // whole daemon) before the nesting limit.
+    let deep = format!("name~=a{}", "+".repeat(200));
+    let r = list(&mut c, S, &[&deep]).await;
+    f.refused("a deeply nested regex", &before, r, Code::InvalidArgument, &["invalid regular expression", "nested"]).await;
 
     // Unknown snapshotters, in every request.
     let served = "(served: bind, native, overlay)";

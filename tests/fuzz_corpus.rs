@@ -44,6 +44,9 @@ fn run(target: &str, check: fn(&[u8])) {
     let stored = inputs(target);
     assert!(!stored.is_empty(), "no corpus for {target} in {}", fuzz_dir().display());
     for (path, data) in &stored {
+        if std::env::var_os("WASMSNAP_FUZZ_VERBOSE").is_some() {
+            eprintln!("{}", path.display());
+        }
         if catch_unwind(|| check(data)).is_err() {
             panic!("{target}: {} fails", path.display());
         }

@@ -118,10 +118,11 @@ async fn thirty_two_clients_on_shared_parents() {
     // show over these thousands of operations.
     let rss_slack = (warm.rss_kib / 4).max(24 << 10);
     assert!(end.rss_kib <= warm.rss_kib + rss_slack, "memory grew: {warm:?} -> {end:?}");
-    assert!(end.fds <= warm.fds + 2, "file descriptors grew: {warm:?} -> {end:?}");
-    assert!(end.threads <= warm.threads + 4, "threads grew: {warm:?} -> {end:?}");
+    assert!(end.fds <= warm.fds + 4, "file descriptors grew: {warm:?} -> {end:?}");
+    // tokio's blocking pool grows with the busiest moment and shrinks after 10 s idle.
+    assert!(end.threads <= warm.threads + 16, "threads grew: {warm:?} -> {end:?}");
     // The clients' connections are closed with them.
-    assert!(disconnected.fds <= idle.fds + 2, "file descriptors outlive the clients: {idle:?} -> {disconnected:?}");
+    assert!(disconnected.fds <= idle.fds + 4, "file descriptors outlive the clients: {idle:?} -> {disconnected:?}");
 
     // Nothing was left behind: only the shared chains remain, each with
     // its directory, and nothing else on disk.

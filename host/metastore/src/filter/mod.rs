@@ -81,6 +81,12 @@ impl std::error::Error for FilterError {}
 
 /// Regular expressions come from the wire: bound what compiling one may cost.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// How deeply a `~=` expression may nest (groups, repetitions). The regex
+/// crate's default (250) is safe in release builds, but its parser recurses
+/// per level: a debug build overflowed a 2 MiB stack (an abort of the whole
+/// daemon) from about 150 levels, with `a+++...` (found by the
+/// filter_parser fuzzer). Filters never need more than a few.
+const REGEX_NEST_LIMIT: u32 = 64;
 /// Show at most this much of a bad filter in an error.
 const SHOWN_FILTER_MAX: usize = 512;
 
@@ -130,6 +136,7 @@ fn selector(raw: RawSelector) -> Result<Selector, (usize, String)> {
                 .map_err(|_| (raw.value_pos, "regular expression is not valid UTF-8".to_owned()))?;
             let regex = RegexBuilder::new(pattern)
                 .size_limit(REGEX_SIZE_LIMIT)
+                .nest_limit(REGEX_NEST_LIMIT)
                 .build()
                 .map_err(|e| (raw.value_pos, format!("invalid regular expression: {e}")))?;
             Test::Matches(regex)

@@ -190,3 +190,17 @@ fn never_panics_on_arbitrary_input() {
         }
     }
 }
+
+/// Found by the filter_parser fuzzer: a deeply nested expression overflowed
+/// the stack of a debug build (an abort, not an error). It is an error now,
+/// however deep.
+#[test]
+fn deeply_nested_expressions_are_an_error_not_a_crash() {
+    for depth in [65, 200, 100_000] {
+        for pattern in ["a".to_string() + &"+".repeat(depth), "(".repeat(depth) + &")".repeat(depth)] {
+            let err = parse_filters(&[format!("name~={pattern}")]).unwrap_err();
+            assert!(err.message.contains("invalid regular expression") && err.message.contains("nested"), "{err}");
+        }
+    }
+    parse_filters(&[format!("name~={}", "(a".repeat(20) + &")".repeat(20))]).unwrap();
+}
