@@ -8,7 +8,7 @@
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
-//! [`daemon`] (socket, signals), [`cli`], and the policy testing
+//! [`daemon`] (socket, signals), [`reload`] (SIGHUP), [`cli`], and the policy testing
 //! [`harness`] behind `wasmsnap policy test`.
 
 mod background;
