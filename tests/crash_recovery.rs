@@ -58,10 +58,25 @@ struct Snap {
 /// restart it must either have happened entirely or not at all.
 #[derive(Clone, Debug)]
 enum Op {
-    Create { key: String, kind: Kind, parent: String, labels: BTreeMap<String, String> },
-    Commit { key: String, name: String, labels: BTreeMap<String, String> },
-    Remove { key: String },
-    Update { key: String, label: String, value: String },
+    Create {
+        key: String,
+        kind: Kind,
+        parent: String,
+        labels: BTreeMap<String, String>,
+    },
+    Commit {
+        key: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+    },
+    Remove {
+        key: String,
+    },
+    Update {
+        key: String,
+        label: String,
+        value: String,
+    },
     Cleanup,
     Read,
 }
@@ -95,17 +110,27 @@ impl std::ops::AddAssign for Counts {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_nothing() {
-    let kills: usize = std::env::var("WASMSNAP_CRASH_KILLS").ok().map_or(20, |v| v.parse().expect("WASMSNAP_CRASH_KILLS"));
+    let kills: usize = std::env::var("WASMSNAP_CRASH_KILLS")
+        .ok()
+        .map_or(20, |v| v.parse().expect("WASMSNAP_CRASH_KILLS"));
     let seed = Rng::seed_from_env("WASMSNAP_CRASH_SEED");
     let mut rng = Rng::new(seed);
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("wasmsnap.toml");
-    let toml: String = SNAPSHOTTERS.iter().map(|s| format!("[snapshotters.{s}]\npolicy = \"builtin:{s}\"\n")).collect();
+    let toml: String = SNAPSHOTTERS
+        .iter()
+        .map(|s| format!("[snapshotters.{s}]\npolicy = \"builtin:{s}\"\n"))
+        .collect();
     std::fs::write(&config, toml).unwrap();
     let args = ["--config", config.to_str().unwrap()];
     let mut d = Daemon::start_with(&args);
 
-    let worlds: Worlds = Arc::new(SNAPSHOTTERS.iter().map(|s| (*s, Mutex::new(World::default()))).collect());
+    let worlds: Worlds = Arc::new(
+        SNAPSHOTTERS
+            .iter()
+            .map(|s| (*s, Mutex::new(World::default())))
+            .collect(),
+    );
     let tasks = SNAPSHOTTERS.len() * TASKS_PER_SNAPSHOTTER;
     let mut next_key = vec![0u64; tasks];
     let mut counts = Counts::default();
@@ -120,13 +145,17 @@ async fn sigkill_at_random_moments_loses_nothing() {
             let (socket, worlds, stop) = (d.socket.clone(), worlds.clone(), stop.clone());
             let task_seed = rng.next();
             let start = *start;
-            running.push(tokio::spawn(async move { churn(task, s, socket, worlds, stop, task_seed, start).await }));
+            running.push(tokio::spawn(async move {
+                churn(task, s, socket, worlds, stop, task_seed, start).await
+            }));
         }
         tokio::time::sleep(Duration::from_millis(20 + rng.below(600))).await;
         stop.store(true, Ordering::SeqCst);
         d.kill();
         for (task, run) in running.into_iter().enumerate() {
-            let (next, c) = run.await.unwrap_or_else(|e| fail(&d, seed, format!("task {task} failed (kill {kill}): {e}")));
+            let (next, c) = run.await.unwrap_or_else(|e| {
+                fail(&d, seed, format!("task {task} failed (kill {kill}): {e}"))
+            });
             next_key[task] = next;
             counts += c;
         }
@@ -134,7 +163,16 @@ async fn sigkill_at_random_moments_loses_nothing() {
         // The daemon is down: look at what the crash left.
         let before = SNAPSHOTTERS.map(|s| {
             let crashed = crash_state(&d.root.join(s));
-            (s, crashed.unwrap_or_else(|e| fail(&d, seed, format!("kill {kill}, snapshotter {s}, before restart: {e}"))))
+            (
+                s,
+                crashed.unwrap_or_else(|e| {
+                    fail(
+                        &d,
+                        seed,
+                        format!("kill {kill}, snapshotter {s}, before restart: {e}"),
+                    )
+                }),
+            )
         });
         // Sometimes kill it again while it recovers.
         if rng.chance(25) {
@@ -145,13 +183,27 @@ async fn sigkill_at_random_moments_loses_nothing() {
         d.spawn(&args);
         let mut c = d.client().await;
         for (s, crashed) in &before {
-            let mut world = worlds[s].lock().unwrap();
+            // The clients are stopped: take the model out while checking.
+            let mut world = std::mem::take(&mut *worlds[s].lock().unwrap());
             let checked = check_after_restart(&d, &mut c, s, crashed, &mut world).await;
-            counts += checked.unwrap_or_else(|e| fail(&d, seed, format!("kill {kill}, snapshotter {s}, after restart: {e}")));
+            *worlds[s].lock().unwrap() = world;
+            counts += checked.unwrap_or_else(|e| {
+                fail(
+                    &d,
+                    seed,
+                    format!("kill {kill}, snapshotter {s}, after restart: {e}"),
+                )
+            });
         }
         let recovered = d.logs()[log_start..].to_string();
         if recovered.contains("MISSING") || recovered.contains("recovery: snapshot ") {
-            fail(&d, seed, format!("kill {kill}: recovery found a record without its directory or a broken parent link"));
+            fail(
+                &d,
+                seed,
+                format!(
+                    "kill {kill}: recovery found a record without its directory or a broken parent link"
+                ),
+            );
         }
     }
     d.stop();
@@ -179,13 +231,19 @@ async fn sigkill_at_random_moments_loses_nothing() {
 fn fail(d: &Daemon, seed: u64, message: String) -> ! {
     let kept = std::env::temp_dir().join(format!("wasmsnap-crash-{seed}.log"));
     let _ = std::fs::copy(&d.log, &kept);
-    panic!("{message}\nseed {seed} (WASMSNAP_CRASH_SEED); the daemon's log is kept in {}", kept.display());
+    panic!(
+        "{message}\nseed {seed} (WASMSNAP_CRASH_SEED); the daemon's log is kept in {}",
+        kept.display()
+    );
 }
 
 /// Start the daemon on the same root and kill it after `after`, whether it
 /// is still recovering or already serving.
 fn kill_during_startup(d: &Daemon, args: &[&str], after: Duration) {
-    let log = std::fs::OpenOptions::new().append(true).open(&d.log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&d.log)
+        .unwrap();
     let mut child = Command::new(common::bin())
         .arg("serve")
         .arg("--root")
@@ -240,20 +298,47 @@ async fn churn(
 }
 
 fn choose(rng: &mut Rng, world: &World, task: usize, n: u64) -> Op {
-    let own: Vec<(&String, &Snap)> = world.snaps.iter().filter(|(_, s)| s.owner == task).collect();
-    let committed: Vec<&String> = world.snaps.iter().filter(|(_, s)| s.kind == Kind::Committed).map(|(k, _)| k).collect();
-    let actives: Vec<&String> = own.iter().filter(|(_, s)| s.kind == Kind::Active).map(|(k, _)| *k).collect();
+    let own: Vec<(&String, &Snap)> = world
+        .snaps
+        .iter()
+        .filter(|(_, s)| s.owner == task)
+        .collect();
+    let committed: Vec<&String> = world
+        .snaps
+        .iter()
+        .filter(|(_, s)| s.kind == Kind::Committed)
+        .map(|(k, _)| k)
+        .collect();
+    let actives: Vec<&String> = own
+        .iter()
+        .filter(|(_, s)| s.kind == Kind::Active)
+        .map(|(k, _)| *k)
+        .collect();
     let has_children = |key: &str| world.snaps.values().any(|s| s.parent == key);
-    let removable: Vec<&String> = own.iter().filter(|(k, _)| !has_children(k)).map(|(k, _)| *k).collect();
+    let removable: Vec<&String> = own
+        .iter()
+        .filter(|(k, _)| !has_children(k))
+        .map(|(k, _)| *k)
+        .collect();
     let random_labels = |rng: &mut Rng| -> BTreeMap<String, String> {
-        (0..rng.below(3)).map(|i| (format!("l{i}"), format!("v{}", rng.below(1000)))).collect()
+        (0..rng.below(3))
+            .map(|i| (format!("l{i}"), format!("v{}", rng.below(1000))))
+            .collect()
     };
-    let roll = if own.len() > MAX_OWNED { 0 } else { rng.below(100) };
+    let roll = if own.len() > MAX_OWNED {
+        0
+    } else {
+        rng.below(100)
+    };
     match roll {
-        0..=19 if !removable.is_empty() => Op::Remove { key: (*rng.pick(&removable).unwrap()).clone() },
-        20..=39 if !actives.is_empty() => {
-            Op::Commit { key: (*rng.pick(&actives).unwrap()).clone(), name: format!("t{task}-c{n}"), labels: random_labels(rng) }
-        }
+        0..=19 if !removable.is_empty() => Op::Remove {
+            key: (*rng.pick(&removable).unwrap()).clone(),
+        },
+        20..=39 if !actives.is_empty() => Op::Commit {
+            key: (*rng.pick(&actives).unwrap()).clone(),
+            name: format!("t{task}-c{n}"),
+            labels: random_labels(rng),
+        },
         40..=47 if !committed.is_empty() => Op::Create {
             key: format!("t{task}-v{n}"),
             kind: Kind::View,
@@ -263,23 +348,46 @@ fn choose(rng: &mut Rng, world: &World, task: usize, n: u64) -> Op {
         48..=55 if !own.is_empty() => Op::Update {
             key: own[rng.below(own.len() as u64) as usize].0.clone(),
             label: format!("u{}", rng.below(4)),
-            value: if rng.chance(20) { String::new() } else { format!("x{}", rng.below(1000)) },
+            value: if rng.chance(20) {
+                String::new()
+            } else {
+                format!("x{}", rng.below(1000))
+            },
         },
         56..=58 => Op::Cleanup,
         59..=63 => Op::Read,
         _ => {
-            let parent = if committed.is_empty() || rng.chance(20) { String::new() } else { (*rng.pick(&committed).unwrap()).clone() };
-            Op::Create { key: format!("t{task}-a{n}"), kind: Kind::Active, parent, labels: random_labels(rng) }
+            let parent = if committed.is_empty() || rng.chance(20) {
+                String::new()
+            } else {
+                (*rng.pick(&committed).unwrap()).clone()
+            };
+            Op::Create {
+                key: format!("t{task}-a{n}"),
+                kind: Kind::Active,
+                parent,
+                labels: random_labels(rng),
+            }
         }
     }
 }
 
 /// Runs `op`; for a Prepare, also writes files into the new snapshot and
 /// returns their checksums.
-async fn run(c: &mut Client, s: &str, op: &Op, rng: &mut Rng) -> Result<BTreeMap<String, String>, Status> {
+async fn run(
+    c: &mut Client,
+    s: &str,
+    op: &Op,
+    rng: &mut Rng,
+) -> Result<BTreeMap<String, String>, Status> {
     let mut files = BTreeMap::new();
     match op {
-        Op::Create { key, kind: Kind::Active, parent, labels } => {
+        Op::Create {
+            key,
+            kind: Kind::Active,
+            parent,
+            labels,
+        } => {
             let mut req = prepare(s, key, parent);
             req.labels = labels.clone().into_iter().collect();
             let m = c.prepare(req).await?.into_inner().mounts;
@@ -292,7 +400,12 @@ async fn run(c: &mut Client, s: &str, op: &Op, rng: &mut Rng) -> Result<BTreeMap
                 files.insert(name, sha256(&data));
             }
         }
-        Op::Create { key, parent, labels, .. } => {
+        Op::Create {
+            key,
+            parent,
+            labels,
+            ..
+        } => {
             let mut req = view(s, key, parent);
             req.labels = labels.clone().into_iter().collect();
             c.view(req).await?;
@@ -307,7 +420,13 @@ async fn run(c: &mut Client, s: &str, op: &Op, rng: &mut Rng) -> Result<BTreeMap
         }
         Op::Update { key, label, value } => {
             let path = format!("labels.{label}");
-            c.update(update(s, key, [(label.clone(), value.clone())].into(), &[&path])).await?;
+            c.update(update(
+                s,
+                key,
+                [(label.clone(), value.clone())].into(),
+                &[&path],
+            ))
+            .await?;
         }
         Op::Cleanup => {
             c.cleanup(cleanup(s)).await?;
@@ -323,20 +442,41 @@ async fn run(c: &mut Client, s: &str, op: &Op, rng: &mut Rng) -> Result<BTreeMap
 /// on it arrived, or a child prepared on it before its Remove arrived.
 fn expected_conflict(op: &Op, status: &Status) -> bool {
     match op {
-        Op::Create { .. } => status.code() == Code::NotFound && status.message().contains("parent snapshot"),
-        Op::Remove { .. } => status.code() == Code::FailedPrecondition && status.message().contains("cannot remove snapshot with child"),
+        Op::Create { .. } => {
+            status.code() == Code::NotFound && status.message().contains("parent snapshot")
+        }
+        Op::Remove { .. } => {
+            status.code() == Code::FailedPrecondition
+                && status
+                    .message()
+                    .contains("cannot remove snapshot with child")
+        }
         _ => false,
     }
 }
 
 fn apply(world: &mut World, op: &Op, task: usize, files: BTreeMap<String, String>) {
     match op {
-        Op::Create { key, kind, parent, labels } => {
-            let snap = Snap { kind: *kind, parent: parent.clone(), labels: labels.clone(), files, owner: task };
+        Op::Create {
+            key,
+            kind,
+            parent,
+            labels,
+        } => {
+            let snap = Snap {
+                kind: *kind,
+                parent: parent.clone(),
+                labels: labels.clone(),
+                files,
+                owner: task,
+            };
             world.snaps.insert(key.clone(), snap);
         }
         Op::Commit { key, name, labels } => {
-            let mut snap = world.snaps.remove(key).expect("committed an active the model has");
+            let mut snap = world
+                .snaps
+                .remove(key)
+                .expect("committed an active the model has");
             snap.kind = Kind::Committed;
             snap.labels = labels.clone();
             world.snaps.insert(name.clone(), snap);
@@ -345,7 +485,11 @@ fn apply(world: &mut World, op: &Op, task: usize, files: BTreeMap<String, String
             world.snaps.remove(key);
         }
         Op::Update { key, label, value } => {
-            let labels = &mut world.snaps.get_mut(key).expect("updated a snapshot the model has").labels;
+            let labels = &mut world
+                .snaps
+                .get_mut(key)
+                .expect("updated a snapshot the model has")
+                .labels;
             if value.is_empty() {
                 labels.remove(label);
             } else {
@@ -364,35 +508,57 @@ struct Crashed {
 }
 
 fn crash_state(root: &Path) -> Result<Crashed, String> {
-    let records: BTreeMap<String, _> = records(root).into_iter().map(|r| (r.name.clone(), r)).collect();
+    let records: BTreeMap<String, _> = records(root)
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
     let chains = parent_ids(root);
     let snapshots = root.join("snapshots");
     for r in records.values() {
         // Every record has its directory, even before recovery.
         let dir = snapshots.join(r.id.to_string());
         if !dir.is_dir() {
-            return Err(format!("record {:?} (id {}) has no directory {}", r.name, r.id, dir.display()));
+            return Err(format!(
+                "record {:?} (id {}) has no directory {}",
+                r.name,
+                r.id,
+                dir.display()
+            ));
         }
         if let Some(content) = &r.content
             && !dir.join(content).is_dir()
         {
-            return Err(format!("record {:?}: no content dir {content} in {}", r.name, dir.display()));
+            return Err(format!(
+                "record {:?}: no content dir {content} in {}",
+                r.name,
+                dir.display()
+            ));
         }
         // Parent links: the parent exists, is committed, and the id chain
         // is the parent's id followed by the parent's chain.
         let chain = &chains[&r.name];
         match &r.parent {
             None if chain.is_empty() => {}
-            None => return Err(format!("{:?} has no parent but an id chain {chain:?}", r.name)),
+            None => {
+                return Err(format!(
+                    "{:?} has no parent but an id chain {chain:?}",
+                    r.name
+                ));
+            }
             Some(p) => {
-                let parent = records.get(p).ok_or_else(|| format!("{:?} names parent {p:?}, which has no record", r.name))?;
+                let parent = records.get(p).ok_or_else(|| {
+                    format!("{:?} names parent {p:?}, which has no record", r.name)
+                })?;
                 if parent.kind != wasmsnap_plan::Kind::Committed {
                     return Err(format!("parent {p:?} of {:?} is {:?}", r.name, parent.kind));
                 }
                 let mut expected = vec![parent.id];
                 expected.extend(&chains[p]);
                 if chain != &expected {
-                    return Err(format!("id chain of {:?} is {chain:?}, expected {expected:?}", r.name));
+                    return Err(format!(
+                        "id chain of {:?} is {chain:?}, expected {expected:?}",
+                        r.name
+                    ));
                 }
             }
         }
@@ -403,31 +569,52 @@ fn crash_state(root: &Path) -> Result<Crashed, String> {
 /// After the restart: recovery left exactly one directory per record and
 /// changed no record; every acknowledged operation is there; each one in
 /// flight at the kill happened entirely or not at all; files are intact.
-async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Crashed, world: &mut World) -> Result<Counts, String> {
+async fn check_after_restart(
+    d: &Daemon,
+    c: &mut Client,
+    s: &str,
+    crashed: &Crashed,
+    world: &mut World,
+) -> Result<Counts, String> {
     let mut counts = Counts::default();
     let snapshots = d.snapshots_dir(s);
     let ids: BTreeSet<String> = crashed.records.values().map(|r| r.id.to_string()).collect();
     let on_disk: BTreeSet<String> = entries(&snapshots).into_iter().collect();
     if on_disk != ids {
-        return Err(format!("after recovery, snapshots/ holds {on_disk:?}, the records {ids:?}"));
+        return Err(format!(
+            "after recovery, snapshots/ holds {on_disk:?}, the records {ids:?}"
+        ));
     }
-    c.cleanup(cleanup(s)).await.map_err(|e| format!("cleanup: {e}"))?;
+    c.cleanup(cleanup(s))
+        .await
+        .map_err(|e| format!("cleanup: {e}"))?;
     let on_disk: BTreeSet<String> = entries(&snapshots).into_iter().collect();
     if on_disk != ids {
-        return Err(format!("after Cleanup, snapshots/ holds {on_disk:?}, the records {ids:?}"));
+        return Err(format!(
+            "after Cleanup, snapshots/ holds {on_disk:?}, the records {ids:?}"
+        ));
     }
 
-    let listed: BTreeMap<String, api::Info> =
-        list(c, s, &[]).await.map_err(|e| format!("list: {e}"))?.into_iter().map(|i| (i.name.clone(), i)).collect();
+    let listed: BTreeMap<String, api::Info> = list(c, s, &[])
+        .await
+        .map_err(|e| format!("list: {e}"))?
+        .into_iter()
+        .map(|i| (i.name.clone(), i))
+        .collect();
     let names: Vec<&String> = listed.keys().collect();
     if names != crashed.records.keys().collect::<Vec<_>>() {
-        return Err(format!("List after recovery {names:?} differs from the records at the kill {:?}", crashed.records.keys()));
+        return Err(format!(
+            "List after recovery {names:?} differs from the records at the kill {:?}",
+            crashed.records.keys()
+        ));
     }
 
     // Settle what was in flight, then the model must match exactly.
     for op in std::mem::take(&mut world.uncertain) {
         let happened = match &op {
-            Op::Create { key, kind, parent, .. } => match listed.get(key) {
+            Op::Create {
+                key, kind, parent, ..
+            } => match listed.get(key) {
                 None => false,
                 Some(i) if i.kind == kind.wire() && &i.parent == parent => true,
                 Some(i) => return Err(format!("in-flight {op:?} left {i:?}")),
@@ -439,8 +626,19 @@ async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Cras
             },
             Op::Remove { key } => !listed.contains_key(key),
             Op::Update { key, label, value } => {
-                let now = listed.get(key).and_then(|i| i.labels.get(label)).cloned().unwrap_or_default();
-                &now == value && world.snaps.get(key).and_then(|s| s.labels.get(label)).cloned().unwrap_or_default() != now
+                let now = listed
+                    .get(key)
+                    .and_then(|i| i.labels.get(label))
+                    .cloned()
+                    .unwrap_or_default();
+                &now == value
+                    && world
+                        .snaps
+                        .get(key)
+                        .and_then(|s| s.labels.get(label))
+                        .cloned()
+                        .unwrap_or_default()
+                        != now
             }
             Op::Cleanup | Op::Read => false,
         };
@@ -463,18 +661,24 @@ async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Cras
         };
         let labels: BTreeMap<String, String> = info.labels.clone().into_iter().collect();
         if info.kind != snap.kind.wire() || info.parent != snap.parent || labels != snap.labels {
-            return Err(format!("{name:?} is {info:?}, the acknowledged state is {snap:?}"));
+            return Err(format!(
+                "{name:?} is {info:?}, the acknowledged state is {snap:?}"
+            ));
         }
     }
     if let Some(extra) = listed.keys().find(|k| !world.snaps.contains_key(*k)) {
-        return Err(format!("{extra:?} exists but was never acknowledged nor in flight"));
+        return Err(format!(
+            "{extra:?} exists but was never acknowledged nor in flight"
+        ));
     }
 
     // Files: each snapshot's own, and for a copying snapshotter its
     // ancestors' too, byte for byte.
     for (name, snap) in &world.snaps {
         let record = &crashed.records[name];
-        let Some(content) = &record.content else { continue };
+        let Some(content) = &record.content else {
+            continue;
+        };
         let dir = snapshots.join(record.id.to_string()).join(content);
         let mut expect = snap.files.clone();
         if s == "native" {
@@ -487,15 +691,26 @@ async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Cras
         for (file, sum) in &expect {
             let actual = sha256_file(&dir.join(file));
             if &actual != sum {
-                return Err(format!("{name:?}: file {file} is {actual}, was written as {sum}"));
+                return Err(format!(
+                    "{name:?}: file {file} is {actual}, was written as {sum}"
+                ));
             }
         }
     }
 
     // Mounts of actives and views name only the snapshot and its parents,
     // whose directories exist; an overlay's lowers are the parent chain.
-    for (name, snap) in world.snaps.iter().filter(|(_, s)| s.kind != Kind::Committed) {
-        let m = c.mounts(mounts(s, name)).await.map_err(|e| format!("mounts of {name:?}: {e}"))?.into_inner().mounts;
+    for (name, snap) in world
+        .snaps
+        .iter()
+        .filter(|(_, s)| s.kind != Kind::Committed)
+    {
+        let m = c
+            .mounts(mounts(s, name))
+            .await
+            .map_err(|e| format!("mounts of {name:?}: {e}"))?
+            .into_inner()
+            .mounts;
         let mut chain = Vec::new();
         let mut parent = snap.parent.clone();
         while let Some(p) = crashed.records.get(&parent) {
@@ -505,11 +720,24 @@ async fn check_after_restart(d: &Daemon, c: &mut Client, s: &str, crashed: &Cras
         let mut allowed = chain.clone();
         allowed.push(crashed.records[name].id);
         let used = ids_in(&m);
-        if used.is_empty() || used.iter().any(|id| !allowed.contains(id) || !snapshots.join(id.to_string()).is_dir()) {
-            return Err(format!("mounts of {name:?} ({m:?}) use ids outside {allowed:?} or missing"));
+        if used.is_empty()
+            || used
+                .iter()
+                .any(|id| !allowed.contains(id) || !snapshots.join(id.to_string()).is_dir())
+        {
+            return Err(format!(
+                "mounts of {name:?} ({m:?}) use ids outside {allowed:?} or missing"
+            ));
         }
-        if s == "overlay" && snap.kind == Kind::Active && !chain.is_empty() && lower_ids(&m) != chain {
-            return Err(format!("overlay lowers of {name:?} are {:?}, the parent chain {chain:?}", lower_ids(&m)));
+        if s == "overlay"
+            && snap.kind == Kind::Active
+            && !chain.is_empty()
+            && lower_ids(&m) != chain
+        {
+            return Err(format!(
+                "overlay lowers of {name:?} are {:?}, the parent chain {chain:?}",
+                lower_ids(&m)
+            ));
         }
     }
     Ok(counts)
@@ -533,7 +761,10 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
         c.prepare(prepare(S, "fine", "")).await.unwrap();
     }
     assert!(d.stop().success());
-    let ids: BTreeMap<String, u64> = records(&d.root.join(S)).into_iter().map(|r| (r.name, r.id)).collect();
+    let ids: BTreeMap<String, u64> = records(&d.root.join(S))
+        .into_iter()
+        .map(|r| (r.name, r.id))
+        .collect();
     let snapshots = d.snapshots_dir(S);
     std::fs::remove_dir_all(snapshots.join(ids["base"].to_string())).unwrap();
     std::fs::remove_dir_all(snapshots.join(ids["solo"].to_string())).unwrap();
@@ -544,45 +775,97 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
     d.spawn(&[]);
     let log = d.logs()[log_start..].to_string();
     for key in ["base", "solo", "hollow"] {
-        let line = log.lines().find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
+        let line = log
+            .lines()
+            .find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
         let line = line.unwrap_or_else(|| panic!("no MISSING error for {key}:\n{log}"));
-        assert!(line.contains("ERROR") && line.contains(&format!("id={}", ids[key])), "{line}");
+        assert!(
+            line.contains("ERROR") && line.contains(&format!("id={}", ids[key])),
+            "{line}"
+        );
     }
     assert!(!log.contains("key=fine "), "{log}");
 
     let mut c = d.client().await;
     // Still listed and statted.
-    let names: Vec<String> = list(&mut c, S, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
+    let names: Vec<String> = list(&mut c, S, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     assert_eq!(names, ["act", "base", "fine", "hollow", "solo", "vw"]);
     c.stat(stat(S, "base")).await.unwrap();
     // Nothing mounted or built on a lost directory, and the message says which.
     let refused = |r: Result<tonic::Response<_>, Status>, needle: String| {
-        let e = r.map(|_: tonic::Response<api::MountsResponse>| ()).unwrap_err();
+        let e = r
+            .map(|_: tonic::Response<api::MountsResponse>| ())
+            .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-        assert!(e.message().contains(&needle) && e.message().contains("is missing"), "{needle}: {}", e.message());
+        assert!(
+            e.message().contains(&needle) && e.message().contains("is missing"),
+            "{needle}: {}",
+            e.message()
+        );
     };
-    let base_dir = format!("its parent \"base\"'s directory {}", snapshots.join(ids["base"].to_string()).display());
+    let base_dir = format!(
+        "its parent \"base\"'s directory {}",
+        snapshots.join(ids["base"].to_string()).display()
+    );
     refused(c.mounts(mounts(S, "act")).await, base_dir.clone());
     refused(c.mounts(mounts(S, "vw")).await, base_dir.clone());
-    refused(c.mounts(mounts(S, "solo")).await, format!("its directory {}", snapshots.join(ids["solo"].to_string()).display()));
-    refused(c.mounts(mounts(S, "hollow")).await, format!("{}", snapshots.join(ids["hollow"].to_string()).join("fs").display()));
+    refused(
+        c.mounts(mounts(S, "solo")).await,
+        format!(
+            "its directory {}",
+            snapshots.join(ids["solo"].to_string()).display()
+        ),
+    );
+    refused(
+        c.mounts(mounts(S, "hollow")).await,
+        format!(
+            "{}",
+            snapshots
+                .join(ids["hollow"].to_string())
+                .join("fs")
+                .display()
+        ),
+    );
     let e = c.prepare(prepare(S, "on-base", "base")).await.unwrap_err();
-    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
+    assert!(
+        e.code() == Code::FailedPrecondition && e.message().contains(&base_dir),
+        "{e:?}"
+    );
     let e = c.view(view(S, "view-on-base", "base")).await.unwrap_err();
-    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
-    let e = c.commit(commit(S, "solo-committed", "solo")).await.unwrap_err();
-    assert!(e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""), "{e:?}");
+    assert!(
+        e.code() == Code::FailedPrecondition && e.message().contains(&base_dir),
+        "{e:?}"
+    );
+    let e = c
+        .commit(commit(S, "solo-committed", "solo"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""),
+        "{e:?}"
+    );
     // The healthy one is untouched.
     c.mounts(mounts(S, "fine")).await.unwrap();
 
     // Removable, so containerd's GC can clear them.
     for key in ["act", "vw", "base", "solo", "hollow"] {
-        c.remove(remove(S, key)).await.unwrap_or_else(|e| panic!("remove {key}: {e}"));
+        c.remove(remove(S, key))
+            .await
+            .unwrap_or_else(|e| panic!("remove {key}: {e}"));
     }
     c.cleanup(cleanup(S)).await.unwrap();
     assert_eq!(entries(&snapshots), [ids["fine"].to_string()]);
     let log_start = d.logs().len();
     d.stop();
     d.spawn(&[]);
-    assert!(!d.logs()[log_start..].contains("MISSING"), "{}", &d.logs()[log_start..]);
+    assert!(
+        !d.logs()[log_start..].contains("MISSING"),
+        "{}",
+        &d.logs()[log_start..]
+    );
 }

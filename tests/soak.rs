@@ -44,7 +44,9 @@ struct Sample {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn thirty_two_clients_on_shared_parents() {
-    let secs: u64 = std::env::var("WASMSNAP_SOAK_SECS").ok().map_or(20, |v| v.parse().expect("WASMSNAP_SOAK_SECS"));
+    let secs: u64 = std::env::var("WASMSNAP_SOAK_SECS")
+        .ok()
+        .map_or(20, |v| v.parse().expect("WASMSNAP_SOAK_SECS"));
     let seed = Rng::seed_from_env("WASMSNAP_SOAK_SEED");
     let d = Daemon::start();
     let pid = d.pid().unwrap();
@@ -53,7 +55,12 @@ async fn thirty_two_clients_on_shared_parents() {
         let mut parent = String::new();
         for name in CHAIN {
             let key = format!("extract-{name}");
-            let m = c.prepare(prepare(s, &key, &parent)).await.unwrap().into_inner().mounts;
+            let m = c
+                .prepare(prepare(s, &key, &parent))
+                .await
+                .unwrap()
+                .into_inner()
+                .mounts;
             std::fs::write(writable_dir(&m).unwrap().join(name), name.repeat(1000)).unwrap();
             c.commit(commit(s, name, &key)).await.unwrap();
             parent = name.to_string();
@@ -69,8 +76,11 @@ async fn thirty_two_clients_on_shared_parents() {
     let mut rng = Rng::new(seed);
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
-        let (socket, pause, stop, seed) = (d.socket.clone(), pause.clone(), stop.clone(), rng.next());
-        clients.push(tokio::spawn(async move { run_client(client, socket, pause, stop, seed).await }));
+        let (socket, pause, stop, seed) =
+            (d.socket.clone(), pause.clone(), stop.clone(), rng.next());
+        clients.push(tokio::spawn(async move {
+            run_client(client, socket, pause, stop, seed).await
+        }));
     }
 
     let overall = Duration::from_secs(secs + 120);
@@ -98,7 +108,10 @@ async fn thirty_two_clients_on_shared_parents() {
     })
     .await;
     let Ok((warm, end, disconnected, tally)) = outcome else {
-        panic!("deadlock? the soak did not finish within {overall:?} (seed {seed})\n{}", tail(&d.logs()));
+        panic!(
+            "deadlock? the soak did not finish within {overall:?} (seed {seed})\n{}",
+            tail(&d.logs())
+        );
     };
     eprintln!(
         "{CLIENTS} clients, {:.1?}, seed {seed}: {} operations ({:.0}/s), {} AlreadyExists and {} remove-with-children \
@@ -110,28 +123,56 @@ async fn thirty_two_clients_on_shared_parents() {
         tally.already_exists,
         tally.has_children,
     );
-    assert!(tally.unexpected.is_empty(), "unexpected errors (seed {seed}):\n{}", tally.unexpected.join("\n"));
-    assert!(tally.already_exists > 0 && tally.has_children > 0, "the expected conflicts never happened: {tally:?}");
+    assert!(
+        tally.unexpected.is_empty(),
+        "unexpected errors (seed {seed}):\n{}",
+        tally.unexpected.join("\n")
+    );
+    assert!(
+        tally.already_exists > 0 && tally.has_children > 0,
+        "the expected conflicts never happened: {tally:?}"
+    );
 
     // Flat: the end of the run holds no more than warm-up did, within
     // allocator slack. A leak of one fd or a few KiB per operation would
     // show over these thousands of operations.
     let rss_slack = (warm.rss_kib / 4).max(24 << 10);
-    assert!(end.rss_kib <= warm.rss_kib + rss_slack, "memory grew: {warm:?} -> {end:?}");
-    assert!(end.fds <= warm.fds + 4, "file descriptors grew: {warm:?} -> {end:?}");
+    assert!(
+        end.rss_kib <= warm.rss_kib + rss_slack,
+        "memory grew: {warm:?} -> {end:?}"
+    );
+    assert!(
+        end.fds <= warm.fds + 4,
+        "file descriptors grew: {warm:?} -> {end:?}"
+    );
     // tokio's blocking pool grows with the busiest moment and shrinks after 10 s idle.
-    assert!(end.threads <= warm.threads + 16, "threads grew: {warm:?} -> {end:?}");
+    assert!(
+        end.threads <= warm.threads + 16,
+        "threads grew: {warm:?} -> {end:?}"
+    );
     // The clients' connections are closed with them.
-    assert!(disconnected.fds <= idle.fds + 4, "file descriptors outlive the clients: {idle:?} -> {disconnected:?}");
+    assert!(
+        disconnected.fds <= idle.fds + 4,
+        "file descriptors outlive the clients: {idle:?} -> {disconnected:?}"
+    );
 
     // Nothing was left behind: only the shared chains remain, each with
     // its directory, and nothing else on disk.
     let mut c = d.client().await;
     for s in SNAPSHOTTERS {
         c.cleanup(cleanup(s)).await.unwrap();
-        let names: Vec<String> = list(&mut c, s, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
+        let names: Vec<String> = list(&mut c, s, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         assert_eq!(names, CHAIN, "{s}: left behind");
-        assert_eq!(entries(&d.snapshots_dir(s)).len(), CHAIN.len(), "{s}: directories left behind");
+        assert_eq!(
+            entries(&d.snapshots_dir(s)).len(),
+            CHAIN.len(),
+            "{s}: directories left behind"
+        );
     }
 }
 
@@ -145,7 +186,11 @@ async fn quiet_sample(d: &Daemon, pause: &RwLock<()>, pid: u32) -> Sample {
     }
     drop(c);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Sample { rss_kib: vm_rss_kib(pid), fds: fd_count(pid), threads: thread_count(pid) }
+    Sample {
+        rss_kib: vm_rss_kib(pid),
+        fds: fd_count(pid),
+        threads: thread_count(pid),
+    }
 }
 
 /// Runs until `stop`; returns its tally and its (still open) connection.
@@ -177,15 +222,29 @@ async fn run_client(
         };
         tally.ops += 1;
         if let Err(e) = result {
-            tally.unexpected.push(format!("client {client}, op {n} on {s}: {:?}: {}", e.code(), e.message()));
+            tally.unexpected.push(format!(
+                "client {client}, op {n} on {s}: {:?}: {}",
+                e.code(),
+                e.message()
+            ));
         }
     }
     (tally, c)
 }
 
 /// Prepare on a shared parent, write, commit, prepare on top, clean up.
-async fn layer_on_top(c: &mut Client, s: &str, parent: &str, key: &str, rng: &mut Rng) -> Result<(), Status> {
-    let m = c.prepare(prepare(s, key, parent)).await?.into_inner().mounts;
+async fn layer_on_top(
+    c: &mut Client,
+    s: &str,
+    parent: &str,
+    key: &str,
+    rng: &mut Rng,
+) -> Result<(), Status> {
+    let m = c
+        .prepare(prepare(s, key, parent))
+        .await?
+        .into_inner()
+        .mounts;
     let len = rng.below(16 << 10) as usize;
     std::fs::write(writable_dir(&m).unwrap().join("data"), rng.bytes(len)).unwrap();
     let name = format!("{key}-committed");
@@ -196,7 +255,9 @@ async fn layer_on_top(c: &mut Client, s: &str, parent: &str, key: &str, rng: &mu
     c.prepare(prepare(s, &top, &name)).await?;
     let usage = c.usage(usage(s, &name)).await?.into_inner();
     if usage.size < len as i64 {
-        return Err(Status::internal(format!("usage of {name} is {usage:?}, {len} bytes were written")));
+        return Err(Status::internal(format!(
+            "usage of {name} is {usage:?}, {len} bytes were written"
+        )));
     }
     c.remove(remove(s, &top)).await?;
     c.remove(remove(s, &name)).await?;
@@ -211,23 +272,39 @@ async fn view_and_read(c: &mut Client, s: &str, parent: &str, key: &str) -> Resu
     }
     let info = c.stat(stat(s, key)).await?.into_inner().info.unwrap();
     if info.parent != parent || info.kind != api::Kind::View as i32 {
-        return Err(Status::internal(format!("view {key} is {info:?}: not a view of {parent}")));
+        return Err(Status::internal(format!(
+            "view {key} is {info:?}: not a view of {parent}"
+        )));
     }
     let children = list(c, s, &[&format!("parent=={parent},kind==view")]).await?;
     if !children.iter().any(|i| i.name == key) {
-        return Err(Status::internal(format!("view {key} not listed among the views of {parent}")));
+        return Err(Status::internal(format!(
+            "view {key} not listed among the views of {parent}"
+        )));
     }
     c.remove(remove(s, key)).await.map(drop)
 }
 
-async fn active_with_usage(c: &mut Client, s: &str, parent: &str, key: &str, rng: &mut Rng) -> Result<(), Status> {
+async fn active_with_usage(
+    c: &mut Client,
+    s: &str,
+    parent: &str,
+    key: &str,
+    rng: &mut Rng,
+) -> Result<(), Status> {
     let mut req = prepare(s, key, parent);
     req.labels = labels(&[("containerd.io/gc.root", "soak")]);
     let m = c.prepare(req).await?.into_inner().mounts;
     let len = rng.below(8 << 10) as usize;
     std::fs::write(writable_dir(&m).unwrap().join("data"), rng.bytes(len)).unwrap();
     c.usage(usage(s, key)).await?;
-    c.update(update(s, key, labels(&[("touched", "yes")]), &["labels.touched"])).await?;
+    c.update(update(
+        s,
+        key,
+        labels(&[("touched", "yes")]),
+        &["labels.touched"],
+    ))
+    .await?;
     c.remove(remove(s, key)).await.map(drop)
 }
 
@@ -246,11 +323,21 @@ async fn contested(c: &mut Client, s: &str, n: u64, tally: &mut Tally) -> Result
 
 /// The shared layers always have children (the chain itself), so their
 /// removal is refused.
-async fn remove_shared(c: &mut Client, s: &str, parent: &str, tally: &mut Tally) -> Result<(), Status> {
+async fn remove_shared(
+    c: &mut Client,
+    s: &str,
+    parent: &str,
+    tally: &mut Tally,
+) -> Result<(), Status> {
     let target = if parent == CHAIN[2] { CHAIN[1] } else { parent };
     match c.remove(remove(s, target)).await {
-        Ok(_) => Err(Status::internal(format!("removed shared parent {target}, which has children"))),
-        Err(e) if e.code() == Code::FailedPrecondition && e.message().contains("cannot remove snapshot with child") => {
+        Ok(_) => Err(Status::internal(format!(
+            "removed shared parent {target}, which has children"
+        ))),
+        Err(e)
+            if e.code() == Code::FailedPrecondition
+                && e.message().contains("cannot remove snapshot with child") =>
+        {
             tally.has_children += 1;
             Ok(())
         }
@@ -259,14 +346,42 @@ async fn remove_shared(c: &mut Client, s: &str, parent: &str, tally: &mut Tally)
 }
 
 /// Many writers on the same record: last writer wins, nobody fails.
-async fn label_shared(c: &mut Client, s: &str, parent: &str, client: usize, n: u64) -> Result<(), Status> {
+async fn label_shared(
+    c: &mut Client,
+    s: &str,
+    parent: &str,
+    client: usize,
+    n: u64,
+) -> Result<(), Status> {
     let label = format!("soak/client-{}", client % 8);
-    let value = if n % 5 == 0 { String::new() } else { format!("{n}") };
+    let value = if n.is_multiple_of(5) {
+        String::new()
+    } else {
+        format!("{n}")
+    };
     let path = format!("labels.{label}");
-    let info = c.update(update(s, parent, BTreeMap::from([(label.clone(), value.clone())]).into_iter().collect(), &[&path])).await?;
-    let got = info.into_inner().info.unwrap().labels.get(&label).cloned().unwrap_or_default();
+    let info = c
+        .update(update(
+            s,
+            parent,
+            BTreeMap::from([(label.clone(), value.clone())])
+                .into_iter()
+                .collect(),
+            &[&path],
+        ))
+        .await?;
+    let got = info
+        .into_inner()
+        .info
+        .unwrap()
+        .labels
+        .get(&label)
+        .cloned()
+        .unwrap_or_default();
     if got != value {
-        return Err(Status::internal(format!("update of {parent} set {label}={value:?}, replied {got:?}")));
+        return Err(Status::internal(format!(
+            "update of {parent} set {label}={value:?}, replied {got:?}"
+        )));
     }
     Ok(())
 }

@@ -8,19 +8,45 @@ use wasmsnap::config::Config;
 
 pub fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let Ok(config) = Config::parse(&text) else { return };
-    assert!(!config.snapshotters.is_empty(), "no snapshotter after defaults");
+    let Ok(config) = Config::parse(&text) else {
+        return;
+    };
+    assert!(
+        !config.snapshotters.is_empty(),
+        "no snapshotter after defaults"
+    );
     for (name, s) in &config.snapshotters {
-        assert!(!name.is_empty() && name != "." && name != "..", "accepted snapshotter name {name:?}");
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "accepted name {name:?}");
+        assert!(
+            !name.is_empty() && name != "." && name != "..",
+            "accepted snapshotter name {name:?}"
+        );
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "accepted name {name:?}"
+        );
         if let Some(builtin) = s.policy.strip_prefix("builtin:") {
-            assert!(wasmsnap_engine_builtin(builtin), "accepted unknown built-in {builtin:?}");
+            assert!(
+                wasmsnap_engine_builtin(builtin),
+                "accepted unknown built-in {builtin:?}"
+            );
         }
         if let Some(pin) = &s.sha256 {
-            assert!(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit()), "accepted pin {pin:?}");
+            assert!(
+                pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit()),
+                "accepted pin {pin:?}"
+            );
         }
-        assert!((1..=60_000).contains(&s.limits.call_timeout_ms), "accepted timeout {}", s.limits.call_timeout_ms);
-        assert!((1..=4096).contains(&s.limits.memory_mib), "accepted memory {}", s.limits.memory_mib);
+        assert!(
+            (1..=60_000).contains(&s.limits.call_timeout_ms),
+            "accepted timeout {}",
+            s.limits.call_timeout_ms
+        );
+        assert!(
+            (1..=4096).contains(&s.limits.memory_mib),
+            "accepted memory {}",
+            s.limits.memory_mib
+        );
     }
 }
 

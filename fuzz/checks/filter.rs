@@ -16,13 +16,30 @@ pub fn check(data: &[u8]) {
         Ok(filter) => {
             for record in records() {
                 let first = filter.matches(&record);
-                assert_eq!(first, filter.matches(&record), "matching is not deterministic");
+                assert_eq!(
+                    first,
+                    filter.matches(&record),
+                    "matching is not deterministic"
+                );
             }
         }
         Err(e) => {
-            assert!(e.index < filters.len(), "error names filter {} of {}", e.index, filters.len());
-            assert!(e.offset <= filters[e.index].len(), "offset {} past filter {:?}", e.offset, filters[e.index]);
-            assert!(e.filter.len() <= filters[e.index].len().max(600), "error quotes more than the filter");
+            assert!(
+                e.index < filters.len(),
+                "error names filter {} of {}",
+                e.index,
+                filters.len()
+            );
+            assert!(
+                e.offset <= filters[e.index].len(),
+                "offset {} past filter {:?}",
+                e.offset,
+                filters[e.index]
+            );
+            assert!(
+                e.filter.len() <= filters[e.index].len().max(600),
+                "error quotes more than the filter"
+            );
             let _ = e.to_string();
         }
     }
@@ -30,7 +47,10 @@ pub fn check(data: &[u8]) {
 
 fn records() -> Vec<Record> {
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let record = |name: &str, kind, parent: Option<&str>, l| Record {
         id: 1,
@@ -44,8 +64,18 @@ fn records() -> Vec<Record> {
         content: Some("fs".into()),
     };
     vec![
-        record("sha256:abc", Kind::Committed, None, labels(&[("containerd.io/snapshot.ref", "sha256:abc")])),
-        record("k8s.io/1/extract", Kind::Active, Some("sha256:abc"), labels(&[("a.b", "x,y"), ("é", "\"q\"")])),
+        record(
+            "sha256:abc",
+            Kind::Committed,
+            None,
+            labels(&[("containerd.io/snapshot.ref", "sha256:abc")]),
+        ),
+        record(
+            "k8s.io/1/extract",
+            Kind::Active,
+            Some("sha256:abc"),
+            labels(&[("a.b", "x,y"), ("é", "\"q\"")]),
+        ),
         record("view \0 odd", Kind::View, Some(""), BTreeMap::new()),
     ]
 }

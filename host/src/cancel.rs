@@ -39,7 +39,9 @@ impl Token {
     /// A guard that cancels the token when dropped, unless disarmed: held
     /// by the request's future, which tonic drops when the client goes.
     pub fn cancel_on_drop(&self) -> CancelOnDrop {
-        CancelOnDrop { token: Some(self.clone()) }
+        CancelOnDrop {
+            token: Some(self.clone()),
+        }
     }
 }
 
@@ -73,10 +75,20 @@ impl Drop for CancelOnDrop {
 /// Cancelled if the current request was: call it right before committing.
 /// Outside a request (no token) it never fails.
 pub fn check(op: &str, key: &str) -> Result<()> {
-    let cancelled = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|t| t.load(Ordering::Acquire)));
+    let cancelled = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|t| t.load(Ordering::Acquire))
+    });
     if cancelled {
-        tracing::info!(op, key, "the client cancelled the request before it committed: rolled back");
-        return Err(Error::Cancelled(format!("{op} of {key:?}: the client cancelled the request; nothing was changed")));
+        tracing::info!(
+            op,
+            key,
+            "the client cancelled the request before it committed: rolled back"
+        );
+        return Err(Error::Cancelled(format!(
+            "{op} of {key:?}: the client cancelled the request; nothing was changed"
+        )));
     }
     Ok(())
 }
@@ -94,7 +106,10 @@ mod tests {
         drop(guard);
         assert!(token.is_cancelled());
         let err = token.run(|| check("prepare", "k")).unwrap_err();
-        assert!(matches!(&err, Error::Cancelled(m) if m.contains("prepare of \"k\"")), "{err}");
+        assert!(
+            matches!(&err, Error::Cancelled(m) if m.contains("prepare of \"k\"")),
+            "{err}"
+        );
         check("prepare", "k").unwrap();
     }
 

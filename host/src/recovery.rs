@@ -64,14 +64,23 @@ pub struct LostDirs {
 impl LostDirs {
     /// FailedPrecondition if the snapshot `key` (ids: its own first, then its
     /// parents') or one of its parents lost its directory.
-    pub fn check(&self, snapshotter: &str, key: &str, ids: impl IntoIterator<Item = SnapshotId>) -> Result<()> {
+    pub fn check(
+        &self,
+        snapshotter: &str,
+        key: &str,
+        ids: impl IntoIterator<Item = SnapshotId>,
+    ) -> Result<()> {
         let lost = self.lost.read().unwrap_or_else(|e| e.into_inner());
         if lost.is_empty() {
             return Ok(());
         }
         for id in ids {
             if let Some(l) = lost.get(&id) {
-                let whose = if l.key == key { "its".to_string() } else { format!("its parent {:?}'s", l.key) };
+                let whose = if l.key == key {
+                    "its".to_string()
+                } else {
+                    format!("its parent {:?}'s", l.key)
+                };
                 return Err(Error::FailedPrecondition(format!(
                     "snapshotter {snapshotter:?}: snapshot {key:?} cannot be used: {whose} directory {} \
                      (snapshot id {}) is missing (found at start-up); remove the snapshot and create it again",
@@ -85,17 +94,29 @@ impl LostDirs {
 
     /// The snapshot's record is gone: nothing to guard any more.
     pub fn forget(&self, id: SnapshotId) {
-        self.lost.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.lost
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     pub fn list(&self) -> Vec<LostDir> {
-        self.lost.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.lost
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
 /// Recover the snapshotter `name`; call once, after opening its metastore
 /// and directories and before serving. Logs everything it finds.
-pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow::Result<(LostDirs, RecoveryReport)> {
+pub fn recover(
+    name: &str,
+    metastore: &Metastore,
+    dirs: &SnapshotDirs,
+) -> anyhow::Result<(LostDirs, RecoveryReport)> {
     let mut report = RecoveryReport::default();
     let (records, chains, keep) = metastore.read(|tx| {
         let mut records = Vec::new();
@@ -131,7 +152,11 @@ pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow
                 "recovery: snapshot directory is MISSING; the record is kept so it can be removed \
                  (containerd's GC or `ctr snapshots rm`); mounting it or creating on top of it fails"
             );
-            let l = LostDir { key: record.name.clone(), id: record.id, path: missing };
+            let l = LostDir {
+                key: record.name.clone(),
+                id: record.id,
+                path: missing,
+            };
             report.lost.push(l.clone());
             lost.insert(record.id, l);
         }
@@ -151,12 +176,21 @@ pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow
         broken_links = report.broken_links.len(),
         "recovery done"
     );
-    Ok((LostDirs { lost: RwLock::new(lost) }, report))
+    Ok((
+        LostDirs {
+            lost: RwLock::new(lost),
+        },
+        report,
+    ))
 }
 
 /// The path of `record` that should exist and does not: its directory, or
 /// the content directory inside it.
-fn missing_path(dirs: &SnapshotDirs, record: &Record, on_disk: &HashSet<SnapshotId>) -> Option<PathBuf> {
+fn missing_path(
+    dirs: &SnapshotDirs,
+    record: &Record,
+    on_disk: &HashSet<SnapshotId>,
+) -> Option<PathBuf> {
     let dir = dirs.dir(record.id);
     if !on_disk.contains(&record.id) || !is_dir(&dir) {
         return Some(dir);
@@ -172,26 +206,39 @@ fn is_dir(path: &Path) -> bool {
 /// Parent links that do not hold: a parent that is missing or not
 /// committed, or an id chain that does not lead to it. The metastore
 /// writes each link in one transaction, so this finds only damage.
-fn broken_links(records: &[Record], chains: Vec<Result<Vec<SnapshotId>, MetaError>>) -> Vec<String> {
+fn broken_links(
+    records: &[Record],
+    chains: Vec<Result<Vec<SnapshotId>, MetaError>>,
+) -> Vec<String> {
     let by_key: BTreeMap<&str, &Record> = records.iter().map(|r| (r.name.as_str(), r)).collect();
     let mut broken = Vec::new();
     for (record, chain) in records.iter().zip(chains) {
         let Some(parent) = &record.parent else {
             if let Err(e) = chain {
-                broken.push(format!("snapshot {:?}: parent chain unreadable: {e}", record.name));
+                broken.push(format!(
+                    "snapshot {:?}: parent chain unreadable: {e}",
+                    record.name
+                ));
             }
             continue;
         };
         match (by_key.get(parent.as_str()), chain) {
-            (None, _) => broken.push(format!("snapshot {:?} names parent {parent:?}, which has no record", record.name)),
-            (Some(p), _) if p.kind != Kind::Committed => {
-                broken.push(format!("snapshot {:?} has parent {parent:?}, which is not committed", record.name))
-            }
+            (None, _) => broken.push(format!(
+                "snapshot {:?} names parent {parent:?}, which has no record",
+                record.name
+            )),
+            (Some(p), _) if p.kind != Kind::Committed => broken.push(format!(
+                "snapshot {:?} has parent {parent:?}, which is not committed",
+                record.name
+            )),
             (Some(p), Ok(ids)) if ids.first() != Some(&p.id) => broken.push(format!(
                 "snapshot {:?}: parent {parent:?} has id {}, but the id chain says {:?}",
                 record.name, p.id, ids
             )),
-            (Some(_), Err(e)) => broken.push(format!("snapshot {:?}: parent chain unreadable: {e}", record.name)),
+            (Some(_), Err(e)) => broken.push(format!(
+                "snapshot {:?}: parent chain unreadable: {e}",
+                record.name
+            )),
             _ => {}
         }
     }

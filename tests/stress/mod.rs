@@ -31,8 +31,13 @@ impl Rng {
     /// can be repeated (its operation choices, not its timing).
     pub fn seed_from_env(var: &str) -> u64 {
         let seed = match std::env::var(var) {
-            Ok(v) => v.parse().unwrap_or_else(|_| panic!("{var}={v:?} is not a number")),
-            Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+            Ok(v) => v
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}={v:?} is not a number")),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
         };
         eprintln!("seed: {var}={seed}");
         seed
@@ -70,11 +75,21 @@ impl Rng {
 }
 
 pub fn prepare(s: &str, key: &str, parent: &str) -> api::PrepareSnapshotRequest {
-    api::PrepareSnapshotRequest { snapshotter: s.into(), key: key.into(), parent: parent.into(), labels: Labels::new() }
+    api::PrepareSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: Labels::new(),
+    }
 }
 
 pub fn view(s: &str, key: &str, parent: &str) -> api::ViewSnapshotRequest {
-    api::ViewSnapshotRequest { snapshotter: s.into(), key: key.into(), parent: parent.into(), labels: Labels::new() }
+    api::ViewSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: Labels::new(),
+    }
 }
 
 pub fn commit(s: &str, name: &str, key: &str) -> api::CommitSnapshotRequest {
@@ -88,35 +103,58 @@ pub fn commit(s: &str, name: &str, key: &str) -> api::CommitSnapshotRequest {
 }
 
 pub fn mounts(s: &str, key: &str) -> api::MountsRequest {
-    api::MountsRequest { snapshotter: s.into(), key: key.into() }
+    api::MountsRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+    }
 }
 
 pub fn stat(s: &str, key: &str) -> api::StatSnapshotRequest {
-    api::StatSnapshotRequest { snapshotter: s.into(), key: key.into() }
+    api::StatSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+    }
 }
 
 pub fn remove(s: &str, key: &str) -> api::RemoveSnapshotRequest {
-    api::RemoveSnapshotRequest { snapshotter: s.into(), key: key.into() }
+    api::RemoveSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+    }
 }
 
 pub fn usage(s: &str, key: &str) -> api::UsageRequest {
-    api::UsageRequest { snapshotter: s.into(), key: key.into() }
+    api::UsageRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+    }
 }
 
 pub fn cleanup(s: &str) -> api::CleanupRequest {
-    api::CleanupRequest { snapshotter: s.into() }
+    api::CleanupRequest {
+        snapshotter: s.into(),
+    }
 }
 
 pub fn update(s: &str, name: &str, labels: Labels, paths: &[&str]) -> api::UpdateSnapshotRequest {
     api::UpdateSnapshotRequest {
         snapshotter: s.into(),
-        info: Some(api::Info { name: name.into(), labels, ..Default::default() }),
-        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+        info: Some(api::Info {
+            name: name.into(),
+            labels,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
     }
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A bare gRPC channel on the daemon's unix socket.
@@ -127,7 +165,9 @@ pub async fn channel(socket: &Path) -> Channel {
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let socket = socket.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
             }
         }))
         .await
@@ -136,7 +176,10 @@ pub async fn channel(socket: &Path) -> Channel {
 
 /// Every snapshot of `s` matching `filters`, sorted by name.
 pub async fn list(c: &mut Client, s: &str, filters: &[&str]) -> Result<Vec<api::Info>, Status> {
-    let req = api::ListSnapshotsRequest { snapshotter: s.into(), filters: filters.iter().map(|f| f.to_string()).collect() };
+    let req = api::ListSnapshotsRequest {
+        snapshotter: s.into(),
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+    };
     let mut stream = c.list(req).await?.into_inner();
     let mut out = Vec::new();
     while let Some(batch) = stream.message().await? {
@@ -155,7 +198,11 @@ pub fn writable_dir(mounts: &[Mount]) -> Option<PathBuf> {
         "bind" if m.options.iter().any(|o| o == "rw") || !m.options.iter().any(|o| o == "ro") => {
             Some(PathBuf::from(&m.source))
         }
-        "overlay" => m.options.iter().find_map(|o| o.strip_prefix("upperdir=")).map(PathBuf::from),
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
         _ => None,
     }
 }
@@ -171,7 +218,10 @@ pub fn ids_in(mounts: &[Mount]) -> Vec<u64> {
             if let Some(v) = o.strip_prefix("lowerdir=") {
                 paths.extend(v.split(':'));
             }
-            if let Some(v) = o.strip_prefix("upperdir=").or_else(|| o.strip_prefix("workdir=")) {
+            if let Some(v) = o
+                .strip_prefix("upperdir=")
+                .or_else(|| o.strip_prefix("workdir="))
+            {
                 paths.push(v);
             }
         }
@@ -181,8 +231,13 @@ pub fn ids_in(mounts: &[Mount]) -> Vec<u64> {
 
 /// The snapshot ids of an overlay's `lowerdir`, nearest first.
 pub fn lower_ids(mounts: &[Mount]) -> Vec<u64> {
-    let lower = mounts.iter().flat_map(|m| &m.options).find_map(|o| o.strip_prefix("lowerdir="));
-    lower.map(|l| ids_in_paths(l.split(':'))).unwrap_or_default()
+    let lower = mounts
+        .iter()
+        .flat_map(|m| &m.options)
+        .find_map(|o| o.strip_prefix("lowerdir="));
+    lower
+        .map(|l| ids_in_paths(l.split(':')))
+        .unwrap_or_default()
 }
 
 fn ids_in_paths<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<u64> {
@@ -205,15 +260,23 @@ pub fn tree(root: &Path, skip: &[&str]) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if skip.contains(&name.as_str()) {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let owner = format!("{:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
         let what = if meta.is_dir() {
             walk(root, &path, skip, out);
@@ -221,7 +284,10 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Strin
         } else if meta.is_file() {
             format!("file {owner} {} {}", meta.len(), sha256_file(&path))
         } else if meta.file_type().is_symlink() {
-            format!("link {owner} {}", std::fs::read_link(&path).unwrap().display())
+            format!(
+                "link {owner} {}",
+                std::fs::read_link(&path).unwrap().display()
+            )
         } else {
             format!("other {owner}")
         };
@@ -230,7 +296,9 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Strin
 }
 
 pub fn sha256_file(path: &Path) -> String {
-    std::fs::read(path).map(|b| hex::encode(Sha256::digest(b))).unwrap_or_else(|e| format!("unreadable: {e}"))
+    std::fs::read(path)
+        .map(|b| hex::encode(Sha256::digest(b)))
+        .unwrap_or_else(|e| format!("unreadable: {e}"))
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -275,7 +343,11 @@ pub fn parent_ids(snapshotter_root: &Path) -> BTreeMap<String, Vec<u64>> {
 /// Names of the entries of `dir` (empty if it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -283,7 +355,8 @@ pub fn entries(dir: &Path) -> Vec<String> {
 
 /// The daemon's resident memory in KiB.
 pub fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -293,10 +366,14 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
 
 /// The daemon's open file descriptors.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/<pid>/fd").count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .count()
 }
 
 /// The daemon's threads.
 pub fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/<pid>/task").count()
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read /proc/<pid>/task")
+        .count()
 }
