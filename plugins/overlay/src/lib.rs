@@ -18,36 +18,12 @@ pub struct Overlay {
 impl Policy for Overlay {
     fn init(config: &Config, facts: &HostFacts) -> Result<Self, PolicyError> {
         config.only(&["mount_options"])?;
-        if !facts.overlay {
-            return Err(PolicyError::Unsupported("the kernel has no overlayfs".into()));
-        }
-        let extra: Vec<String> = config
-            .get("mount_options")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .map(String::from)
-            .collect();
-        let mut options = Vec::new();
-        // As containerd: index=off where the module has the parameter,
-        // unless the operator chose an index= of their own.
-        if facts.index_param && !extra.iter().any(|o| o.starts_with("index=")) {
-            options.push("index=off".to_string());
-        }
-        if facts.userxattr {
-            options.push("userxattr".to_string());
-        }
-        options.extend(extra);
+        let options = recipes::overlay_options(config, facts)?;
         Ok(Overlay { options })
     }
 
     fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
-        let mut layout = LayoutBuilder::new().mkdir("fs", 0o755);
-        if s.kind == Kind::Active {
-            layout = layout.mkdir("work", 0o711);
-        }
-        Ok(layout.chown_like_parent("fs").content("fs").build())
+        Ok(recipes::overlay_layout(s))
     }
 
     fn mounts(&self, s: &Snapshot) -> Result<Vec<Mount>, PolicyError> {

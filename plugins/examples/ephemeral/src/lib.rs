@@ -28,18 +28,7 @@ pub struct Ephemeral {
 impl Policy for Ephemeral {
     fn init(config: &Config, facts: &HostFacts) -> Result<Self, PolicyError> {
         config.only(&["mount_options"])?;
-        if !facts.overlay {
-            return Err(PolicyError::Unsupported("the kernel has no overlayfs".into()));
-        }
-        let mut options = Vec::new();
-        if facts.index_param {
-            options.push("index=off".to_string());
-        }
-        if facts.userxattr {
-            options.push("userxattr".to_string());
-        }
-        let extra = config.get("mount_options").unwrap_or("");
-        options.extend(extra.split(',').map(str::trim).filter(|o| !o.is_empty()).map(String::from));
+        let options = recipes::overlay_options(config, facts)?;
         Ok(Ephemeral { options })
     }
 
@@ -48,11 +37,7 @@ impl Policy for Ephemeral {
             // Nothing to create: the view mounts its parents read-only.
             return Ok(LayoutBuilder::new().build());
         }
-        let mut layout = LayoutBuilder::new().mkdir("fs", 0o755);
-        if s.kind == Kind::Active {
-            layout = layout.mkdir("work", 0o711);
-        }
-        Ok(layout.chown_like_parent("fs").content("fs").build())
+        Ok(recipes::overlay_layout(s))
     }
 
     fn mounts(&self, s: &Snapshot) -> Result<Vec<Mount>, PolicyError> {
