@@ -38,12 +38,7 @@ impl Fixture {
     async fn start() -> Fixture {
         let d = Daemon::start();
         let mut c = d.client().await;
-        let m = c
-            .prepare(prepare(S, "extract-base", ""))
-            .await
-            .unwrap()
-            .into_inner()
-            .mounts;
+        let m = c.prepare(prepare(S, "extract-base", "")).await.unwrap().into_inner().mounts;
         std::fs::write(writable_dir(&m).unwrap().join("file"), b"base content").unwrap();
         c.commit(commit(S, "base", "extract-base")).await.unwrap();
         c.prepare(prepare(S, "extract-mid", "base")).await.unwrap();
@@ -66,10 +61,7 @@ impl Fixture {
             lists.insert(s, list(&mut c, s, &[]).await.unwrap());
         }
         // Spare trees come and go in the background: not state.
-        State {
-            tree: tree(&self.d.root, &["metadata.redb", "spares"]),
-            lists,
-        }
+        State { tree: tree(&self.d.root, &["metadata.redb", "spares"]), lists }
     }
 
     /// `result` is an error with `code` whose message holds every needle;
@@ -121,10 +113,7 @@ impl Fixture {
             .stat(stat(S, "mid"))
             .await
             .unwrap_or_else(|e| panic!("{what}: daemon stopped serving: {e}"));
-        assert_eq!(
-            info.into_inner().info.unwrap().kind,
-            api::Kind::Committed as i32
-        );
+        assert_eq!(info.into_inner().info.unwrap().kind, api::Kind::Committed as i32);
     }
 }
 
@@ -168,47 +157,15 @@ async fn refused_requests_change_nothing() {
         &["snapshot key", empty],
     )
     .await;
-    f.refused(
-        "remove ''",
-        &before,
-        c.remove(remove(S, "")).await,
-        Code::InvalidArgument,
-        &[empty],
-    )
-    .await;
-    f.refused(
-        "stat ''",
-        &before,
-        c.stat(stat(S, "")).await,
-        Code::InvalidArgument,
-        &[empty],
-    )
-    .await;
-    f.refused(
-        "mounts ''",
-        &before,
-        c.mounts(mounts(S, "")).await,
-        Code::InvalidArgument,
-        &[empty],
-    )
-    .await;
-    f.refused(
-        "usage ''",
-        &before,
-        c.usage(usage(S, "")).await,
-        Code::InvalidArgument,
-        &[empty],
-    )
-    .await;
+    f.refused("remove ''", &before, c.remove(remove(S, "")).await, Code::InvalidArgument, &[empty])
+        .await;
+    f.refused("stat ''", &before, c.stat(stat(S, "")).await, Code::InvalidArgument, &[empty]).await;
+    f.refused("mounts ''", &before, c.mounts(mounts(S, "")).await, Code::InvalidArgument, &[empty])
+        .await;
+    f.refused("usage ''", &before, c.usage(usage(S, "")).await, Code::InvalidArgument, &[empty])
+        .await;
     let r = c.update(update(S, "", labels(&[("a", "b")]), &[])).await;
-    f.refused(
-        "update ''",
-        &before,
-        r,
-        Code::InvalidArgument,
-        &["snapshot name", empty],
-    )
-    .await;
+    f.refused("update ''", &before, r, Code::InvalidArgument, &["snapshot name", empty]).await;
 
     // Keys of 1 MiB: over the 32 KiB limit, quoted briefly.
     let huge = "k".repeat(1 << 20);
@@ -262,14 +219,7 @@ async fn refused_requests_change_nothing() {
     )
     .await;
     let r = c.update(update(S, &huge, labels(&[("a", "b")]), &[])).await;
-    f.refused(
-        "update 1 MiB key",
-        &before,
-        r,
-        Code::InvalidArgument,
-        &[over],
-    )
-    .await;
+    f.refused("update 1 MiB key", &before, r, Code::InvalidArgument, &[over]).await;
     // As a parent it names no snapshot: NotFound.
     let r = c.prepare(prepare(S, "x", &huge)).await;
     f.refused(
@@ -283,14 +233,7 @@ async fn refused_requests_change_nothing() {
     // Over the 16 MiB message limit: refused before decoding.
     let giant = "k".repeat(17 << 20);
     let r = c.prepare(prepare(S, &giant, "")).await;
-    f.refused(
-        "17 MiB request",
-        &before,
-        r,
-        Code::OutOfRange,
-        &["message length too large"],
-    )
-    .await;
+    f.refused("17 MiB request", &before, r, Code::OutOfRange, &["message length too large"]).await;
 
     // Parents.
     let r = c.prepare(prepare(S, "x", "nope")).await;
@@ -303,14 +246,7 @@ async fn refused_requests_change_nothing() {
     )
     .await;
     let r = c.view(view(S, "x", "nope")).await;
-    f.refused(
-        "view of unknown parent",
-        &before,
-        r,
-        Code::NotFound,
-        &["\"nope\""],
-    )
-    .await;
+    f.refused("view of unknown parent", &before, r, Code::NotFound, &["\"nope\""]).await;
     let r = c.prepare(prepare(S, "x", "act")).await;
     f.refused(
         "active parent",
@@ -381,14 +317,8 @@ async fn refused_requests_change_nothing() {
     )
     .await;
     let r = c.commit(commit(S, "n", "nope")).await;
-    f.refused(
-        "commit of a missing key",
-        &before,
-        r,
-        Code::NotFound,
-        &["\"nope\" does not exist"],
-    )
-    .await;
+    f.refused("commit of a missing key", &before, r, Code::NotFound, &["\"nope\" does not exist"])
+        .await;
     for taken in ["base", "vw", "act"] {
         let r = c.commit(commit(S, taken, "act")).await;
         f.refused(
@@ -452,9 +382,7 @@ async fn refused_requests_change_nothing() {
         "labels_x",
         "label.a",
     ] {
-        let r = c
-            .update(update(S, "act", labels(&[("a", "b")]), &[path]))
-            .await;
+        let r = c.update(update(S, "act", labels(&[("a", "b")]), &[path])).await;
         f.refused(
             &format!("update of {path:?}"),
             &before,
@@ -465,38 +393,12 @@ async fn refused_requests_change_nothing() {
         .await;
     }
     // A good path beside a bad one changes nothing either.
-    let r = c
-        .update(update(
-            S,
-            "act",
-            labels(&[("a", "b")]),
-            &["labels.a", "kind"],
-        ))
+    let r = c.update(update(S, "act", labels(&[("a", "b")]), &["labels.a", "kind"])).await;
+    f.refused("update of labels.a and kind", &before, r, Code::InvalidArgument, &["\"kind\""])
         .await;
-    f.refused(
-        "update of labels.a and kind",
-        &before,
-        r,
-        Code::InvalidArgument,
-        &["\"kind\""],
-    )
-    .await;
-    let r = c
-        .update(update(S, "nope", labels(&[("a", "b")]), &[]))
-        .await;
-    f.refused(
-        "update of a missing key",
-        &before,
-        r,
-        Code::NotFound,
-        &["\"nope\""],
-    )
-    .await;
-    let req = api::UpdateSnapshotRequest {
-        snapshotter: S.into(),
-        info: None,
-        update_mask: None,
-    };
+    let r = c.update(update(S, "nope", labels(&[("a", "b")]), &[])).await;
+    f.refused("update of a missing key", &before, r, Code::NotFound, &["\"nope\""]).await;
+    let req = api::UpdateSnapshotRequest { snapshotter: S.into(), info: None, update_mask: None };
     f.refused(
         "update without info",
         &before,
@@ -549,9 +451,7 @@ async fn refused_requests_change_nothing() {
         &["label \"big\" of snapshot \"n\""],
     )
     .await;
-    let r = c
-        .update(update(S, "act", big.clone(), &["labels.big"]))
-        .await;
+    let r = c.update(update(S, "act", big.clone(), &["labels.big"])).await;
     f.refused(
         "update to a big label",
         &before,
@@ -561,17 +461,8 @@ async fn refused_requests_change_nothing() {
     )
     .await;
     let r = c.update(update(S, "act", big.clone(), &[])).await;
-    f.refused(
-        "update all to a big label",
-        &before,
-        r,
-        Code::InvalidArgument,
-        &[label_over],
-    )
-    .await;
-    let heavy: Labels = (0..1100)
-        .map(|i| (format!("l{i:04}"), "v".repeat(4000)))
-        .collect();
+    f.refused("update all to a big label", &before, r, Code::InvalidArgument, &[label_over]).await;
+    let heavy: Labels = (0..1100).map(|i| (format!("l{i:04}"), "v".repeat(4000))).collect();
     let mut req = prepare(S, "x", "");
     req.labels = heavy.clone();
     f.refused(
@@ -579,10 +470,7 @@ async fn refused_requests_change_nothing() {
         &before,
         c.prepare(req).await,
         Code::InvalidArgument,
-        &[
-            "labels of snapshot \"x\" total",
-            "more than the 4194304 allowed",
-        ],
+        &["labels of snapshot \"x\" total", "more than the 4194304 allowed"],
     )
     .await;
     let r = c.update(update(S, "act", heavy, &["labels"])).await;
@@ -635,93 +523,35 @@ async fn refused_requests_change_nothing() {
     let served = "(served: bind, native, overlay)";
     for name in ["nope", "", "Overlay", "overlay/../native"] {
         let what = |op: &str| format!("{op} on snapshotter {name:?}");
-        let needles = [
-            format!("snapshotter {name:?} not found"),
-            served.to_string(),
-        ];
+        let needles = [format!("snapshotter {name:?} not found"), served.to_string()];
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
         let mut req = prepare(S, "x", "");
         req.snapshotter = name.into();
-        f.refused(
-            &what("prepare"),
-            &before,
-            c.prepare(req).await,
-            Code::NotFound,
-            &needles,
-        )
-        .await;
+        f.refused(&what("prepare"), &before, c.prepare(req).await, Code::NotFound, &needles).await;
         let mut req = view(S, "x", "mid");
         req.snapshotter = name.into();
-        f.refused(
-            &what("view"),
-            &before,
-            c.view(req).await,
-            Code::NotFound,
-            &needles,
-        )
-        .await;
-        let r = c
-            .mounts(api::MountsRequest {
-                snapshotter: name.into(),
-                key: "act".into(),
-            })
-            .await;
-        f.refused(&what("mounts"), &before, r, Code::NotFound, &needles)
-            .await;
+        f.refused(&what("view"), &before, c.view(req).await, Code::NotFound, &needles).await;
+        let r = c.mounts(api::MountsRequest { snapshotter: name.into(), key: "act".into() }).await;
+        f.refused(&what("mounts"), &before, r, Code::NotFound, &needles).await;
         let mut req = commit(S, "n", "act");
         req.snapshotter = name.into();
-        f.refused(
-            &what("commit"),
-            &before,
-            c.commit(req).await,
-            Code::NotFound,
-            &needles,
-        )
-        .await;
+        f.refused(&what("commit"), &before, c.commit(req).await, Code::NotFound, &needles).await;
         let r = c
-            .remove(api::RemoveSnapshotRequest {
-                snapshotter: name.into(),
-                key: "act".into(),
-            })
+            .remove(api::RemoveSnapshotRequest { snapshotter: name.into(), key: "act".into() })
             .await;
-        f.refused(&what("remove"), &before, r, Code::NotFound, &needles)
-            .await;
-        let r = c
-            .stat(api::StatSnapshotRequest {
-                snapshotter: name.into(),
-                key: "act".into(),
-            })
-            .await;
-        f.refused(&what("stat"), &before, r, Code::NotFound, &needles)
-            .await;
+        f.refused(&what("remove"), &before, r, Code::NotFound, &needles).await;
+        let r =
+            c.stat(api::StatSnapshotRequest { snapshotter: name.into(), key: "act".into() }).await;
+        f.refused(&what("stat"), &before, r, Code::NotFound, &needles).await;
         let mut req = update(S, "act", labels(&[("a", "b")]), &[]);
         req.snapshotter = name.into();
-        f.refused(
-            &what("update"),
-            &before,
-            c.update(req).await,
-            Code::NotFound,
-            &needles,
-        )
-        .await;
+        f.refused(&what("update"), &before, c.update(req).await, Code::NotFound, &needles).await;
         let r = list(&mut c, name, &[]).await;
-        f.refused(&what("list"), &before, r, Code::NotFound, &needles)
-            .await;
-        let r = c
-            .usage(api::UsageRequest {
-                snapshotter: name.into(),
-                key: "act".into(),
-            })
-            .await;
-        f.refused(&what("usage"), &before, r, Code::NotFound, &needles)
-            .await;
-        let r = c
-            .cleanup(api::CleanupRequest {
-                snapshotter: name.into(),
-            })
-            .await;
-        f.refused(&what("cleanup"), &before, r, Code::NotFound, &needles)
-            .await;
+        f.refused(&what("list"), &before, r, Code::NotFound, &needles).await;
+        let r = c.usage(api::UsageRequest { snapshotter: name.into(), key: "act".into() }).await;
+        f.refused(&what("usage"), &before, r, Code::NotFound, &needles).await;
+        let r = c.cleanup(api::CleanupRequest { snapshotter: name.into() }).await;
+        f.refused(&what("cleanup"), &before, r, Code::NotFound, &needles).await;
     }
 
     // Mounts of a committed snapshot.
@@ -769,35 +599,18 @@ async fn odd_keys_and_many_labels_are_data() {
         for id in ids_in(&m) {
             assert!(snapshots.join(id.to_string()).is_dir(), "{key:?}: {m:?}");
         }
-        let info = c
-            .stat(stat(S, key))
-            .await
-            .unwrap()
-            .into_inner()
-            .info
-            .unwrap();
+        let info = c.stat(stat(S, key)).await.unwrap().into_inner().info.unwrap();
         assert_eq!((info.name.as_str(), info.parent.as_str()), (key, "mid"));
         let name = format!("{key}-committed");
-        c.commit(commit(
-            S,
-            &name.replace("k".repeat(32 << 10).as_str(), "long"),
-            key,
-        ))
-        .await
-        .unwrap();
+        c.commit(commit(S, &name.replace("k".repeat(32 << 10).as_str(), "long"), key))
+            .await
+            .unwrap();
     }
     for entry in entries(&snapshots) {
-        assert!(
-            entry.parse::<u64>().is_ok(),
-            "an entry not named by an id: {entry:?}"
-        );
+        assert!(entry.parse::<u64>().is_ok(), "an entry not named by an id: {entry:?}");
     }
-    let listed: Vec<String> = list(&mut c, S, &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let listed: Vec<String> =
+        list(&mut c, S, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
     for key in keys {
         let name = format!("{key}-committed").replace("k".repeat(32 << 10).as_str(), "long");
         assert!(listed.contains(&name), "{name:?} not listed");
@@ -810,42 +623,24 @@ async fn odd_keys_and_many_labels_are_data() {
     }
 
     // Thousands of labels: containerd sets no count limit, neither do we.
-    let many: Labels = (0..5000)
-        .map(|i| (format!("containerd.io/snapshot/l{i}"), format!("value {i}")))
-        .collect();
+    let many: Labels =
+        (0..5000).map(|i| (format!("containerd.io/snapshot/l{i}"), format!("value {i}"))).collect();
     let mut req = prepare(S, "many", "mid");
     req.labels = many.clone();
     c.prepare(req).await.unwrap();
-    assert_eq!(
-        c.stat(stat(S, "many"))
-            .await
-            .unwrap()
-            .into_inner()
-            .info
-            .unwrap()
-            .labels,
-        many
-    );
-    let listed = list(
-        &mut c,
-        S,
-        &["labels.\"containerd.io/snapshot/l4999\"==\"value 4999\""],
-    )
-    .await
-    .unwrap();
+    assert_eq!(c.stat(stat(S, "many")).await.unwrap().into_inner().info.unwrap().labels, many);
+    let listed = list(&mut c, S, &["labels.\"containerd.io/snapshot/l4999\"==\"value 4999\""])
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     // A label of exactly 4096 bytes is fine.
     let edge = labels(&[("edge", &"v".repeat(4092))]);
-    c.update(update(S, "many", edge, &["labels.edge"]))
-        .await
-        .unwrap();
+    c.update(update(S, "many", edge, &["labels.edge"])).await.unwrap();
     c.remove(remove(S, "many")).await.unwrap();
 
     // Many records of the largest size List still streams (in batches that
     // fit a message).
-    let fat: Labels = (0..200)
-        .map(|i| (format!("l{i:03}"), "v".repeat(4000)))
-        .collect();
+    let fat: Labels = (0..200).map(|i| (format!("l{i:03}"), "v".repeat(4000))).collect();
     for i in 0..30 {
         let mut req = prepare(S, &format!("fat-{i}-{}", "k".repeat(32_000)), "");
         req.labels = fat.clone();
@@ -926,17 +721,9 @@ async fn malformed_messages_are_refused() {
             [raw::field(1, b"over\xc0"), raw::field(2, b"k")].concat(),
             "not UTF-8",
         ),
-        (
-            "a truncated field",
-            vec![0x12, 0x7f, b'k'],
-            "failed to decode",
-        ),
+        ("a truncated field", vec![0x12, 0x7f, b'k'], "failed to decode"),
         ("a bad wire type", vec![0x17, 0x00], "failed to decode"),
-        (
-            "garbage",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(),
-            "failed to decode",
-        ),
+        ("garbage", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec(), "failed to decode"),
     ];
     for (what, body, needle) in cases {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
@@ -944,9 +731,7 @@ async fn malformed_messages_are_refused() {
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(
             "/containerd.services.snapshots.v1.Snapshots/Prepare",
         );
-        let r = grpc
-            .unary(tonic::Request::new(body), path, raw::Bytes)
-            .await;
+        let r = grpc.unary(tonic::Request::new(body), path, raw::Bytes).await;
         f.refused(what, &before, r, Code::Internal, &[needle]).await;
     }
 }
@@ -959,19 +744,12 @@ async fn cancelled_requests_roll_back() {
     let f = Fixture::start().await;
     let mut c = f.client();
     // A native parent that takes a while to copy: many small files.
-    let m = c
-        .prepare(prepare("native", "extract-big", ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    let m = c.prepare(prepare("native", "extract-big", "")).await.unwrap().into_inner().mounts;
     let dir = writable_dir(&m).unwrap();
     for i in 0..1000 {
         std::fs::write(dir.join(format!("f{i:04}")), format!("file {i}").repeat(64)).unwrap();
     }
-    c.commit(commit("native", "big", "extract-big"))
-        .await
-        .unwrap();
+    c.commit(commit("native", "big", "extract-big")).await.unwrap();
     let before = f.state().await;
     let native = f.d.snapshots_dir("native");
 
@@ -980,47 +758,32 @@ async fn cancelled_requests_roll_back() {
     for i in 0..4 {
         let mut c = f.client();
         let call = tokio::spawn(async move {
-            c.prepare(prepare("native", &format!("dropped-{i}"), "big"))
-                .await
+            c.prepare(prepare("native", &format!("dropped-{i}"), "big")).await
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !entries(&native).iter().any(|e| e.starts_with("new-")) {
             assert!(!call.is_finished(), "the copy finished before it was seen");
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the copy never started"
-            );
+            assert!(std::time::Instant::now() < deadline, "the copy never started");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         call.abort();
         assert!(call.await.unwrap_err().is_cancelled());
         settle(&native).await;
-        f.unchanged("a prepare dropped by the client", &before)
-            .await;
+        f.unchanged("a prepare dropped by the client", &before).await;
     }
 
     // A deadline the server enforces.
     let mut req = tonic::Request::new(prepare("native", "deadline", "big"));
     req.set_timeout(Duration::from_millis(5));
     let status = c.prepare(req).await.unwrap_err();
-    assert!(
-        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
-        "{status:?}"
-    );
+    assert!(matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded), "{status:?}");
     settle(&native).await;
     f.unchanged("a prepare past its deadline", &before).await;
 
     // The same Prepare with time to finish works (so the above were
     // cancelled, not refused).
-    c.prepare(prepare("native", "finished", "big"))
-        .await
-        .unwrap();
-    let m = c
-        .mounts(mounts("native", "finished"))
-        .await
-        .unwrap()
-        .into_inner()
-        .mounts;
+    c.prepare(prepare("native", "finished", "big")).await.unwrap();
+    let m = c.mounts(mounts("native", "finished")).await.unwrap().into_inner().mounts;
     assert_eq!(entries(&writable_dir(&m).unwrap()).len(), 1000);
     // The four dropped mid-copy were rolled back (the one past its deadline
     // may have been cancelled before it started).
@@ -1028,11 +791,7 @@ async fn cancelled_requests_roll_back() {
         f.d.logs()
             .matches("the client cancelled the request before it committed: rolled back")
             .count();
-    assert!(
-        rolled_back >= 4,
-        "not every cancelled Prepare was rolled back:\n{}",
-        f.d.logs()
-    );
+    assert!(rolled_back >= 4, "not every cancelled Prepare was rolled back:\n{}", f.d.logs());
 }
 
 /// Waits until the cancelled operations, still running on the daemon's
@@ -1041,9 +800,7 @@ async fn settle(snapshots: &std::path::Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut quiet = 0;
     while quiet < 10 {
-        let busy = entries(snapshots)
-            .iter()
-            .any(|e| e.starts_with("new-") || e.starts_with("rm-"));
+        let busy = entries(snapshots).iter().any(|e| e.starts_with("new-") || e.starts_with("rm-"));
         quiet = if busy { 0 } else { quiet + 1 };
         assert!(
             std::time::Instant::now() < deadline,

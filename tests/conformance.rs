@@ -44,9 +44,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn wasmsnap_passes_containerds_conformance_suite() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let go = GoWorkspace::prepare();
     let daemon = Path::new(env!("CARGO_BIN_EXE_wasmsnap"));
     let mut report = Report::default();
@@ -67,9 +65,7 @@ fn wasmsnap_passes_containerds_conformance_suite() {
 
 #[test]
 fn containerds_own_snapshotters_pass_the_same_harness() {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let go = GoWorkspace::prepare();
     let peer = go.build_peer();
     let mut report = Report::default();
@@ -173,13 +169,7 @@ impl GoWorkspace {
             .env("WASMSNAP_SNAPSHOTTER", snapshotter)
             .output()
             .expect("running `go test`");
-        SuiteRun::parse(
-            snapshotter,
-            &out.stdout,
-            &out.stderr,
-            out.status,
-            started.elapsed(),
-        )
+        SuiteRun::parse(snapshotter, &out.stdout, &out.stderr, out.status, started.elapsed())
     }
 }
 
@@ -279,11 +269,7 @@ impl SuiteRun {
     }
 
     fn named(&self, outcome: Outcome) -> Vec<&str> {
-        self.cases
-            .iter()
-            .filter(|(_, o)| **o == outcome)
-            .map(|(name, _)| name.as_str())
-            .collect()
+        self.cases.iter().filter(|(_, o)| **o == outcome).map(|(name, _)| name.as_str()).collect()
     }
 
     /// Prints the summary line and adds what went wrong, if anything, to the report.
@@ -345,18 +331,13 @@ impl SuiteRun {
 /// lines, where the failure is.
 fn last_lines(output: &str) -> String {
     let noise = |line: &&str| {
-        line.starts_with("=== ")
-            || line
-                .trim_start()
-                .starts_with("helpers_unix.go:33: unmount ")
+        line.starts_with("=== ") || line.trim_start().starts_with("helpers_unix.go:33: unmount ")
     };
     let lines: Vec<&str> = output.lines().filter(|line| !noise(line)).collect();
     let skip = lines.len().saturating_sub(CASE_OUTPUT_LINES);
     let mut text = String::new();
     if skip > 0 {
-        text.push_str(&format!(
-            "    ({skip} earlier lines left out; run.sh with -v shows all)\n"
-        ));
+        text.push_str(&format!("    ({skip} earlier lines left out; run.sh with -v shows all)\n"));
     }
     for line in &lines[skip..] {
         text.push_str(line);

@@ -25,7 +25,9 @@ const IMAGE: &str = "docker.io/wasmsnap/e2e:latest";
 /// (`WASMSNAP_E2E_ROUNDS=N` for steadier timings).
 fn rounds() -> usize {
     match std::env::var("WASMSNAP_E2E_ROUNDS") {
-        Ok(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| panic!("WASMSNAP_E2E_ROUNDS: expected a positive number, got {v:?}")),
+        Ok(v) => v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+            panic!("WASMSNAP_E2E_ROUNDS: expected a positive number, got {v:?}")
+        }),
         Err(_) => 3,
     }
 }
@@ -45,13 +47,17 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     let work = e2e::WorkDir::new("wasmsnap-e2e-");
 
     let config = work.path().join("wasmsnap.toml");
-    let served: String = policies.iter().map(|p| format!("[snapshotters.{:?}]\npolicy = \"builtin:{p}\"\n\n", proxy_name(p))).collect();
+    let served: String = policies
+        .iter()
+        .map(|p| format!("[snapshotters.{:?}]\npolicy = \"builtin:{p}\"\n\n", proxy_name(p)))
+        .collect();
     std::fs::write(&config, served).expect("write wasmsnap config");
     let wasmsnap = Daemon::start_with(&["--config", config.to_str().unwrap()]);
     let _unmount_wasmsnap = e2e::UnmountOnDrop(wasmsnap.dir.path().to_path_buf());
     let _wasmsnap_logs = e2e::LogsOnFailure(vec![("wasmsnap".into(), wasmsnap.log.clone())]);
 
-    let proxies: Vec<_> = policies.iter().map(|p| (proxy_name(p), wasmsnap.socket.clone())).collect();
+    let proxies: Vec<_> =
+        policies.iter().map(|p| (proxy_name(p), wasmsnap.socket.clone())).collect();
     let containerd = Containerd::start(&work.path().join("containerd"), &proxies);
     let _containerd_logs = e2e::LogsOnFailure(vec![("containerd".into(), containerd.log.clone())]);
     assert_proxies_loaded(&containerd, &proxies);
@@ -70,8 +76,11 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
     )];
     for policy in &policies {
         let name = proxy_name(policy);
-        let target =
-            Target { snapshotter: name.clone(), namespace: format!("wasmsnap-e2e-{name}"), snapshots_dir: wasmsnap.snapshots_dir(&name) };
+        let target = Target {
+            snapshotter: name.clone(),
+            namespace: format!("wasmsnap-e2e-{name}"),
+            snapshots_dir: wasmsnap.snapshots_dir(&name),
+        };
         targets.push((format!("wasmsnap {policy}"), Some(name), target));
     }
 
@@ -97,11 +106,18 @@ fn containerd_imports_runs_and_collects_through_wasmsnap() {
 
 /// `ctr plugins ls` lists every proxy snapshotter as loaded.
 fn assert_proxies_loaded(containerd: &Containerd, proxies: &[(String, std::path::PathBuf)]) {
-    let out = e2e::command::ok(containerd.ctr(e2e::containerd::CONTROL_NAMESPACE).args(["plugins", "ls"]), Duration::from_secs(30)).stdout;
+    let out = e2e::command::ok(
+        containerd.ctr(e2e::containerd::CONTROL_NAMESPACE).args(["plugins", "ls"]),
+        Duration::from_secs(30),
+    )
+    .stdout;
     for (name, _) in proxies {
         let loaded = out.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() >= 3 && f[0] == "io.containerd.snapshotter.v1" && f[1] == name && f.last() == Some(&"ok")
+            f.len() >= 3
+                && f[0] == "io.containerd.snapshotter.v1"
+                && f[1] == name
+                && f.last() == Some(&"ok")
         });
         assert!(loaded, "containerd did not load proxy snapshotter {name}:\n{out}");
     }
@@ -110,7 +126,11 @@ fn assert_proxies_loaded(containerd: &Containerd, proxies: &[(String, std::path:
 /// What wasmsnap itself holds, asked over its socket (not through containerd).
 async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: Stage) {
     let mut client = wasmsnap.client().await;
-    let mut stream = client.list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] }).await.expect("List").into_inner();
+    let mut stream = client
+        .list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] })
+        .await
+        .expect("List")
+        .into_inner();
     let mut infos = Vec::new();
     while let Some(batch) = stream.message().await.expect("List stream") {
         infos.extend(batch.info);
@@ -119,17 +139,35 @@ async fn check_backend(wasmsnap: &Daemon, name: &str, image: &TestImage, stage: 
         Stage::Unpacked => {
             // containerd's metadata layer names backend snapshots
             // `<namespace>/<seq>/<name>`: the layers end in their chain ids.
-            let by_chain: BTreeMap<&str, &api::Info> = infos.iter().map(|i| (i.name.rsplit('/').next().unwrap_or_default(), i)).collect();
-            assert_eq!(infos.len(), image.chain_ids.len(), "[{name}] wasmsnap should hold exactly the layers: {infos:#?}");
+            let by_chain: BTreeMap<&str, &api::Info> =
+                infos.iter().map(|i| (i.name.rsplit('/').next().unwrap_or_default(), i)).collect();
+            assert_eq!(
+                infos.len(),
+                image.chain_ids.len(),
+                "[{name}] wasmsnap should hold exactly the layers: {infos:#?}"
+            );
             for (i, chain_id) in image.chain_ids.iter().enumerate() {
-                let Some(info) = by_chain.get(chain_id.as_str()) else { panic!("[{name}] wasmsnap lacks layer {chain_id}: {infos:#?}") };
-                assert_eq!(info.kind, api::Kind::Committed as i32, "[{name}] layer {chain_id} is not committed: {info:?}");
-                let expected_parent = if i == 0 { String::new() } else { by_chain[image.chain_ids[i - 1].as_str()].name.clone() };
+                let Some(info) = by_chain.get(chain_id.as_str()) else {
+                    panic!("[{name}] wasmsnap lacks layer {chain_id}: {infos:#?}")
+                };
+                assert_eq!(
+                    info.kind,
+                    api::Kind::Committed as i32,
+                    "[{name}] layer {chain_id} is not committed: {info:?}"
+                );
+                let expected_parent = if i == 0 {
+                    String::new()
+                } else {
+                    by_chain[image.chain_ids[i - 1].as_str()].name.clone()
+                };
                 assert_eq!(info.parent, expected_parent, "[{name}] parent of layer {}", i + 1);
             }
         }
         Stage::Collected => {
-            assert!(infos.is_empty(), "[{name}] garbage collection left snapshots in wasmsnap: {infos:#?}");
+            assert!(
+                infos.is_empty(),
+                "[{name}] garbage collection left snapshots in wasmsnap: {infos:#?}"
+            );
         }
     }
 }
@@ -143,8 +181,13 @@ fn print_timings(labels: &[&str], timings: &[Vec<Timings>], rounds: usize) {
     };
     // The daemon is built with the test's profile.
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!("\ncontainerd end to end: median (min-max) of {rounds} rounds; 3-layer image; wasmsnap {build} build");
-    println!("{:<34} {:>24} {:>24} {:>24}", "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC");
+    println!(
+        "\ncontainerd end to end: median (min-max) of {rounds} rounds; 3-layer image; wasmsnap {build} build"
+    );
+    println!(
+        "{:<34} {:>24} {:>24} {:>24}",
+        "snapshotter", "import + unpack", "ctr run --rm", "image rm + GC"
+    );
     for (label, t) in labels.iter().zip(timings) {
         println!(
             "{:<34} {:>24} {:>24} {:>24}",

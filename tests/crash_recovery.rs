@@ -58,25 +58,10 @@ struct Snap {
 /// restart it must either have happened entirely or not at all.
 #[derive(Clone, Debug)]
 enum Op {
-    Create {
-        key: String,
-        kind: Kind,
-        parent: String,
-        labels: BTreeMap<String, String>,
-    },
-    Commit {
-        key: String,
-        name: String,
-        labels: BTreeMap<String, String>,
-    },
-    Remove {
-        key: String,
-    },
-    Update {
-        key: String,
-        label: String,
-        value: String,
-    },
+    Create { key: String, kind: Kind, parent: String, labels: BTreeMap<String, String> },
+    Commit { key: String, name: String, labels: BTreeMap<String, String> },
+    Remove { key: String },
+    Update { key: String, label: String, value: String },
     Cleanup,
     Read,
 }
@@ -125,12 +110,8 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let args = ["--config", config.to_str().unwrap()];
     let mut d = Daemon::start_with(&args);
 
-    let worlds: Worlds = Arc::new(
-        SNAPSHOTTERS
-            .iter()
-            .map(|s| (*s, Mutex::new(World::default())))
-            .collect(),
-    );
+    let worlds: Worlds =
+        Arc::new(SNAPSHOTTERS.iter().map(|s| (*s, Mutex::new(World::default()))).collect());
     let tasks = SNAPSHOTTERS.len() * TASKS_PER_SNAPSHOTTER;
     let mut next_key = vec![0u64; tasks];
     let mut counts = Counts::default();
@@ -166,11 +147,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
             (
                 s,
                 crashed.unwrap_or_else(|e| {
-                    fail(
-                        &d,
-                        seed,
-                        format!("kill {kill}, snapshotter {s}, before restart: {e}"),
-                    )
+                    fail(&d, seed, format!("kill {kill}, snapshotter {s}, before restart: {e}"))
                 }),
             )
         });
@@ -188,11 +165,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
             let checked = check_after_restart(&d, &mut c, s, crashed, &mut world).await;
             *worlds[s].lock().unwrap() = world;
             counts += checked.unwrap_or_else(|e| {
-                fail(
-                    &d,
-                    seed,
-                    format!("kill {kill}, snapshotter {s}, after restart: {e}"),
-                )
+                fail(&d, seed, format!("kill {kill}, snapshotter {s}, after restart: {e}"))
             });
         }
         let recovered = d.logs()[log_start..].to_string();
@@ -240,10 +213,7 @@ fn fail(d: &Daemon, seed: u64, message: String) -> ! {
 /// Start the daemon on the same root and kill it after `after`, whether it
 /// is still recovering or already serving.
 fn kill_during_startup(d: &Daemon, args: &[&str], after: Duration) {
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&d.log)
-        .unwrap();
+    let log = std::fs::OpenOptions::new().append(true).open(&d.log).unwrap();
     let mut child = Command::new(common::bin())
         .arg("serve")
         .arg("--root")
@@ -298,42 +268,22 @@ async fn churn(
 }
 
 fn choose(rng: &mut Rng, world: &World, task: usize, n: u64) -> Op {
-    let own: Vec<(&String, &Snap)> = world
-        .snaps
-        .iter()
-        .filter(|(_, s)| s.owner == task)
-        .collect();
-    let committed: Vec<&String> = world
-        .snaps
-        .iter()
-        .filter(|(_, s)| s.kind == Kind::Committed)
-        .map(|(k, _)| k)
-        .collect();
-    let actives: Vec<&String> = own
-        .iter()
-        .filter(|(_, s)| s.kind == Kind::Active)
-        .map(|(k, _)| *k)
-        .collect();
+    let own: Vec<(&String, &Snap)> = world.snaps.iter().filter(|(_, s)| s.owner == task).collect();
+    let committed: Vec<&String> =
+        world.snaps.iter().filter(|(_, s)| s.kind == Kind::Committed).map(|(k, _)| k).collect();
+    let actives: Vec<&String> =
+        own.iter().filter(|(_, s)| s.kind == Kind::Active).map(|(k, _)| *k).collect();
     let has_children = |key: &str| world.snaps.values().any(|s| s.parent == key);
-    let removable: Vec<&String> = own
-        .iter()
-        .filter(|(k, _)| !has_children(k))
-        .map(|(k, _)| *k)
-        .collect();
+    let removable: Vec<&String> =
+        own.iter().filter(|(k, _)| !has_children(k)).map(|(k, _)| *k).collect();
     let random_labels = |rng: &mut Rng| -> BTreeMap<String, String> {
-        (0..rng.below(3))
-            .map(|i| (format!("l{i}"), format!("v{}", rng.below(1000))))
-            .collect()
+        (0..rng.below(3)).map(|i| (format!("l{i}"), format!("v{}", rng.below(1000)))).collect()
     };
-    let roll = if own.len() > MAX_OWNED {
-        0
-    } else {
-        rng.below(100)
-    };
+    let roll = if own.len() > MAX_OWNED { 0 } else { rng.below(100) };
     match roll {
-        0..=19 if !removable.is_empty() => Op::Remove {
-            key: (*rng.pick(&removable).unwrap()).clone(),
-        },
+        0..=19 if !removable.is_empty() => {
+            Op::Remove { key: (*rng.pick(&removable).unwrap()).clone() }
+        }
         20..=39 if !actives.is_empty() => Op::Commit {
             key: (*rng.pick(&actives).unwrap()).clone(),
             name: format!("t{task}-c{n}"),
@@ -348,11 +298,7 @@ fn choose(rng: &mut Rng, world: &World, task: usize, n: u64) -> Op {
         48..=55 if !own.is_empty() => Op::Update {
             key: own[rng.below(own.len() as u64) as usize].0.clone(),
             label: format!("u{}", rng.below(4)),
-            value: if rng.chance(20) {
-                String::new()
-            } else {
-                format!("x{}", rng.below(1000))
-            },
+            value: if rng.chance(20) { String::new() } else { format!("x{}", rng.below(1000)) },
         },
         56..=58 => Op::Cleanup,
         59..=63 => Op::Read,
@@ -382,12 +328,7 @@ async fn run(
 ) -> Result<BTreeMap<String, String>, Status> {
     let mut files = BTreeMap::new();
     match op {
-        Op::Create {
-            key,
-            kind: Kind::Active,
-            parent,
-            labels,
-        } => {
+        Op::Create { key, kind: Kind::Active, parent, labels } => {
             let mut req = prepare(s, key, parent);
             req.labels = labels.clone().into_iter().collect();
             let m = c.prepare(req).await?.into_inner().mounts;
@@ -400,12 +341,7 @@ async fn run(
                 files.insert(name, sha256(&data));
             }
         }
-        Op::Create {
-            key,
-            parent,
-            labels,
-            ..
-        } => {
+        Op::Create { key, parent, labels, .. } => {
             let mut req = view(s, key, parent);
             req.labels = labels.clone().into_iter().collect();
             c.view(req).await?;
@@ -420,13 +356,7 @@ async fn run(
         }
         Op::Update { key, label, value } => {
             let path = format!("labels.{label}");
-            c.update(update(
-                s,
-                key,
-                [(label.clone(), value.clone())].into(),
-                &[&path],
-            ))
-            .await?;
+            c.update(update(s, key, [(label.clone(), value.clone())].into(), &[&path])).await?;
         }
         Op::Cleanup => {
             c.cleanup(cleanup(s)).await?;
@@ -447,9 +377,7 @@ fn expected_conflict(op: &Op, status: &Status) -> bool {
         }
         Op::Remove { .. } => {
             status.code() == Code::FailedPrecondition
-                && status
-                    .message()
-                    .contains("cannot remove snapshot with child")
+                && status.message().contains("cannot remove snapshot with child")
         }
         _ => false,
     }
@@ -457,12 +385,7 @@ fn expected_conflict(op: &Op, status: &Status) -> bool {
 
 fn apply(world: &mut World, op: &Op, task: usize, files: BTreeMap<String, String>) {
     match op {
-        Op::Create {
-            key,
-            kind,
-            parent,
-            labels,
-        } => {
+        Op::Create { key, kind, parent, labels } => {
             let snap = Snap {
                 kind: *kind,
                 parent: parent.clone(),
@@ -473,10 +396,7 @@ fn apply(world: &mut World, op: &Op, task: usize, files: BTreeMap<String, String
             world.snaps.insert(key.clone(), snap);
         }
         Op::Commit { key, name, labels } => {
-            let mut snap = world
-                .snaps
-                .remove(key)
-                .expect("committed an active the model has");
+            let mut snap = world.snaps.remove(key).expect("committed an active the model has");
             snap.kind = Kind::Committed;
             snap.labels = labels.clone();
             world.snaps.insert(name.clone(), snap);
@@ -485,11 +405,8 @@ fn apply(world: &mut World, op: &Op, task: usize, files: BTreeMap<String, String
             world.snaps.remove(key);
         }
         Op::Update { key, label, value } => {
-            let labels = &mut world
-                .snaps
-                .get_mut(key)
-                .expect("updated a snapshot the model has")
-                .labels;
+            let labels =
+                &mut world.snaps.get_mut(key).expect("updated a snapshot the model has").labels;
             if value.is_empty() {
                 labels.remove(label);
             } else {
@@ -508,10 +425,8 @@ struct Crashed {
 }
 
 fn crash_state(root: &Path) -> Result<Crashed, String> {
-    let records: BTreeMap<String, _> = records(root)
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    let records: BTreeMap<String, _> =
+        records(root).into_iter().map(|r| (r.name.clone(), r)).collect();
     let chains = parent_ids(root);
     let snapshots = root.join("snapshots");
     for r in records.values() {
@@ -540,10 +455,7 @@ fn crash_state(root: &Path) -> Result<Crashed, String> {
         match &r.parent {
             None if chain.is_empty() => {}
             None => {
-                return Err(format!(
-                    "{:?} has no parent but an id chain {chain:?}",
-                    r.name
-                ));
+                return Err(format!("{:?} has no parent but an id chain {chain:?}", r.name));
             }
             Some(p) => {
                 let parent = records.get(p).ok_or_else(|| {
@@ -581,18 +493,12 @@ async fn check_after_restart(
     let ids: BTreeSet<String> = crashed.records.values().map(|r| r.id.to_string()).collect();
     let on_disk: BTreeSet<String> = entries(&snapshots).into_iter().collect();
     if on_disk != ids {
-        return Err(format!(
-            "after recovery, snapshots/ holds {on_disk:?}, the records {ids:?}"
-        ));
+        return Err(format!("after recovery, snapshots/ holds {on_disk:?}, the records {ids:?}"));
     }
-    c.cleanup(cleanup(s))
-        .await
-        .map_err(|e| format!("cleanup: {e}"))?;
+    c.cleanup(cleanup(s)).await.map_err(|e| format!("cleanup: {e}"))?;
     let on_disk: BTreeSet<String> = entries(&snapshots).into_iter().collect();
     if on_disk != ids {
-        return Err(format!(
-            "after Cleanup, snapshots/ holds {on_disk:?}, the records {ids:?}"
-        ));
+        return Err(format!("after Cleanup, snapshots/ holds {on_disk:?}, the records {ids:?}"));
     }
 
     let listed: BTreeMap<String, api::Info> = list(c, s, &[])
@@ -612,9 +518,7 @@ async fn check_after_restart(
     // Settle what was in flight, then the model must match exactly.
     for op in std::mem::take(&mut world.uncertain) {
         let happened = match &op {
-            Op::Create {
-                key, kind, parent, ..
-            } => match listed.get(key) {
+            Op::Create { key, kind, parent, .. } => match listed.get(key) {
                 None => false,
                 Some(i) if i.kind == kind.wire() && &i.parent == parent => true,
                 Some(i) => return Err(format!("in-flight {op:?} left {i:?}")),
@@ -626,11 +530,8 @@ async fn check_after_restart(
             },
             Op::Remove { key } => !listed.contains_key(key),
             Op::Update { key, label, value } => {
-                let now = listed
-                    .get(key)
-                    .and_then(|i| i.labels.get(label))
-                    .cloned()
-                    .unwrap_or_default();
+                let now =
+                    listed.get(key).and_then(|i| i.labels.get(label)).cloned().unwrap_or_default();
                 &now == value
                     && world
                         .snaps
@@ -661,15 +562,11 @@ async fn check_after_restart(
         };
         let labels: BTreeMap<String, String> = info.labels.clone().into_iter().collect();
         if info.kind != snap.kind.wire() || info.parent != snap.parent || labels != snap.labels {
-            return Err(format!(
-                "{name:?} is {info:?}, the acknowledged state is {snap:?}"
-            ));
+            return Err(format!("{name:?} is {info:?}, the acknowledged state is {snap:?}"));
         }
     }
     if let Some(extra) = listed.keys().find(|k| !world.snaps.contains_key(*k)) {
-        return Err(format!(
-            "{extra:?} exists but was never acknowledged nor in flight"
-        ));
+        return Err(format!("{extra:?} exists but was never acknowledged nor in flight"));
     }
 
     // Files: each snapshot's own, and for a copying snapshotter its
@@ -691,20 +588,14 @@ async fn check_after_restart(
         for (file, sum) in &expect {
             let actual = sha256_file(&dir.join(file));
             if &actual != sum {
-                return Err(format!(
-                    "{name:?}: file {file} is {actual}, was written as {sum}"
-                ));
+                return Err(format!("{name:?}: file {file} is {actual}, was written as {sum}"));
             }
         }
     }
 
     // Mounts of actives and views name only the snapshot and its parents,
     // whose directories exist; an overlay's lowers are the parent chain.
-    for (name, snap) in world
-        .snaps
-        .iter()
-        .filter(|(_, s)| s.kind != Kind::Committed)
-    {
+    for (name, snap) in world.snaps.iter().filter(|(_, s)| s.kind != Kind::Committed) {
         let m = c
             .mounts(mounts(s, name))
             .await
@@ -761,10 +652,8 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
         c.prepare(prepare(S, "fine", "")).await.unwrap();
     }
     assert!(d.stop().success());
-    let ids: BTreeMap<String, u64> = records(&d.root.join(S))
-        .into_iter()
-        .map(|r| (r.name, r.id))
-        .collect();
+    let ids: BTreeMap<String, u64> =
+        records(&d.root.join(S)).into_iter().map(|r| (r.name, r.id)).collect();
     let snapshots = d.snapshots_dir(S);
     std::fs::remove_dir_all(snapshots.join(ids["base"].to_string())).unwrap();
     std::fs::remove_dir_all(snapshots.join(ids["solo"].to_string())).unwrap();
@@ -775,32 +664,22 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
     d.spawn(&[]);
     let log = d.logs()[log_start..].to_string();
     for key in ["base", "solo", "hollow"] {
-        let line = log
-            .lines()
-            .find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
+        let line =
+            log.lines().find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
         let line = line.unwrap_or_else(|| panic!("no MISSING error for {key}:\n{log}"));
-        assert!(
-            line.contains("ERROR") && line.contains(&format!("id={}", ids[key])),
-            "{line}"
-        );
+        assert!(line.contains("ERROR") && line.contains(&format!("id={}", ids[key])), "{line}");
     }
     assert!(!log.contains("key=fine "), "{log}");
 
     let mut c = d.client().await;
     // Still listed and statted.
-    let names: Vec<String> = list(&mut c, S, &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names: Vec<String> =
+        list(&mut c, S, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!(names, ["act", "base", "fine", "hollow", "solo", "vw"]);
     c.stat(stat(S, "base")).await.unwrap();
     // Nothing mounted or built on a lost directory, and the message says which.
     let refused = |r: Result<tonic::Response<_>, Status>, needle: String| {
-        let e = r
-            .map(|_: tonic::Response<api::MountsResponse>| ())
-            .unwrap_err();
+        let e = r.map(|_: tonic::Response<api::MountsResponse>| ()).unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(
             e.message().contains(&needle) && e.message().contains("is missing"),
@@ -816,56 +695,29 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
     refused(c.mounts(mounts(S, "vw")).await, base_dir.clone());
     refused(
         c.mounts(mounts(S, "solo")).await,
-        format!(
-            "its directory {}",
-            snapshots.join(ids["solo"].to_string()).display()
-        ),
+        format!("its directory {}", snapshots.join(ids["solo"].to_string()).display()),
     );
     refused(
         c.mounts(mounts(S, "hollow")).await,
-        format!(
-            "{}",
-            snapshots
-                .join(ids["hollow"].to_string())
-                .join("fs")
-                .display()
-        ),
+        format!("{}", snapshots.join(ids["hollow"].to_string()).join("fs").display()),
     );
     let e = c.prepare(prepare(S, "on-base", "base")).await.unwrap_err();
-    assert!(
-        e.code() == Code::FailedPrecondition && e.message().contains(&base_dir),
-        "{e:?}"
-    );
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
     let e = c.view(view(S, "view-on-base", "base")).await.unwrap_err();
-    assert!(
-        e.code() == Code::FailedPrecondition && e.message().contains(&base_dir),
-        "{e:?}"
-    );
-    let e = c
-        .commit(commit(S, "solo-committed", "solo"))
-        .await
-        .unwrap_err();
-    assert!(
-        e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""),
-        "{e:?}"
-    );
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
+    let e = c.commit(commit(S, "solo-committed", "solo")).await.unwrap_err();
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""), "{e:?}");
     // The healthy one is untouched.
     c.mounts(mounts(S, "fine")).await.unwrap();
 
     // Removable, so containerd's GC can clear them.
     for key in ["act", "vw", "base", "solo", "hollow"] {
-        c.remove(remove(S, key))
-            .await
-            .unwrap_or_else(|e| panic!("remove {key}: {e}"));
+        c.remove(remove(S, key)).await.unwrap_or_else(|e| panic!("remove {key}: {e}"));
     }
     c.cleanup(cleanup(S)).await.unwrap();
     assert_eq!(entries(&snapshots), [ids["fine"].to_string()]);
     let log_start = d.logs().len();
     d.stop();
     d.spawn(&[]);
-    assert!(
-        !d.logs()[log_start..].contains("MISSING"),
-        "{}",
-        &d.logs()[log_start..]
-    );
+    assert!(!d.logs()[log_start..].contains("MISSING"), "{}", &d.logs()[log_start..]);
 }

@@ -14,11 +14,22 @@ use tonic::Code;
 const S: &str = "overlay";
 
 fn prepare(snapshotter: &str, key: &str, parent: &str) -> api::PrepareSnapshotRequest {
-    api::PrepareSnapshotRequest { snapshotter: snapshotter.into(), key: key.into(), parent: parent.into(), labels: HashMap::new() }
+    api::PrepareSnapshotRequest {
+        snapshotter: snapshotter.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: HashMap::new(),
+    }
 }
 
 fn commit(snapshotter: &str, name: &str, key: &str) -> api::CommitSnapshotRequest {
-    api::CommitSnapshotRequest { snapshotter: snapshotter.into(), name: name.into(), key: key.into(), labels: HashMap::new(), parent: String::new() }
+    api::CommitSnapshotRequest {
+        snapshotter: snapshotter.into(),
+        name: name.into(),
+        key: key.into(),
+        labels: HashMap::new(),
+        parent: String::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +42,9 @@ async fn concurrent_prepares_of_one_key_one_wins_and_nothing_is_left() {
     let attempts: Vec<_> = (0..12)
         .map(|_| {
             let mut c = c.clone();
-            tokio::spawn(async move { c.prepare(prepare(S, "same", "base")).await.map(|r| r.into_inner().mounts) })
+            tokio::spawn(async move {
+                c.prepare(prepare(S, "same", "base")).await.map(|r| r.into_inner().mounts)
+            })
         })
         .collect();
     let mut won = 0;
@@ -46,11 +59,20 @@ async fn concurrent_prepares_of_one_key_one_wins_and_nothing_is_left() {
     }
     assert_eq!(won, 1, "exactly one Prepare of the key succeeds");
     // The winner's mounts are what Mounts says; the losers' directories are gone.
-    let mounts = c.mounts(api::MountsRequest { snapshotter: S.into(), key: "same".into() }).await.unwrap().into_inner().mounts;
+    let mounts = c
+        .mounts(api::MountsRequest { snapshotter: S.into(), key: "same".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
     let upper = mounts[0].options.iter().find_map(|o| o.strip_prefix("upperdir=")).unwrap();
     assert!(PathBuf::from(upper).is_dir(), "{upper}");
     c.cleanup(api::CleanupRequest { snapshotter: S.into() }).await.unwrap();
-    assert_eq!(std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(), 2, "base and the winner only");
+    assert_eq!(
+        std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(),
+        2,
+        "base and the winner only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +90,11 @@ async fn concurrent_prepares_share_fsyncs_and_removes_leave_nothing() {
                 let key = format!("c-{i}");
                 let mounts = c.prepare(prepare(S, &key, "base")).await.unwrap().into_inner().mounts;
                 c.remove(api::RemoveSnapshotRequest { snapshotter: S.into(), key }).await.unwrap();
-                mounts[0].options.iter().find_map(|o| o.strip_prefix("upperdir=").map(String::from)).unwrap()
+                mounts[0]
+                    .options
+                    .iter()
+                    .find_map(|o| o.strip_prefix("upperdir=").map(String::from))
+                    .unwrap()
             })
         })
         .collect();
@@ -80,9 +106,15 @@ async fn concurrent_prepares_share_fsyncs_and_removes_leave_nothing() {
     uppers.dedup();
     assert_eq!(uppers.len(), N, "every Prepare got its own directory");
 
-    c.remove(api::RemoveSnapshotRequest { snapshotter: S.into(), key: "base".into() }).await.unwrap();
+    c.remove(api::RemoveSnapshotRequest { snapshotter: S.into(), key: "base".into() })
+        .await
+        .unwrap();
     c.cleanup(api::CleanupRequest { snapshotter: S.into() }).await.unwrap();
-    assert_eq!(std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(), 0, "no snapshot directories left");
+    assert_eq!(
+        std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(),
+        0,
+        "no snapshot directories left"
+    );
 
     // The snapshotter tells at exit how many commits it made and how many
     // were durable ones: concurrent writers shared fsyncs.
@@ -93,7 +125,9 @@ async fn concurrent_prepares_share_fsyncs_and_removes_leave_nothing() {
         .find(|l| l.contains("metastore group commit") && l.contains(&format!("snapshotter={S}")))
         .unwrap_or_else(|| panic!("no group commit line in the log:\n{logs}"));
     let field = |name: &str| -> u64 {
-        let at = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 1;
+        let at = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {line}"))
+            + name.len()
+            + 1;
         line[at..].split(|ch: char| !ch.is_ascii_digit()).next().unwrap().parse().unwrap()
     };
     let (commits, durable) = (field("commits"), field("durable"));
@@ -107,28 +141,43 @@ async fn concurrent_prepares_share_fsyncs_and_removes_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_label_update_refreshes_the_cached_mounts() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let wasm = repo.join("target/policies/wasm32-wasip2/policy/wasmsnap_policy_example_ephemeral.wasm");
+    let wasm =
+        repo.join("target/policies/wasm32-wasip2/policy/wasmsnap_policy_example_ephemeral.wasm");
     assert!(wasm.exists(), "{} is missing: the engine's build script builds it", wasm.display());
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), format!("[snapshotters.eph]\npolicy = {:?}\n", wasm.display().to_string())).unwrap();
+    std::fs::write(
+        config.path(),
+        format!("[snapshotters.eph]\npolicy = {:?}\n", wasm.display().to_string()),
+    )
+    .unwrap();
     let d = Daemon::start_with(&["--config", config.path().to_str().unwrap()]);
     let mut c = d.client().await;
     c.prepare(prepare("eph", "base-key", "")).await.unwrap();
     c.commit(commit("eph", "base", "base-key")).await.unwrap();
     c.prepare(prepare("eph", "top", "base")).await.unwrap();
 
-    let volatile = |mounts: Vec<wasmsnap::wire::proto::Mount>| mounts[0].options.iter().any(|o| o == "volatile");
+    let volatile = |mounts: Vec<wasmsnap::wire::proto::Mount>| {
+        mounts[0].options.iter().any(|o| o == "volatile")
+    };
     let mounts_req = || api::MountsRequest { snapshotter: "eph".into(), key: "top".into() };
     assert!(!volatile(c.mounts(mounts_req()).await.unwrap().into_inner().mounts));
     for (value, expect) in [("true", true), ("false", false), ("true", true)] {
         let label = "containerd.io/snapshot/wasmsnap.ephemeral";
         c.update(api::UpdateSnapshotRequest {
             snapshotter: "eph".into(),
-            info: Some(api::Info { name: "top".into(), labels: HashMap::from([(label.into(), value.into())]), ..Default::default() }),
+            info: Some(api::Info {
+                name: "top".into(),
+                labels: HashMap::from([(label.into(), value.into())]),
+                ..Default::default()
+            }),
             update_mask: Some(prost_types::FieldMask { paths: vec![format!("labels.{label}")] }),
         })
         .await
         .unwrap();
-        assert_eq!(volatile(c.mounts(mounts_req()).await.unwrap().into_inner().mounts), expect, "label {value}");
+        assert_eq!(
+            volatile(c.mounts(mounts_req()).await.unwrap().into_inner().mounts),
+            expect,
+            "label {value}"
+        );
     }
 }

@@ -44,11 +44,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 /// failure names the input, to be added to `fuzz/regressions/<target>/`.
 fn run(target: &str, check: fn(&[u8])) {
     let stored = inputs(target);
-    assert!(
-        !stored.is_empty(),
-        "no corpus for {target} in {}",
-        fuzz_dir().display()
-    );
+    assert!(!stored.is_empty(), "no corpus for {target} in {}", fuzz_dir().display());
     for (path, data) in &stored {
         if std::env::var_os("WASMSNAP_FUZZ_VERBOSE").is_some() {
             eprintln!("{}", path.display());
@@ -57,9 +53,8 @@ fn run(target: &str, check: fn(&[u8])) {
             panic!("{target}: {} fails", path.display());
         }
     }
-    let iterations: usize = std::env::var("WASMSNAP_FUZZ_ITERATIONS")
-        .ok()
-        .map_or(20_000, |v| v.parse().unwrap());
+    let iterations: usize =
+        std::env::var("WASMSNAP_FUZZ_ITERATIONS").ok().map_or(20_000, |v| v.parse().unwrap());
     let mut rng = Rng::new(Rng::seed_from_env("WASMSNAP_FUZZ_SEED"));
     for _ in 0..iterations {
         let base = &stored[rng.below(stored.len() as u64) as usize].1;
@@ -77,11 +72,7 @@ fn run(target: &str, check: fn(&[u8])) {
 fn mutate(rng: &mut Rng, base: &[u8], stored: &[(PathBuf, Vec<u8>)]) -> Vec<u8> {
     let mut data = base.to_vec();
     for _ in 0..1 + rng.below(6) {
-        let at = if data.is_empty() {
-            0
-        } else {
-            rng.below(data.len() as u64 + 1) as usize
-        };
+        let at = if data.is_empty() { 0 } else { rng.below(data.len() as u64 + 1) as usize };
         match rng.below(6) {
             0 if at < data.len() => data[at] ^= 1 << rng.below(8),
             1 => data.insert(at, rng.next() as u8),
@@ -126,10 +117,7 @@ fn mutate(rng: &mut Rng, base: &[u8], stored: &[(PathBuf, Vec<u8>)]) -> Vec<u8> 
 }
 
 fn escape(data: &[u8]) -> String {
-    data.iter()
-        .flat_map(|b| std::ascii::escape_default(*b))
-        .map(char::from)
-        .collect()
+    data.iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect()
 }
 
 #[test]

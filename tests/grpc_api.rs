@@ -15,15 +15,31 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 fn prepare(key: &str, parent: &str) -> api::PrepareSnapshotRequest {
-    api::PrepareSnapshotRequest { snapshotter: S.into(), key: key.into(), parent: parent.into(), labels: HashMap::new() }
+    api::PrepareSnapshotRequest {
+        snapshotter: S.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: HashMap::new(),
+    }
 }
 
 fn view(key: &str, parent: &str) -> api::ViewSnapshotRequest {
-    api::ViewSnapshotRequest { snapshotter: S.into(), key: key.into(), parent: parent.into(), labels: HashMap::new() }
+    api::ViewSnapshotRequest {
+        snapshotter: S.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: HashMap::new(),
+    }
 }
 
 fn commit(name: &str, key: &str) -> api::CommitSnapshotRequest {
-    api::CommitSnapshotRequest { snapshotter: S.into(), name: name.into(), key: key.into(), labels: HashMap::new(), parent: String::new() }
+    api::CommitSnapshotRequest {
+        snapshotter: S.into(),
+        name: name.into(),
+        key: key.into(),
+        labels: HashMap::new(),
+        parent: String::new(),
+    }
 }
 
 fn stat(key: &str) -> api::StatSnapshotRequest {
@@ -35,18 +51,28 @@ fn remove(key: &str) -> api::RemoveSnapshotRequest {
 }
 
 fn list(filters: &[&str]) -> api::ListSnapshotsRequest {
-    api::ListSnapshotsRequest { snapshotter: S.into(), filters: filters.iter().map(|f| f.to_string()).collect() }
-}
-
-fn update(name: &str, labels: HashMap<String, String>, paths: &[&str]) -> api::UpdateSnapshotRequest {
-    api::UpdateSnapshotRequest {
+    api::ListSnapshotsRequest {
         snapshotter: S.into(),
-        info: Some(api::Info { name: name.into(), labels, ..Default::default() }),
-        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
+        filters: filters.iter().map(|f| f.to_string()).collect(),
     }
 }
 
-type Client = wasmsnap::wire::proto::snapshots::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
+fn update(
+    name: &str,
+    labels: HashMap<String, String>,
+    paths: &[&str],
+) -> api::UpdateSnapshotRequest {
+    api::UpdateSnapshotRequest {
+        snapshotter: S.into(),
+        info: Some(api::Info { name: name.into(), labels, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+    }
+}
+
+type Client =
+    wasmsnap::wire::proto::snapshots::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
 
 async fn names(c: &mut Client, filters: &[&str]) -> Vec<String> {
     let mut stream = c.list(list(filters)).await.unwrap().into_inner();
@@ -91,14 +117,25 @@ async fn prepare_commit_view_mounts_stat_remove() {
     let info = c.stat(stat("layer")).await.unwrap().into_inner().info.unwrap();
     assert_eq!(info.kind, api::Kind::Committed as i32);
     assert_eq!(c.stat(stat("base")).await.unwrap_err().code(), Code::NotFound);
-    let usage = c.usage(api::UsageRequest { snapshotter: S.into(), key: "layer".into() }).await.unwrap().into_inner();
+    let usage = c
+        .usage(api::UsageRequest { snapshotter: S.into(), key: "layer".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(usage.size > 0 && usage.inodes == 2, "{usage:?}");
 
     let m = c.prepare(prepare("top", "layer")).await.unwrap().into_inner().mounts;
     assert_eq!(m[0].r#type, "overlay");
     let lower = m[0].options.iter().find(|o| o.starts_with("lowerdir=")).unwrap();
     assert_eq!(lower, &format!("lowerdir={}", base_fs.display()));
-    assert_eq!(c.mounts(api::MountsRequest { snapshotter: S.into(), key: "top".into() }).await.unwrap().into_inner().mounts, m);
+    assert_eq!(
+        c.mounts(api::MountsRequest { snapshotter: S.into(), key: "top".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts,
+        m
+    );
 
     let v = c.view(view("v", "layer")).await.unwrap().into_inner().mounts;
     assert_eq!(v[0].r#type, "bind");
@@ -112,7 +149,11 @@ async fn prepare_commit_view_mounts_stat_remove() {
     }
     assert!(names(&mut c, &[]).await.is_empty());
     c.cleanup(api::CleanupRequest { snapshotter: S.into() }).await.unwrap();
-    assert_eq!(std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(), 0, "no snapshot directories left");
+    assert_eq!(
+        std::fs::read_dir(d.snapshots_dir(S)).unwrap().count(),
+        0,
+        "no snapshot directories left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +164,9 @@ async fn error_codes_match_containerd() {
     c.prepare(prepare("active", "layer-0")).await.unwrap();
     c.view(view("view", "layer-0")).await.unwrap();
 
-    let code = |r: Result<tonic::Response<_>, tonic::Status>| r.map(|_: tonic::Response<()>| ()).unwrap_err().code();
+    let code = |r: Result<tonic::Response<_>, tonic::Status>| {
+        r.map(|_: tonic::Response<()>| ()).unwrap_err().code()
+    };
     // NotFound
     assert_eq!(c.stat(stat("missing")).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(c.prepare(prepare("x", "missing")).await.unwrap_err().code(), Code::NotFound);
@@ -135,14 +178,23 @@ async fn error_codes_match_containerd() {
     c.prepare(prepare("other", "")).await.unwrap();
     assert_eq!(code(c.commit(commit("layer-0", "other")).await), Code::AlreadyExists);
     // FailedPrecondition
-    assert_eq!(c.prepare(prepare("on-active", "active")).await.unwrap_err().code(), Code::FailedPrecondition);
-    assert_eq!(c.prepare(prepare("on-view", "view")).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        c.prepare(prepare("on-active", "active")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        c.prepare(prepare("on-view", "view")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     assert_eq!(code(c.commit(commit("c", "view")).await), Code::FailedPrecondition);
     assert_eq!(code(c.commit(commit("c", "layer-0")).await), Code::FailedPrecondition);
     let e = c.remove(remove("layer-0")).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("remove"), "{}", e.message());
-    let e = c.mounts(api::MountsRequest { snapshotter: S.into(), key: "layer-0".into() }).await.unwrap_err();
+    let e = c
+        .mounts(api::MountsRequest { snapshotter: S.into(), key: "layer-0".into() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     // InvalidArgument
     assert_eq!(c.prepare(prepare("", "")).await.unwrap_err().code(), Code::InvalidArgument);
@@ -179,16 +231,43 @@ async fn update_labels_and_filters() {
     c.prepare(req).await.unwrap();
 
     // labels.<key> sets one label, an absent value deletes it.
-    let info = c.update(update("a", labels(&[("l2", "v2")]), &["labels.l2"])).await.unwrap().into_inner().info.unwrap();
-    assert_eq!(info.labels, labels(&[("containerd.io/snapshot.ref", "sha256:abc"), ("l1", "v1"), ("l2", "v2")]));
+    let info = c
+        .update(update("a", labels(&[("l2", "v2")]), &["labels.l2"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(
+        info.labels,
+        labels(&[("containerd.io/snapshot.ref", "sha256:abc"), ("l1", "v1"), ("l2", "v2")])
+    );
     assert!(info.updated_at.as_ref().unwrap().seconds >= info.created_at.as_ref().unwrap().seconds);
-    let info = c.update(update("a", HashMap::new(), &["labels.l1"])).await.unwrap().into_inner().info.unwrap();
+    let info = c
+        .update(update("a", HashMap::new(), &["labels.l1"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
     assert!(!info.labels.contains_key("l1"));
     // No mask replaces all labels.
-    let info = c.update(update("a", labels(&[("only", "x")]), &[])).await.unwrap().into_inner().info.unwrap();
+    let info = c
+        .update(update("a", labels(&[("only", "x")]), &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
     assert_eq!(info.labels, labels(&[("only", "x")]));
 
-    c.update(update("layer-1", labels(&[("containerd.io/snapshot.ref", "sha256:abc:def")]), &["labels"])).await.unwrap();
+    c.update(update(
+        "layer-1",
+        labels(&[("containerd.io/snapshot.ref", "sha256:abc:def")]),
+        &["labels"],
+    ))
+    .await
+    .unwrap();
     assert_eq!(names(&mut c, &["kind==committed"]).await, vec!["layer-0", "layer-1"]);
     assert_eq!(names(&mut c, &["kind==active", "name==layer-0"]).await, vec!["a", "layer-0"]);
     assert_eq!(names(&mut c, &["parent==layer-1"]).await, vec!["a"]);
@@ -197,7 +276,11 @@ async fn update_labels_and_filters() {
     assert_eq!(names(&mut c, &["name~=layer-[01]"]).await, vec!["layer-0", "layer-1"]);
     // containerd's remote-snapshot lookup: an unquoted value with ':'.
     assert_eq!(
-        names(&mut c, &["labels.\"containerd.io/snapshot.ref\"==sha256:abc:def,parent==\"layer-0\""]).await,
+        names(
+            &mut c,
+            &["labels.\"containerd.io/snapshot.ref\"==sha256:abc:def,parent==\"layer-0\""]
+        )
+        .await,
         vec!["layer-1"]
     );
 }

@@ -41,12 +41,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the repository")
+        .to_path_buf()
 }
 
 /// A test policy the engine's build script built (`EXTRA` there).
 fn test_policy(package: &str) -> PathBuf {
-    let wasm = repo().join("target/policies/wasm32-wasip2/policy").join(format!("{}.wasm", package.replace('-', "_")));
+    let wasm = repo()
+        .join("target/policies/wasm32-wasip2/policy")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "{} is missing: the engine's build script builds it", wasm.display());
     wasm
 }
@@ -82,26 +87,59 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 }
 
 async fn timed<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(RPC_LIMIT, f).await.unwrap_or_else(|_| panic!("{what}: no answer within {RPC_LIMIT:?}"))
+    tokio::time::timeout(RPC_LIMIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {RPC_LIMIT:?}"))
 }
 
-async fn prepare(c: &mut Client, s: &str, key: &str, parent: &str, l: HashMap<String, String>) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
-    let req = api::PrepareSnapshotRequest { snapshotter: s.into(), key: key.into(), parent: parent.into(), labels: l };
+async fn prepare(
+    c: &mut Client,
+    s: &str,
+    key: &str,
+    parent: &str,
+    l: HashMap<String, String>,
+) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
+    let req = api::PrepareSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: l,
+    };
     timed(key, c.prepare(req)).await.map(|r| r.into_inner().mounts)
 }
 
-async fn view(c: &mut Client, s: &str, key: &str, parent: &str, l: HashMap<String, String>) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
-    let req = api::ViewSnapshotRequest { snapshotter: s.into(), key: key.into(), parent: parent.into(), labels: l };
+async fn view(
+    c: &mut Client,
+    s: &str,
+    key: &str,
+    parent: &str,
+    l: HashMap<String, String>,
+) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
+    let req = api::ViewSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: l,
+    };
     timed(key, c.view(req)).await.map(|r| r.into_inner().mounts)
 }
 
-async fn mounts(c: &mut Client, s: &str, key: &str) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
+async fn mounts(
+    c: &mut Client,
+    s: &str,
+    key: &str,
+) -> Result<Vec<wasmsnap::wire::proto::Mount>, tonic::Status> {
     let req = api::MountsRequest { snapshotter: s.into(), key: key.into() };
     timed(key, c.mounts(req)).await.map(|r| r.into_inner().mounts)
 }
 
 async fn commit(c: &mut Client, s: &str, name: &str, key: &str) {
-    let req = api::CommitSnapshotRequest { snapshotter: s.into(), name: name.into(), key: key.into(), ..Default::default() };
+    let req = api::CommitSnapshotRequest {
+        snapshotter: s.into(),
+        name: name.into(),
+        key: key.into(),
+        ..Default::default()
+    };
     timed(key, c.commit(req)).await.unwrap_or_else(|e| panic!("commit {key}: {e}"));
 }
 
@@ -122,12 +160,16 @@ async fn set_labels(c: &mut Client, s: &str, key: &str, l: HashMap<String, Strin
 /// Every record of a snapshotter, as text (name, kind, parent, labels).
 async fn list(c: &mut Client, s: &str) -> Vec<String> {
     let req = api::ListSnapshotsRequest { snapshotter: s.into(), filters: vec![] };
-    let mut stream = timed("list", c.list(req)).await.unwrap_or_else(|e| panic!("list {s}: {e}")).into_inner();
+    let mut stream =
+        timed("list", c.list(req)).await.unwrap_or_else(|e| panic!("list {s}: {e}")).into_inner();
     let mut out = Vec::new();
     while let Some(batch) = timed("list", stream.message()).await.unwrap() {
         for i in batch.info {
             let l: BTreeMap<_, _> = i.labels.into_iter().collect();
-            out.push(format!("{} kind={} parent={:?} labels={l:?} updated={:?}", i.name, i.kind, i.parent, i.updated_at));
+            out.push(format!(
+                "{} kind={} parent={:?} labels={l:?} updated={:?}",
+                i.name, i.kind, i.parent, i.updated_at
+            ));
         }
     }
     out.sort();
@@ -192,7 +234,13 @@ struct Case {
     says: &'static [&'static str],
 }
 
-const fn case(snapshotter: &'static str, act: &'static str, op: Op, code: Code, says: &'static [&'static str]) -> Case {
+const fn case(
+    snapshotter: &'static str,
+    act: &'static str,
+    op: Op,
+    code: Code,
+    says: &'static [&'static str],
+) -> Case {
     Case { snapshotter, act, op, code, says }
 }
 
@@ -203,38 +251,146 @@ fn battery() -> Vec<Case> {
         // The sandbox stops it: Unavailable.
         case(HOSTILE, "loop", Prepare, Unavailable, &["layout exceeded its time limit of 1s"]),
         case(HOSTILE, "loop", Mounts, Unavailable, &["mounts exceeded its time limit of 1s"]),
-        case(HOSTILE, "panic", Prepare, Unavailable, &["layout trapped", "hostile policy panics on purpose"]),
-        case(HOSTILE, "panic", Mounts, Unavailable, &["mounts trapped", "hostile policy panics on purpose"]),
-        case(HOSTILE, "alloc", Prepare, Unavailable, &["layout exceeded its memory limit of 67108864 bytes"]),
-        case(HOSTILE, "alloc", Mounts, Unavailable, &["mounts exceeded its memory limit of 67108864 bytes"]),
+        case(
+            HOSTILE,
+            "panic",
+            Prepare,
+            Unavailable,
+            &["layout trapped", "hostile policy panics on purpose"],
+        ),
+        case(
+            HOSTILE,
+            "panic",
+            Mounts,
+            Unavailable,
+            &["mounts trapped", "hostile policy panics on purpose"],
+        ),
+        case(
+            HOSTILE,
+            "alloc",
+            Prepare,
+            Unavailable,
+            &["layout exceeded its memory limit of 67108864 bytes"],
+        ),
+        case(
+            HOSTILE,
+            "alloc",
+            Mounts,
+            Unavailable,
+            &["mounts exceeded its memory limit of 67108864 bytes"],
+        ),
         case(HOSTILE, "recurse", Prepare, Unavailable, &["layout trapped"]),
         case(HOSTILE, "sleep", Prepare, Unavailable, &["a policy may not wait on a clock"]),
         // The host refuses its plan: Unknown.
-        case(HOSTILE, "huge-plan", Mounts, Unknown, &["mounts returned an invalid plan", "2048 mounts exceed 16", "[too-many-mounts]"]),
+        case(
+            HOSTILE,
+            "huge-plan",
+            Mounts,
+            Unknown,
+            &["mounts returned an invalid plan", "2048 mounts exceed 16", "[too-many-mounts]"],
+        ),
         // It tries to reach outside; the sandbox has nothing to give, and
         // the policy reports what it was told (a declared error).
         case(HOSTILE, "open-file", Prepare, Unknown, &["layout failed: denied: open /etc/passwd"]),
         case(HOSTILE, "list-root", Prepare, Unknown, &["layout failed: denied: list /"]),
-        case(HOSTILE, "open-socket", Prepare, Unknown, &["layout failed: denied: connect 127.0.0.1:22"]),
+        case(
+            HOSTILE,
+            "open-socket",
+            Prepare,
+            Unknown,
+            &["layout failed: denied: connect 127.0.0.1:22"],
+        ),
         case(HOSTILE, "read-env", Prepare, Unknown, &["layout failed: denied: no env, no args"]),
         // Path escapes in layouts.
-        case(BAD_PLANS, "layout-dotdot", Prepare, Unknown, &["layout returned an invalid plan", "\"..\"", "[name-dot]"]),
-        case(BAD_PLANS, "layout-slash", Prepare, Unknown, &["layout returned an invalid plan", "[name-slash]"]),
-        case(BAD_PLANS, "layout-nul", Prepare, Unknown, &["layout returned an invalid plan", "[name-nul]"]),
+        case(
+            BAD_PLANS,
+            "layout-dotdot",
+            Prepare,
+            Unknown,
+            &["layout returned an invalid plan", "\"..\"", "[name-dot]"],
+        ),
+        case(
+            BAD_PLANS,
+            "layout-slash",
+            Prepare,
+            Unknown,
+            &["layout returned an invalid plan", "[name-slash]"],
+        ),
+        case(
+            BAD_PLANS,
+            "layout-nul",
+            Prepare,
+            Unknown,
+            &["layout returned an invalid plan", "[name-nul]"],
+        ),
         // Path escapes in mount plans.
-        case(BAD_PLANS, "dotdot", Prepare, Unknown, &["mounts returned an invalid plan", "[name-dot]"]),
-        case(BAD_PLANS, "slash", Prepare, Unknown, &["mounts returned an invalid plan", "[name-slash]"]),
-        case(BAD_PLANS, "nul", Prepare, Unknown, &["mounts returned an invalid plan", "[name-nul]"]),
-        case(BAD_PLANS, "foreign-snapshot", Prepare, Unknown, &["neither snapshot", "[foreign-snapshot]"]),
+        case(
+            BAD_PLANS,
+            "dotdot",
+            Prepare,
+            Unknown,
+            &["mounts returned an invalid plan", "[name-dot]"],
+        ),
+        case(
+            BAD_PLANS,
+            "slash",
+            Prepare,
+            Unknown,
+            &["mounts returned an invalid plan", "[name-slash]"],
+        ),
+        case(
+            BAD_PLANS,
+            "nul",
+            Prepare,
+            Unknown,
+            &["mounts returned an invalid plan", "[name-nul]"],
+        ),
+        case(
+            BAD_PLANS,
+            "foreign-snapshot",
+            Prepare,
+            Unknown,
+            &["neither snapshot", "[foreign-snapshot]"],
+        ),
         case(BAD_PLANS, "writable-parent", Prepare, Unknown, &["[writable-parent-dir]"]),
-        case(BAD_PLANS, "writable-view", View, Unknown, &["must mount read-only", "[view-writable]"]),
-        case(BAD_PLANS, "lowerdir-option", Prepare, Unknown, &["\"lowerdir=/etc\"", "[option-path-key]"]),
-        case(BAD_PLANS, "upperdir-option", Prepare, Unknown, &["\"upperdir=/tmp\"", "[option-path-key]"]),
-        case(BAD_PLANS, "workdir-option", Prepare, Unknown, &["\"workdir=/tmp\"", "[option-path-key]"]),
+        case(
+            BAD_PLANS,
+            "writable-view",
+            View,
+            Unknown,
+            &["must mount read-only", "[view-writable]"],
+        ),
+        case(
+            BAD_PLANS,
+            "lowerdir-option",
+            Prepare,
+            Unknown,
+            &["\"lowerdir=/etc\"", "[option-path-key]"],
+        ),
+        case(
+            BAD_PLANS,
+            "upperdir-option",
+            Prepare,
+            Unknown,
+            &["\"upperdir=/tmp\"", "[option-path-key]"],
+        ),
+        case(
+            BAD_PLANS,
+            "workdir-option",
+            Prepare,
+            Unknown,
+            &["\"workdir=/tmp\"", "[option-path-key]"],
+        ),
         case(BAD_PLANS, "comma-option", Prepare, Unknown, &["[option-comma]"]),
         case(BAD_PLANS, "path-option", Prepare, Unknown, &["[option-path-value]"]),
         case(BAD_PLANS, "reserved-option", Prepare, Unknown, &["[option-reserved]"]),
-        case(BAD_PLANS, "other-bind-absolute", Prepare, Unknown, &["\"bind\" is not a path-free type", "[other-type]"]),
+        case(
+            BAD_PLANS,
+            "other-bind-absolute",
+            Prepare,
+            Unknown,
+            &["\"bind\" is not a path-free type", "[other-type]"],
+        ),
         case(BAD_PLANS, "other-source-path", Prepare, Unknown, &["[other-source-path]"]),
     ]
 }
@@ -244,7 +400,9 @@ async fn keep_asking(mut c: Client, stop: Arc<AtomicBool>) -> (usize, Duration) 
     let (mut answers, mut slowest) = (0, Duration::ZERO);
     loop {
         let started = Instant::now();
-        let m = mounts(&mut c, HEALTHY, "h-active").await.unwrap_or_else(|e| panic!("the healthy snapshotter failed: {e}"));
+        let m = mounts(&mut c, HEALTHY, "h-active")
+            .await
+            .unwrap_or_else(|e| panic!("the healthy snapshotter failed: {e}"));
         assert_eq!(m.len(), 1);
         slowest = slowest.max(started.elapsed());
         answers += 1;
@@ -286,8 +444,12 @@ async fn every_hostile_act_fails_its_request_and_nothing_else() {
         let key = format!("victim-{n}");
         let started = Instant::now();
         let result = match case.op {
-            Op::Prepare => prepare(&mut c, case.snapshotter, &key, "base", labels(&[(label, case.act)])).await,
-            Op::View => view(&mut c, case.snapshotter, &key, "base", labels(&[(label, case.act)])).await,
+            Op::Prepare => {
+                prepare(&mut c, case.snapshotter, &key, "base", labels(&[(label, case.act)])).await
+            }
+            Op::View => {
+                view(&mut c, case.snapshotter, &key, "base", labels(&[(label, case.act)])).await
+            }
             Op::Mounts => mounts(&mut c, case.snapshotter, "active").await,
         };
         let took = started.elapsed();
@@ -298,7 +460,11 @@ async fn every_hostile_act_fails_its_request_and_nothing_else() {
         let message = status.message().to_string();
         assert!(took < Duration::from_secs(2), "{what}: took {took:?}: {message}");
         assert_eq!(status.code(), case.code, "{what}: {message}");
-        let policy = if case.snapshotter == HOSTILE { hostile_wasm() } else { test_policy("wasmsnap-test-policy-bad-plans") };
+        let policy = if case.snapshotter == HOSTILE {
+            hostile_wasm()
+        } else {
+            test_policy("wasmsnap-test-policy-bad-plans")
+        };
         let names = format!("snapshotter {:?}: policy {}: ", case.snapshotter, policy.display());
         assert!(message.starts_with(&names), "{what}: {message:?} does not start with {names:?}");
         for part in case.says {
@@ -310,7 +476,9 @@ async fn every_hostile_act_fails_its_request_and_nothing_else() {
         if let Op::Mounts = case.op {
             set_labels(&mut c, case.snapshotter, "active", labels(&[])).await;
         }
-        mounts(&mut c, case.snapshotter, "active").await.unwrap_or_else(|e| panic!("after {what}: {e}"));
+        mounts(&mut c, case.snapshotter, "active")
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
         report.push(format!(
             "{:<34} {:<12} {:>8.1} ms  healthy answered {answers}x (slowest {:.1} ms)  {}",
             what,
@@ -328,7 +496,10 @@ async fn every_hostile_act_fails_its_request_and_nothing_else() {
         .lines()
         .find(|l| l.contains("policy failed") && l.contains("hostile policy panics on purpose"))
         .unwrap_or_else(|| panic!("no logged panic:\n{logs}"));
-    assert!(panic_line.contains("rpc{op=\"prepare\" snapshotter=\"hostile\" key=\"victim-2\"}"), "{panic_line}");
+    assert!(
+        panic_line.contains("rpc{op=\"prepare\" snapshotter=\"hostile\" key=\"victim-2\"}"),
+        "{panic_line}"
+    );
 }
 
 /// `wasmsnap serve` run to its end (it must refuse to start), and how long.
@@ -350,7 +521,11 @@ fn serve_refused(config: &Path) -> (Output, Duration) {
 }
 
 fn config_check(config: &Path) -> Output {
-    Command::new(common::BIN).args(["config", "check"]).arg(config).output().expect("run wasmsnap config check")
+    Command::new(common::BIN)
+        .args(["config", "check"])
+        .arg(config)
+        .output()
+        .expect("run wasmsnap config check")
 }
 
 fn stderr(o: &Output) -> String {
@@ -384,7 +559,10 @@ fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
         "[snapshotters.ok]\npolicy = \"builtin:overlay\"\n[snapshotters.pinned]\npolicy = {:?}\nsha256 = {pinned:?}\n",
         wasm.display().to_string()
     ));
-    let expected = format!("snapshotter \"pinned\": policy {} has sha256 {actual}, but the config pins {pinned}", wasm.display());
+    let expected = format!(
+        "snapshotter \"pinned\": policy {} has sha256 {actual}, but the config pins {pinned}",
+        wasm.display()
+    );
     let (out, _) = serve_refused(&file);
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     let out = config_check(&file);
@@ -392,17 +570,29 @@ fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 
     // The right pin (in either case) loads.
-    std::fs::write(&file, format!("[snapshotters.pinned]\npolicy = {:?}\nsha256 = {:?}\n", wasm.display().to_string(), actual.to_uppercase())).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[snapshotters.pinned]\npolicy = {:?}\nsha256 = {:?}\n",
+            wasm.display().to_string(),
+            actual.to_uppercase()
+        ),
+    )
+    .unwrap();
     let out = config_check(&file);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("snapshotter pinned: policy {} loads (wasmsnap:policy@0.1.0, sha256 {actual})", wasm.display())));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
+        "snapshotter pinned: policy {} loads (wasmsnap:policy@0.1.0, sha256 {actual})",
+        wasm.display()
+    )));
 }
 
 #[test]
 fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
     let _serial = serial();
     let wasm = test_policy("wasmsnap-test-policy-wrong-version");
-    let (_dir, file) = config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
+    let (_dir, file) =
+        config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
     let expected = format!(
         "snapshotter \"future\": policy {}: built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0",
         wasm.display()
@@ -416,7 +606,10 @@ fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
 fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
     let _serial = serial();
     let wasm = hostile_wasm().display().to_string();
-    for (act, says) in [("loop", "init exceeded its time limit of 200ms"), ("panic", "hostile policy panics on purpose")] {
+    for (act, says) in [
+        ("loop", "init exceeded its time limit of 200ms"),
+        ("panic", "hostile policy panics on purpose"),
+    ] {
         let (_dir, file) = config_file(&format!(
             "[snapshotters.bad]\npolicy = {wasm:?}\nconfig = {{ do = {act:?}, in = \"init\" }}\nlimits = {{ call_timeout_ms = 200 }}\n"
         ));
@@ -430,15 +623,25 @@ fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
 #[test]
 fn config_check_names_the_bad_key_and_loads_every_policy() {
     let _serial = serial();
-    let (_dir, file) = config_file("[snapshotters.a]\npolicy = \"builtin:overlay\"\n[snapshotters.a.limits]\nmemory_mb = 64\n");
+    let (_dir, file) = config_file(
+        "[snapshotters.a]\npolicy = \"builtin:overlay\"\n[snapshotters.a.limits]\nmemory_mb = 64\n",
+    );
     let out = config_check(&file);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("snapshotters.a.limits.memory_mb (line 4, column 1): unknown field `memory_mb`"), "{err}");
+    assert!(
+        err.contains(
+            "snapshotters.a.limits.memory_mb (line 4, column 1): unknown field `memory_mb`"
+        ),
+        "{err}"
+    );
 
     std::fs::write(&file, "[snapshotters.a]\npolicy = \"builtin:overlay\"\nconfig = { mount_options = \"volatile\", bogus = 1 }\n").unwrap();
     let err = stderr(&config_check(&file));
-    assert!(err.contains("snapshotter \"a\": policy builtin:overlay: init failed: invalid config"), "{err}");
+    assert!(
+        err.contains("snapshotter \"a\": policy builtin:overlay: init failed: invalid config"),
+        "{err}"
+    );
     assert!(err.contains("bogus"), "{err}");
 
     // The documented example passes as it is.
@@ -466,7 +669,8 @@ async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
     let stored = |logs: &str| strip_ansi(logs).matches("policy cache: compiled and stored").count();
     // overlay, hostile and bad-plans: three components, three entries.
     assert_eq!(stored(&d.logs()), 3, "{}", d.logs());
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     assert_eq!(entries.len(), 3, "{entries:?}");
     d.stop();
@@ -478,7 +682,11 @@ async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
 
     // Damage the hostile policy's entry: one byte in the middle.
     let hostile_entry = cache.join(format!("{}-", sha256_of(&hostile_wasm())));
-    let entry = entries.iter().find(|e| e.display().to_string().starts_with(&hostile_entry.display().to_string())).expect("hostile entry").clone();
+    let entry = entries
+        .iter()
+        .find(|e| e.display().to_string().starts_with(&hostile_entry.display().to_string()))
+        .expect("hostile entry")
+        .clone();
     let good = std::fs::read(&entry).unwrap();
     let mut damaged = good.clone();
     let middle = damaged.len() / 2;
@@ -486,8 +694,15 @@ async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
     std::fs::write(&entry, &damaged).unwrap();
     d.spawn(&args);
     let logs = strip_ansi(&d.logs());
-    let complaint = logs.lines().find(|l| l.contains("policy cache: entry unusable")).unwrap_or_else(|| panic!("{logs}"));
-    assert!(complaint.contains("checksum mismatch: the file is damaged") && complaint.contains(&entry.display().to_string()), "{complaint}");
+    let complaint = logs
+        .lines()
+        .find(|l| l.contains("policy cache: entry unusable"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        complaint.contains("checksum mismatch: the file is damaged")
+            && complaint.contains(&entry.display().to_string()),
+        "{complaint}"
+    );
     assert_eq!(stored(&logs), 4, "only the damaged entry was compiled again");
     assert_eq!(std::fs::read(&entry).unwrap(), good, "the entry is whole again");
     // And the rebuilt policy serves.
@@ -503,26 +718,43 @@ async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
     d.stop();
     let again = start_timed(&mut d, &args);
     d.stop();
-    println!("start-up (3 policies, debug build): without cache {uncached:?}, with cache {cached:?} and {again:?}");
+    println!(
+        "start-up (3 policies, debug build): without cache {uncached:?}, with cache {cached:?} and {again:?}"
+    );
 }
 
 /// Prepare, Mounts, Remove on the snapshotter "swap", again and again until
 /// `stop`, recording which config's option each plan carried (in `seen`,
 /// when it differs from the last) and counting rounds (in `done`). Any
 /// failed request panics.
-async fn churn(mut c: Client, worker: usize, stop: Arc<AtomicBool>, seen: Arc<std::sync::Mutex<Vec<String>>>, done: Arc<AtomicUsize>) {
+async fn churn(
+    mut c: Client,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    done: Arc<AtomicUsize>,
+) {
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("w{worker}-{i}");
-        let m = prepare(&mut c, "swap", &key, "base", labels(&[])).await.unwrap_or_else(|e| panic!("prepare {key} during reloads: {e}"));
+        let m = prepare(&mut c, "swap", &key, "base", labels(&[]))
+            .await
+            .unwrap_or_else(|e| panic!("prepare {key} during reloads: {e}"));
         // The option the overlay policy's config adds tells which config served.
-        let options = match ["volatile", "metacopy=off"].iter().find(|o| m[0].options.iter().any(|x| x == *o)) {
+        let options = match ["volatile", "metacopy=off"]
+            .iter()
+            .find(|o| m[0].options.iter().any(|x| x == *o))
+        {
             Some(o) => o.to_string(),
             None => m[0].options.join(","),
         };
-        let again = mounts(&mut c, "swap", &key).await.unwrap_or_else(|e| panic!("mounts {key} during reloads: {e}"));
+        let again = mounts(&mut c, "swap", &key)
+            .await
+            .unwrap_or_else(|e| panic!("mounts {key} during reloads: {e}"));
         assert_eq!(again[0].r#type, "overlay");
-        remove(&mut c, "swap", &key).await.unwrap_or_else(|e| panic!("remove {key} during reloads: {e}"));
+        remove(&mut c, "swap", &key)
+            .await
+            .unwrap_or_else(|e| panic!("remove {key} during reloads: {e}"));
         {
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.last() != Some(&options) {
@@ -544,14 +776,20 @@ async fn settle(done: &AtomicUsize) {
 }
 
 fn swap_config(options: &str) -> String {
-    format!("[snapshotters.swap]\npolicy = \"builtin:overlay\"\nconfig = {{ mount_options = {options:?} }}\n")
+    format!(
+        "[snapshotters.swap]\npolicy = \"builtin:overlay\"\nconfig = {{ mount_options = {options:?} }}\n"
+    )
 }
 
 /// Send SIGHUP and wait for the daemon to log the outcome (a `reloaded` or
 /// `reload failed` line beyond the `before` ones); returns that line.
 fn hangup(d: &Daemon) -> String {
     let outcomes = |logs: &str| -> Vec<String> {
-        strip_ansi(logs).lines().filter(|l| l.contains(" reloaded ") || l.contains("reload failed")).map(String::from).collect()
+        strip_ansi(logs)
+            .lines()
+            .filter(|l| l.contains(" reloaded ") || l.contains("reload failed"))
+            .map(String::from)
+            .collect()
     };
     let before = outcomes(&d.logs()).len();
     let pid = nix::unistd::Pid::from_raw(d.pid().expect("running") as i32);
@@ -580,9 +818,17 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..3 {
-        workers.push(tokio::spawn(churn(d.client().await, w, stop.clone(), seen.clone(), done.clone())));
+        workers.push(tokio::spawn(churn(
+            d.client().await,
+            w,
+            stop.clone(),
+            seen.clone(),
+            done.clone(),
+        )));
     }
-    let current = |seen: &Arc<std::sync::Mutex<Vec<String>>>| seen.lock().unwrap().last().cloned().unwrap_or_default();
+    let current = |seen: &Arc<std::sync::Mutex<Vec<String>>>| {
+        seen.lock().unwrap().last().cloned().unwrap_or_default()
+    };
     settle(&done).await;
     assert_eq!(current(&seen), "volatile", "{:?}", seen.lock().unwrap());
 
@@ -597,43 +843,67 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
     let hostile = hostile_wasm().display().to_string();
     let broken = [
         ("a TOML error", "[snapshotters.swap\n".to_string(), "line 1"),
-        ("an unknown key", format!("{}colour = \"red\"\n", swap_config("x")), "snapshotters.swap.colour"),
+        (
+            "an unknown key",
+            format!("{}colour = \"red\"\n", swap_config("x")),
+            "snapshotters.swap.colour",
+        ),
         (
             "a sha256 mismatch",
             format!("[snapshotters.swap]\npolicy = {hostile:?}\nsha256 = \"{}\"\n", "1".repeat(64)),
             "but the config pins 1111",
         ),
-        ("a missing file", "[snapshotters.swap]\npolicy = \"/nonexistent/p.wasm\"\n".to_string(), "read policy /nonexistent/p.wasm"),
+        (
+            "a missing file",
+            "[snapshotters.swap]\npolicy = \"/nonexistent/p.wasm\"\n".to_string(),
+            "read policy /nonexistent/p.wasm",
+        ),
         (
             "a panicking init",
-            format!("[snapshotters.swap]\npolicy = {hostile:?}\nconfig = {{ do = \"panic\", in = \"init\" }}\n"),
+            format!(
+                "[snapshotters.swap]\npolicy = {hostile:?}\nconfig = {{ do = \"panic\", in = \"init\" }}\n"
+            ),
             "hostile policy panics on purpose",
         ),
         (
             "a hanging init",
-            format!("[snapshotters.swap]\npolicy = {hostile:?}\nconfig = {{ do = \"loop\", in = \"init\" }}\n"),
+            format!(
+                "[snapshotters.swap]\npolicy = {hostile:?}\nconfig = {{ do = \"loop\", in = \"init\" }}\n"
+            ),
             "init exceeded its time limit of 1s",
         ),
         (
             "a config the policy refuses",
-            "[snapshotters.swap]\npolicy = \"builtin:overlay\"\nconfig = { no_such_key = 1 }\n".to_string(),
+            "[snapshotters.swap]\npolicy = \"builtin:overlay\"\nconfig = { no_such_key = 1 }\n"
+                .to_string(),
             "init failed: invalid config: unknown key \"no_such_key\"",
         ),
     ];
     for (what, text, says) in broken {
         std::fs::write(&file, text).unwrap();
         let outcome = tokio::task::block_in_place(|| hangup(&d));
-        assert!(outcome.contains("reload failed: every snapshotter keeps its running policy"), "{what}: {outcome}");
+        assert!(
+            outcome.contains("reload failed: every snapshotter keeps its running policy"),
+            "{what}: {outcome}"
+        );
         assert!(outcome.contains(says), "{what}: {outcome} lacks {says:?}");
         settle(&done).await;
         assert_eq!(current(&seen), "metacopy=off", "{what}: {:?}", seen.lock().unwrap());
     }
 
     // A new name waits for a restart; the rest of the file still applies.
-    std::fs::write(&file, format!("{}[snapshotters.later]\npolicy = \"builtin:bind\"\n", swap_config("volatile"))).unwrap();
+    std::fs::write(
+        &file,
+        format!("{}[snapshotters.later]\npolicy = \"builtin:bind\"\n", swap_config("volatile")),
+    )
+    .unwrap();
     let outcome = tokio::task::block_in_place(|| hangup(&d));
     assert!(outcome.contains("changed=[\"swap\"]"), "{outcome}");
-    assert!(strip_ansi(&d.logs()).contains("snapshotters.later: added; served after a restart"), "{}", d.logs());
+    assert!(
+        strip_ansi(&d.logs()).contains("snapshotters.later: added; served after a restart"),
+        "{}",
+        d.logs()
+    );
     assert_eq!(mounts(&mut c, "later", "x").await.unwrap_err().code(), Code::NotFound);
     settle(&done).await;
     assert_eq!(current(&seen), "volatile");
@@ -643,7 +913,10 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
         w.await.expect("no request failed during the reloads");
     }
     let seen = seen.lock().unwrap().clone();
-    println!("{} requests through 9 reloads; plans seen in order: {seen:?}", done.load(Ordering::Relaxed));
+    println!(
+        "{} requests through 9 reloads; plans seen in order: {seen:?}",
+        done.load(Ordering::Relaxed)
+    );
     // Only the plans of the good configs were ever served.
     assert!(seen.iter().all(|o| o == "volatile" || o == "metacopy=off"), "{seen:?}");
 }
@@ -652,7 +925,10 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
 async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
     let _serial = serial();
     let config = |timeout_ms: u64| {
-        format!("[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ call_timeout_ms = {timeout_ms} }}\n", hostile_wasm().display().to_string())
+        format!(
+            "[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ call_timeout_ms = {timeout_ms} }}\n",
+            hostile_wasm().display().to_string()
+        )
     };
     let (_dir, file) = config_file(&config(1500));
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
@@ -667,7 +943,11 @@ async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
     std::fs::write(&file, config(500)).unwrap();
     let outcome = tokio::task::block_in_place(|| hangup(&d));
     assert!(outcome.contains("changed=[\"hostile\"]"), "{outcome}");
-    assert!(!in_flight.is_finished(), "the call ended before the reload was done:\n{}", strip_ansi(&d.logs()));
+    assert!(
+        !in_flight.is_finished(),
+        "the call ended before the reload was done:\n{}",
+        strip_ansi(&d.logs())
+    );
 
     // It ends under the limit it started with; the next call has the new one.
     let old = in_flight.await.unwrap().unwrap_err();

@@ -9,19 +9,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the repository")
+        .to_path_buf()
 }
 
 /// Components the engine's build script builds that are not built in
 /// (host/engine/build.rs: `EXTRA`, under `<repo>/target/policies`).
 fn extra_policy(package: &str) -> String {
-    let wasm = repo().join("target/policies/wasm32-wasip2/policy").join(format!("{}.wasm", package.replace('-', "_")));
+    let wasm = repo()
+        .join("target/policies/wasm32-wasip2/policy")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "{} is missing: the engine's build script builds it", wasm.display());
     wasm.display().to_string()
 }
 
 fn wasmsnap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmsnap")).args(args).current_dir(repo()).output().expect("run wasmsnap")
+    Command::new(env!("CARGO_BIN_EXE_wasmsnap"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run wasmsnap")
 }
 
 fn stdout(o: &Output) -> String {
@@ -37,7 +46,10 @@ fn assert_all_pass(o: &Output) -> usize {
     let out = stdout(o);
     assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{}", stderr(o));
     let last = out.lines().last().unwrap_or_default();
-    let passed: usize = last.strip_suffix(" passed, 0 failed").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("closing line {last:?}"));
+    let passed: usize = last
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("closing line {last:?}"));
     assert!(passed > 0, "{out}");
     assert!(!out.contains("FAIL"), "{out}");
     passed
@@ -57,7 +69,11 @@ impl Scratch {
     /// tmpfs, so deep chains set up in milliseconds, not seconds.
     fn new() -> Scratch {
         let shm = Path::new("/dev/shm");
-        if shm.is_dir() { Scratch(tempfile::tempdir_in(shm).expect("temp dir in /dev/shm")) } else { Scratch::on_disk() }
+        if shm.is_dir() {
+            Scratch(tempfile::tempdir_in(shm).expect("temp dir in /dev/shm"))
+        } else {
+            Scratch::on_disk()
+        }
     }
 
     fn path(&self) -> &str {
@@ -65,10 +81,15 @@ impl Scratch {
     }
 
     fn assert_clean(&self) {
-        let left: Vec<_> = std::fs::read_dir(self.0.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let left: Vec<_> =
+            std::fs::read_dir(self.0.path()).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(left.is_empty(), "left behind: {left:?}");
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mountinfo.contains(self.path()), "left mounted under {}:\n{mountinfo}", self.path());
+        assert!(
+            !mountinfo.contains(self.path()),
+            "left mounted under {}:\n{mountinfo}",
+            self.path()
+        );
     }
 }
 
@@ -104,13 +125,21 @@ fn bind_cases_pass() {
 
 #[test]
 fn example_ephemeral_cases_pass() {
-    run_suite(&extra_policy("wasmsnap-policy-example-ephemeral"), "plugins/examples/ephemeral/tests");
+    run_suite(
+        &extra_policy("wasmsnap-policy-example-ephemeral"),
+        "plugins/examples/ephemeral/tests",
+    );
 }
 
 #[test]
 fn overlay_cases_pass_mounted_for_0_1_2_128_and_500_parents() {
     let out = run_suite_mounted_in(Scratch::on_disk(), "builtin:overlay", "plugins/overlay/tests");
-    let line = |name: &str| out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no case {name:?} in\n{out}")).to_string();
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no case {name:?} in\n{out}"))
+            .to_string()
+    };
     for name in [
         "active without parents",
         "active on one parent",
@@ -139,7 +168,10 @@ fn bind_cases_pass_mounted() {
 
 #[test]
 fn example_ephemeral_cases_pass_mounted() {
-    let out = run_suite_mounted(&extra_policy("wasmsnap-policy-example-ephemeral"), "plugins/examples/ephemeral/tests");
+    let out = run_suite_mounted(
+        &extra_policy("wasmsnap-policy-example-ephemeral"),
+        "plugins/examples/ephemeral/tests",
+    );
     assert!(out.contains("fsconfig lowerdir+ x500"), "{out}");
 }
 
@@ -148,7 +180,15 @@ fn expected_failures_of_a_misbehaving_policy_pass() {
     let policy = extra_policy("wasmsnap-test-policy-misbehave");
     let scratch = Scratch::new();
     assert_all_pass(&wasmsnap(&["policy", "test", &policy, "tests/policies/misbehave/cases"]));
-    assert_all_pass(&wasmsnap(&["policy", "test", "--mount", "--scratch", scratch.path(), &policy, "tests/policies/misbehave/cases"]));
+    assert_all_pass(&wasmsnap(&[
+        "policy",
+        "test",
+        "--mount",
+        "--scratch",
+        scratch.path(),
+        &policy,
+        "tests/policies/misbehave/cases",
+    ]));
     scratch.assert_clean();
 }
 
@@ -156,7 +196,15 @@ fn expected_failures_of_a_misbehaving_policy_pass() {
 fn each_failure_says_which_of_trap_declared_or_invalid_plan_and_why() {
     let policy = extra_policy("wasmsnap-test-policy-misbehave");
     let scratch = Scratch::new();
-    let o = wasmsnap(&["policy", "test", "--mount", "--scratch", scratch.path(), &policy, "tests/policies/misbehave/failing"]);
+    let o = wasmsnap(&[
+        "policy",
+        "test",
+        "--mount",
+        "--scratch",
+        scratch.path(),
+        &policy,
+        "tests/policies/misbehave/failing",
+    ]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.ends_with("0 passed, 5 failed\n"), "{out}");
@@ -188,7 +236,15 @@ fn a_plan_the_kernel_refuses_fails_the_case_and_leaves_nothing_behind() {
     // Without --mount the plan is what the case expects.
     assert_all_pass(&wasmsnap(&["policy", "test", "builtin:overlay", &file]));
     let scratch = Scratch::new();
-    let o = wasmsnap(&["policy", "test", "--mount", "--scratch", scratch.path(), "builtin:overlay", &file]);
+    let o = wasmsnap(&[
+        "policy",
+        "test",
+        "--mount",
+        "--scratch",
+        scratch.path(),
+        "builtin:overlay",
+        &file,
+    ]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("[mount failed]"), "{out}");
@@ -221,10 +277,20 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn a_broken_case_file_exits_2_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "broken.toml", "[[case]]\nname = \"a\"\nkind = \"active\"\nparents = 1\n\n[[case]]\nname = \"b\"\nkind = \"active\"\nparents = \"three\"\n");
+    let file = write(
+        dir.path(),
+        "broken.toml",
+        "[[case]]\nname = \"a\"\nkind = \"active\"\nparents = 1\n\n[[case]]\nname = \"b\"\nkind = \"active\"\nparents = \"three\"\n",
+    );
     let o = wasmsnap(&["policy", "test", "builtin:overlay", &file]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("{file}:9:1: key `case[1].parents`: expected a parent count or a list of parent ids")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{file}:9:1: key `case[1].parents`: expected a parent count or a list of parent ids"
+        )),
+        "{}",
+        stderr(&o)
+    );
     assert!(stdout(&o).is_empty(), "no case ran: {}", stdout(&o));
 
     let syntax = write(dir.path(), "syntax.toml", "[[case]]\nname = \"a\nkind = \"view\"\n");
@@ -232,10 +298,20 @@ fn a_broken_case_file_exits_2_naming_file_line_and_key() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&format!("{syntax}:2:")), "{}", stderr(&o));
 
-    let unknown = write(dir.path(), "unknown.toml", "[[case]]\nname = \"a\"\nkind = \"view\"\n[case.expect]\nlayuot = {}\n");
+    let unknown = write(
+        dir.path(),
+        "unknown.toml",
+        "[[case]]\nname = \"a\"\nkind = \"view\"\n[case.expect]\nlayuot = {}\n",
+    );
     let o = wasmsnap(&["policy", "test", "builtin:overlay", &unknown]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(&format!("{unknown}:5:1: key `case[0].expect.layuot`: unknown field `layuot`")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{unknown}:5:1: key `case[0].expect.layuot`: unknown field `layuot`"
+        )),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -251,7 +327,10 @@ fn update_records_the_actual_plans_and_keeps_the_rest_of_the_file() {
     assert_eq!(updated.status.code(), Some(0), "{}", stdout(&updated));
     assert!(stdout(&updated).ends_with("0 passed, 0 failed, 2 updated\n"), "{}", stdout(&updated));
     let rewritten = std::fs::read_to_string(&file).unwrap();
-    assert!(rewritten.starts_with("# my cases\n[[case]]\nname = \"new\" # a comment\n"), "{rewritten}");
+    assert!(
+        rewritten.starts_with("# my cases\n[[case]]\nname = \"new\" # a comment\n"),
+        "{rewritten}"
+    );
     assert!(rewritten.contains("\"upperdir=/var/lib/wasmsnap/snapshots/3/fs\""), "{rewritten}");
     assert!(rewritten.contains("source = \"/var/lib/wasmsnap/snapshots/1/fs\""), "{rewritten}");
     // The stale case checked mounts only, and still does.
@@ -263,13 +342,24 @@ fn update_records_the_actual_plans_and_keeps_the_rest_of_the_file() {
 
 #[test]
 fn filter_selects_cases_by_file_and_name() {
-    let o = wasmsnap(&["policy", "test", "--filter", "overlay.toml::view of", "builtin:overlay", "plugins/overlay/tests"]);
+    let o = wasmsnap(&[
+        "policy",
+        "test",
+        "--filter",
+        "overlay.toml::view of",
+        "builtin:overlay",
+        "plugins/overlay/tests",
+    ]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     // "view of one parent" and "view of two parents", not "view without parents".
     assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 2, "{out}");
-    assert!(out.lines().last().unwrap().starts_with("2 passed, 0 failed, 16 filtered out"), "{out}");
-    let o = wasmsnap(&["policy", "test", "--filter", "(", "builtin:overlay", "plugins/overlay/tests"]);
+    assert!(
+        out.lines().last().unwrap().starts_with("2 passed, 0 failed, 16 filtered out"),
+        "{out}"
+    );
+    let o =
+        wasmsnap(&["policy", "test", "--filter", "(", "builtin:overlay", "plugins/overlay/tests"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--filter \"(\" is not a valid regex"), "{}", stderr(&o));
 }
@@ -279,9 +369,19 @@ fn json_and_junit_reports() {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("junit.xml");
     let policy = extra_policy("wasmsnap-test-policy-misbehave");
-    let o = wasmsnap(&["policy", "test", "--format", "json", "--junit", junit.to_str().unwrap(), &policy, "tests/policies/misbehave"]);
+    let o = wasmsnap(&[
+        "policy",
+        "test",
+        "--format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+        &policy,
+        "tests/policies/misbehave",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON document");
+    let report: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON document");
     assert_eq!(report["failed"], 5);
     assert_eq!(report["passed"], 8);
     let sha = &report["sha256"];

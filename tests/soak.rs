@@ -55,12 +55,7 @@ async fn thirty_two_clients_on_shared_parents() {
         let mut parent = String::new();
         for name in CHAIN {
             let key = format!("extract-{name}");
-            let m = c
-                .prepare(prepare(s, &key, &parent))
-                .await
-                .unwrap()
-                .into_inner()
-                .mounts;
+            let m = c.prepare(prepare(s, &key, &parent)).await.unwrap().into_inner().mounts;
             std::fs::write(writable_dir(&m).unwrap().join(name), name.repeat(1000)).unwrap();
             c.commit(commit(s, name, &key)).await.unwrap();
             parent = name.to_string();
@@ -78,9 +73,8 @@ async fn thirty_two_clients_on_shared_parents() {
     for client in 0..CLIENTS {
         let (socket, pause, stop, seed) =
             (d.socket.clone(), pause.clone(), stop.clone(), rng.next());
-        clients.push(tokio::spawn(async move {
-            run_client(client, socket, pause, stop, seed).await
-        }));
+        clients
+            .push(tokio::spawn(async move { run_client(client, socket, pause, stop, seed).await }));
     }
 
     let overall = Duration::from_secs(secs + 120);
@@ -137,19 +131,10 @@ async fn thirty_two_clients_on_shared_parents() {
     // allocator slack. A leak of one fd or a few KiB per operation would
     // show over these thousands of operations.
     let rss_slack = (warm.rss_kib / 4).max(24 << 10);
-    assert!(
-        end.rss_kib <= warm.rss_kib + rss_slack,
-        "memory grew: {warm:?} -> {end:?}"
-    );
-    assert!(
-        end.fds <= warm.fds + 4,
-        "file descriptors grew: {warm:?} -> {end:?}"
-    );
+    assert!(end.rss_kib <= warm.rss_kib + rss_slack, "memory grew: {warm:?} -> {end:?}");
+    assert!(end.fds <= warm.fds + 4, "file descriptors grew: {warm:?} -> {end:?}");
     // tokio's blocking pool grows with the busiest moment and shrinks after 10 s idle.
-    assert!(
-        end.threads <= warm.threads + 16,
-        "threads grew: {warm:?} -> {end:?}"
-    );
+    assert!(end.threads <= warm.threads + 16, "threads grew: {warm:?} -> {end:?}");
     // The clients' connections are closed with them.
     assert!(
         disconnected.fds <= idle.fds + 4,
@@ -161,18 +146,10 @@ async fn thirty_two_clients_on_shared_parents() {
     let mut c = d.client().await;
     for s in SNAPSHOTTERS {
         c.cleanup(cleanup(s)).await.unwrap();
-        let names: Vec<String> = list(&mut c, s, &[])
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.name)
-            .collect();
+        let names: Vec<String> =
+            list(&mut c, s, &[]).await.unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(names, CHAIN, "{s}: left behind");
-        assert_eq!(
-            entries(&d.snapshots_dir(s)).len(),
-            CHAIN.len(),
-            "{s}: directories left behind"
-        );
+        assert_eq!(entries(&d.snapshots_dir(s)).len(), CHAIN.len(), "{s}: directories left behind");
     }
 }
 
@@ -186,11 +163,7 @@ async fn quiet_sample(d: &Daemon, pause: &RwLock<()>, pid: u32) -> Sample {
     }
     drop(c);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Sample {
-        rss_kib: vm_rss_kib(pid),
-        fds: fd_count(pid),
-        threads: thread_count(pid),
-    }
+    Sample { rss_kib: vm_rss_kib(pid), fds: fd_count(pid), threads: thread_count(pid) }
 }
 
 /// Runs until `stop`; returns its tally and its (still open) connection.
@@ -240,11 +213,7 @@ async fn layer_on_top(
     key: &str,
     rng: &mut Rng,
 ) -> Result<(), Status> {
-    let m = c
-        .prepare(prepare(s, key, parent))
-        .await?
-        .into_inner()
-        .mounts;
+    let m = c.prepare(prepare(s, key, parent)).await?.into_inner().mounts;
     let len = rng.below(16 << 10) as usize;
     std::fs::write(writable_dir(&m).unwrap().join("data"), rng.bytes(len)).unwrap();
     let name = format!("{key}-committed");
@@ -272,15 +241,11 @@ async fn view_and_read(c: &mut Client, s: &str, parent: &str, key: &str) -> Resu
     }
     let info = c.stat(stat(s, key)).await?.into_inner().info.unwrap();
     if info.parent != parent || info.kind != api::Kind::View as i32 {
-        return Err(Status::internal(format!(
-            "view {key} is {info:?}: not a view of {parent}"
-        )));
+        return Err(Status::internal(format!("view {key} is {info:?}: not a view of {parent}")));
     }
     let children = list(c, s, &[&format!("parent=={parent},kind==view")]).await?;
     if !children.iter().any(|i| i.name == key) {
-        return Err(Status::internal(format!(
-            "view {key} not listed among the views of {parent}"
-        )));
+        return Err(Status::internal(format!("view {key} not listed among the views of {parent}")));
     }
     c.remove(remove(s, key)).await.map(drop)
 }
@@ -298,13 +263,7 @@ async fn active_with_usage(
     let len = rng.below(8 << 10) as usize;
     std::fs::write(writable_dir(&m).unwrap().join("data"), rng.bytes(len)).unwrap();
     c.usage(usage(s, key)).await?;
-    c.update(update(
-        s,
-        key,
-        labels(&[("touched", "yes")]),
-        &["labels.touched"],
-    ))
-    .await?;
+    c.update(update(s, key, labels(&[("touched", "yes")]), &["labels.touched"])).await?;
     c.remove(remove(s, key)).await.map(drop)
 }
 
@@ -331,9 +290,9 @@ async fn remove_shared(
 ) -> Result<(), Status> {
     let target = if parent == CHAIN[2] { CHAIN[1] } else { parent };
     match c.remove(remove(s, target)).await {
-        Ok(_) => Err(Status::internal(format!(
-            "removed shared parent {target}, which has children"
-        ))),
+        Ok(_) => {
+            Err(Status::internal(format!("removed shared parent {target}, which has children")))
+        }
         Err(e)
             if e.code() == Code::FailedPrecondition
                 && e.message().contains("cannot remove snapshot with child") =>
@@ -354,30 +313,17 @@ async fn label_shared(
     n: u64,
 ) -> Result<(), Status> {
     let label = format!("soak/client-{}", client % 8);
-    let value = if n.is_multiple_of(5) {
-        String::new()
-    } else {
-        format!("{n}")
-    };
+    let value = if n.is_multiple_of(5) { String::new() } else { format!("{n}") };
     let path = format!("labels.{label}");
     let info = c
         .update(update(
             s,
             parent,
-            BTreeMap::from([(label.clone(), value.clone())])
-                .into_iter()
-                .collect(),
+            BTreeMap::from([(label.clone(), value.clone())]).into_iter().collect(),
             &[&path],
         ))
         .await?;
-    let got = info
-        .into_inner()
-        .info
-        .unwrap()
-        .labels
-        .get(&label)
-        .cloned()
-        .unwrap_or_default();
+    let got = info.into_inner().info.unwrap().labels.get(&label).cloned().unwrap_or_default();
     if got != value {
         return Err(Status::internal(format!(
             "update of {parent} set {label}={value:?}, replied {got:?}"

@@ -11,25 +11,18 @@ pub fn check(data: &[u8]) {
     let Ok(config) = Config::parse(&text) else {
         return;
     };
-    assert!(
-        !config.snapshotters.is_empty(),
-        "no snapshotter after defaults"
-    );
+    assert!(!config.snapshotters.is_empty(), "no snapshotter after defaults");
     for (name, s) in &config.snapshotters {
         assert!(
             !name.is_empty() && name != "." && name != "..",
             "accepted snapshotter name {name:?}"
         );
         assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             "accepted name {name:?}"
         );
         if let Some(builtin) = s.policy.strip_prefix("builtin:") {
-            assert!(
-                wasmsnap_engine_builtin(builtin),
-                "accepted unknown built-in {builtin:?}"
-            );
+            assert!(wasmsnap_engine_builtin(builtin), "accepted unknown built-in {builtin:?}");
         }
         if let Some(pin) = &s.sha256 {
             assert!(

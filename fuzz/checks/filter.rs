@@ -16,20 +16,11 @@ pub fn check(data: &[u8]) {
         Ok(filter) => {
             for record in records() {
                 let first = filter.matches(&record);
-                assert_eq!(
-                    first,
-                    filter.matches(&record),
-                    "matching is not deterministic"
-                );
+                assert_eq!(first, filter.matches(&record), "matching is not deterministic");
             }
         }
         Err(e) => {
-            assert!(
-                e.index < filters.len(),
-                "error names filter {} of {}",
-                e.index,
-                filters.len()
-            );
+            assert!(e.index < filters.len(), "error names filter {} of {}", e.index, filters.len());
             assert!(
                 e.offset <= filters[e.index].len(),
                 "offset {} past filter {:?}",
@@ -47,10 +38,7 @@ pub fn check(data: &[u8]) {
 
 fn records() -> Vec<Record> {
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
     let record = |name: &str, kind, parent: Option<&str>, l| Record {
         id: 1,

@@ -47,9 +47,8 @@ const OPTIONS: &[&str] = &[
     "ro,bind",
     "x-containerd.mkdir.path=a",
 ];
-const FS_TYPES: &[&str] = &[
-    "tmpfs", "proc", "overlay", "bind", "ext4", "cgroup2", "", "tmpfs/x", "nfs",
-];
+const FS_TYPES: &[&str] =
+    &["tmpfs", "proc", "overlay", "bind", "ext4", "cgroup2", "", "tmpfs/x", "nfs"];
 const SOURCES: &[&str] = &["tmpfs", "none", "/dev/sda", "../x", "", "a\0b", "shm"];
 const ROOT: &str = "/r";
 
@@ -61,9 +60,7 @@ pub fn check(data: &[u8]) {
     if validate_layout(&snapshot, &layout, &limits).is_ok() {
         check_layout(&snapshot, &layout);
     }
-    let plans: Vec<MountPlan> = (0..input.below(4))
-        .map(|_| mount(&mut input, &snapshot))
-        .collect();
+    let plans: Vec<MountPlan> = (0..input.below(4)).map(|_| mount(&mut input, &snapshot)).collect();
     if validate_mounts(&snapshot, &plans, &limits).is_ok() {
         check_rendered(&snapshot, &plans);
     }
@@ -79,12 +76,7 @@ fn snapshot(input: &mut Input) -> Snapshot {
         }
     }
     let kind = [Kind::Active, Kind::View, Kind::Committed][input.below(3)];
-    Snapshot {
-        id,
-        kind,
-        parent_ids,
-        labels: Vec::new(),
-    }
+    Snapshot { id, kind, parent_ids, labels: Vec::new() }
 }
 
 fn layout(input: &mut Input) -> Layout {
@@ -96,15 +88,9 @@ fn layout(input: &mut Input) -> Layout {
             },
             1 => Step::CopyParent {
                 name: input.word(NAMES),
-                mode: if input.flag() {
-                    CopyMode::Copy
-                } else {
-                    CopyMode::CloneOrCopy
-                },
+                mode: if input.flag() { CopyMode::Copy } else { CopyMode::CloneOrCopy },
             },
-            _ => Step::ChownLikeParent {
-                name: input.word(NAMES),
-            },
+            _ => Step::ChownLikeParent { name: input.word(NAMES) },
         })
         .collect();
     let content = input.flag().then(|| input.word(NAMES));
@@ -118,10 +104,7 @@ fn dir_ref(input: &mut Input, s: &Snapshot) -> DirRef {
         1 | 2 if !s.parent_ids.is_empty() => s.parent_ids[input.below(s.parent_ids.len())],
         _ => s.id,
     };
-    DirRef {
-        snapshot,
-        name: input.word(NAMES),
-    }
+    DirRef { snapshot, name: input.word(NAMES) }
 }
 
 fn options(input: &mut Input) -> Vec<String> {
@@ -139,12 +122,7 @@ fn mount(input: &mut Input, s: &Snapshot) -> MountPlan {
             let lower = (0..input.below(5)).map(|_| dir_ref(input, s)).collect();
             let upper = input.flag().then(|| dir_ref(input, s));
             let work = input.flag().then(|| dir_ref(input, s));
-            MountPlan::Overlay {
-                lower,
-                upper,
-                work,
-                options: options(input),
-            }
+            MountPlan::Overlay { lower, upper, work, options: options(input) }
         }
         _ => MountPlan::Other {
             fs_type: input.word(FS_TYPES),
@@ -175,40 +153,28 @@ fn check_layout(s: &Snapshot, layout: &Layout) {
                 assert!(!created.contains(name), "accepted a second {name:?}");
                 created.push(name.clone());
             }
-            Step::ChownLikeParent { name } => assert!(
-                created.contains(name),
-                "accepted a chown before {name:?} exists"
-            ),
+            Step::ChownLikeParent { name } => {
+                assert!(created.contains(name), "accepted a chown before {name:?} exists")
+            }
         }
     }
     if let Some(content) = &layout.content {
-        assert!(
-            created.contains(content),
-            "accepted content {content:?} that no step creates"
-        );
+        assert!(created.contains(content), "accepted content {content:?} that no step creates");
     }
 }
 
 /// The snapshot's or a parent's directory, as rendered; which one.
 fn owner_of(path: &str, s: &Snapshot) -> u64 {
-    let rest = path
-        .strip_prefix(ROOT)
-        .and_then(|p| p.strip_prefix("/snapshots/"));
+    let rest = path.strip_prefix(ROOT).and_then(|p| p.strip_prefix("/snapshots/"));
     let rest = rest.unwrap_or_else(|| panic!("path {path:?} outside {ROOT}/snapshots"));
-    let (id, name) = rest
-        .split_once('/')
-        .unwrap_or_else(|| panic!("path {path:?} names no directory"));
-    let id: u64 = id
-        .parse()
-        .unwrap_or_else(|_| panic!("path {path:?}: {id:?} is not an id"));
+    let (id, name) =
+        rest.split_once('/').unwrap_or_else(|| panic!("path {path:?} names no directory"));
+    let id: u64 = id.parse().unwrap_or_else(|_| panic!("path {path:?}: {id:?} is not an id"));
     assert!(
         id == s.id || s.parent_ids.contains(&id),
         "path {path:?} names snapshot {id}, not {s:?}'s"
     );
-    assert!(
-        plain_name(name),
-        "path {path:?}: {name:?} is not one plain component"
-    );
+    assert!(plain_name(name), "path {path:?}: {name:?} is not one plain component");
     id
 }
 
@@ -234,10 +200,7 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
             }
             MountPlan::Overlay { upper, .. } => {
                 assert_eq!(m.r#type, "overlay", "{m:?}");
-                assert!(
-                    !(read_only && upper.is_some()),
-                    "read-only {s:?} got an upper: {m:?}"
-                );
+                assert!(!(read_only && upper.is_some()), "read-only {s:?} got an upper: {m:?}");
                 // The host's own, last: workdir=, upperdir= (with an upper), lowerdir=.
                 let own = if upper.is_some() { 3 } else { 1 };
                 let (free, host) = m.options.split_at(m.options.len() - own);
@@ -248,18 +211,11 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
                     .unwrap_or_else(|| panic!("{m:?}"));
                 lower.split(':').for_each(|p| _ = owner_of(p, s));
                 if upper.is_some() {
-                    let work = host[0]
-                        .strip_prefix("workdir=")
-                        .unwrap_or_else(|| panic!("{m:?}"));
-                    let upper = host[1]
-                        .strip_prefix("upperdir=")
-                        .unwrap_or_else(|| panic!("{m:?}"));
+                    let work = host[0].strip_prefix("workdir=").unwrap_or_else(|| panic!("{m:?}"));
+                    let upper =
+                        host[1].strip_prefix("upperdir=").unwrap_or_else(|| panic!("{m:?}"));
                     assert_eq!(owner_of(work, s), s.id, "a workdir of someone else: {m:?}");
-                    assert_eq!(
-                        owner_of(upper, s),
-                        s.id,
-                        "an upperdir of someone else: {m:?}"
-                    );
+                    assert_eq!(owner_of(upper, s), s.id, "an upperdir of someone else: {m:?}");
                 }
             }
             MountPlan::Other { .. } => {
@@ -268,10 +224,7 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
                     "an other mount of type {:?}: {m:?}",
                     m.r#type
                 );
-                assert!(
-                    !m.source.contains('/'),
-                    "an other mount with a path source: {m:?}"
-                );
+                assert!(!m.source.contains('/'), "an other mount with a path source: {m:?}");
                 m.options.iter().for_each(|o| check_free_option(o, &m));
                 assert!(
                     !read_only || m.options.iter().any(|o| o == "ro"),
@@ -287,18 +240,9 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
 fn check_free_option(o: &str, m: &wasmsnap_plan::Mount) {
     let key = o.split('=').next().unwrap_or("");
     let key = key.strip_suffix('+').unwrap_or(key);
-    assert!(
-        !o.is_empty() && !o.contains([',', '\0', '/']),
-        "free option {o:?}: {m:?}"
-    );
-    assert!(
-        !matches!(o, "bind" | "rbind" | "remount" | "loop"),
-        "free option {o:?}: {m:?}"
-    );
+    assert!(!o.is_empty() && !o.contains([',', '\0', '/']), "free option {o:?}: {m:?}");
+    assert!(!matches!(o, "bind" | "rbind" | "remount" | "loop"), "free option {o:?}: {m:?}");
     let path_key =
         (key.ends_with("dir") && key != "redirect_dir") || key == "x-containerd.mkdir.path";
-    assert!(
-        !(path_key && o.contains('=')),
-        "path-bearing free option {o:?}: {m:?}"
-    );
+    assert!(!(path_key && o.contains('=')), "path-bearing free option {o:?}: {m:?}");
 }

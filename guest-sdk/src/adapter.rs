@@ -32,7 +32,9 @@ thread_local! {
     static INSTANCE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
 }
 
-fn with_policy<P: Policy, R>(f: impl FnOnce(&P) -> Result<R, PolicyError>) -> Result<R, PolicyError> {
+fn with_policy<P: Policy, R>(
+    f: impl FnOnce(&P) -> Result<R, PolicyError>,
+) -> Result<R, PolicyError> {
     INSTANCE.with(|slot| {
         let slot = slot.borrow();
         match slot.as_ref().and_then(|p| p.downcast_ref::<P>()) {

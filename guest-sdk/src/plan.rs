@@ -86,7 +86,11 @@ pub fn bind(source: DirRef, readonly: bool) -> Mount {
 }
 
 /// An overlay mount: `lower` top first; `upper_work` for a writable overlay.
-pub fn overlay(lower: Vec<DirRef>, upper_work: Option<(DirRef, DirRef)>, options: Vec<String>) -> Mount {
+pub fn overlay(
+    lower: Vec<DirRef>,
+    upper_work: Option<(DirRef, DirRef)>,
+    options: Vec<String>,
+) -> Mount {
     let (upper, work) = match upper_work {
         Some((u, w)) => (Some(u), Some(w)),
         None => (None, None),

@@ -1,6 +1,8 @@
 //! Whole plans that several policies share.
 
-use crate::{Config, CopyMode, HostFacts, Kind, Layout, LayoutBuilder, Mount, PolicyError, Snapshot, bind};
+use crate::{
+    Config, CopyMode, HostFacts, Kind, Layout, LayoutBuilder, Mount, PolicyError, Snapshot, bind,
+};
 
 /// The layout of a bind-mount snapshotter (containerd's native): a view of
 /// a parent creates nothing; anything else gets its own `fs`, filled from

@@ -43,7 +43,13 @@ use crate::{Config, DirRef, HostFacts, Kind, Policy, PolicyError, Snapshot, Snap
 /// parameter present, no reflink, 4 KiB pages. The same facts
 /// `wasmsnap policy test` uses unless a case says otherwise.
 pub fn facts() -> HostFacts {
-    HostFacts { overlay: true, userxattr: false, index_param: true, reflink: false, page_size: 4096 }
+    HostFacts {
+        overlay: true,
+        userxattr: false,
+        index_param: true,
+        reflink: false,
+        page_size: 4096,
+    }
 }
 
 /// `P::init` with `config` and [`facts`].
@@ -64,7 +70,12 @@ pub fn config(entries: &[(&str, &str)]) -> Config {
 /// A snapshot with id `parents + 1` whose parents are `parents, ..., 1`
 /// (nearest first), as the host numbers a chain.
 pub fn snapshot(kind: Kind, parents: u64) -> Snapshot {
-    Snapshot { id: parents + 1, kind, parent_ids: (1..=parents).rev().collect(), labels: Vec::new() }
+    Snapshot {
+        id: parents + 1,
+        kind,
+        parent_ids: (1..=parents).rev().collect(),
+        labels: Vec::new(),
+    }
 }
 
 /// A snapshot with explicit ids: `id` on `parent_ids` (nearest first).
@@ -93,7 +104,10 @@ mod tests {
         let s = snapshot(Kind::View, 2);
         assert_eq!((s.id, s.parent_ids.clone()), (3, vec![2, 1]));
         assert_eq!(snapshot_with(9, Kind::Active, &[7, 5]).parent_ids, [7, 5]);
-        assert_eq!(labelled(Kind::Active, 0, &[("a", "b")]).labels, [("a".to_string(), "b".to_string())]);
+        assert_eq!(
+            labelled(Kind::Active, 0, &[("a", "b")]).labels,
+            [("a".to_string(), "b".to_string())]
+        );
     }
 
     #[test]

@@ -31,11 +31,16 @@ fn main() {
     build(&repo, &target_dir, BUILTIN.iter().chain(EXTRA));
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("policy");
-    let mut code = String::from("/// Built-in policies, built from `plugins/` by build.rs: name -> component bytes.\npub const BUILTIN: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// Built-in policies, built from `plugins/` by build.rs: name -> component bytes.\npub const BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
     for (name, package) in BUILTIN {
         let dst = out.join(wasm_file(package));
         std::fs::copy(wasm_dir.join(wasm_file(package)), &dst).expect("copy built policy");
-        code.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", dst.display().to_string()));
+        code.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            dst.display().to_string()
+        ));
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), code).unwrap();
@@ -51,7 +56,11 @@ fn wasm_file(package: &str) -> String {
     format!("{}.wasm", package.replace('-', "_"))
 }
 
-fn build<'a>(repo: &Path, target_dir: &Path, policies: impl Iterator<Item = &'a (&'a str, &'a str)>) {
+fn build<'a>(
+    repo: &Path,
+    target_dir: &Path,
+    policies: impl Iterator<Item = &'a (&'a str, &'a str)>,
+) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo)
@@ -64,7 +73,8 @@ fn build<'a>(repo: &Path, target_dir: &Path, policies: impl Iterator<Item = &'a 
     // The outer build's settings are for the host target, not for wasm.
     for (key, _) in env::vars() {
         let outer = key.starts_with("CARGO_") && key != "CARGO_HOME";
-        if outer || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" || key == "RUSTC_WORKSPACE_WRAPPER" {
+        if outer || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" || key == "RUSTC_WORKSPACE_WRAPPER"
+        {
             cmd.env_remove(key);
         }
     }

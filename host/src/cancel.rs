@@ -39,9 +39,7 @@ impl Token {
     /// A guard that cancels the token when dropped, unless disarmed: held
     /// by the request's future, which tonic drops when the client goes.
     pub fn cancel_on_drop(&self) -> CancelOnDrop {
-        CancelOnDrop {
-            token: Some(self.clone()),
-        }
+        CancelOnDrop { token: Some(self.clone()) }
     }
 }
 
@@ -75,11 +73,8 @@ impl Drop for CancelOnDrop {
 /// Cancelled if the current request was: call it right before committing.
 /// Outside a request (no token) it never fails.
 pub fn check(op: &str, key: &str) -> Result<()> {
-    let cancelled = CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|t| t.load(Ordering::Acquire))
-    });
+    let cancelled =
+        CURRENT.with(|c| c.borrow().as_ref().is_some_and(|t| t.load(Ordering::Acquire)));
     if cancelled {
         tracing::info!(
             op,
@@ -106,10 +101,7 @@ mod tests {
         drop(guard);
         assert!(token.is_cancelled());
         let err = token.run(|| check("prepare", "k")).unwrap_err();
-        assert!(
-            matches!(&err, Error::Cancelled(m) if m.contains("prepare of \"k\"")),
-            "{err}"
-        );
+        assert!(matches!(&err, Error::Cancelled(m) if m.contains("prepare of \"k\"")), "{err}");
         check("prepare", "k").unwrap();
     }
 

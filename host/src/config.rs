@@ -95,7 +95,9 @@ impl serde::de::Visitor<'_> for ConfigValueVisitor {
         Ok(ConfigValue::Integer(v))
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ConfigValue, E> {
-        i64::try_from(v).map(ConfigValue::Integer).map_err(|_| E::custom(format!("integer {v} is too large")))
+        i64::try_from(v)
+            .map(ConfigValue::Integer)
+            .map_err(|_| E::custom(format!("integer {v} is too large")))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ConfigValue, E> {
         Ok(ConfigValue::Float(v))
@@ -168,8 +170,10 @@ impl Config {
     /// Read and check a config file; relative policy paths become relative
     /// to the file's directory.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
-        let mut config = Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config {}", path.display()))?;
+        let mut config =
+            Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new(""));
         for s in config.snapshotters.values_mut() {
             if !s.policy.starts_with("builtin:") && Path::new(&s.policy).is_relative() {
@@ -191,12 +195,15 @@ impl Config {
         if self.snapshotters.is_empty() {
             for name in wasmsnap_engine::builtin_names() {
                 let policy = format!("builtin:{name}");
-                self.snapshotters.insert(name.to_string(), SnapshotterConfig {
-                    policy,
-                    sha256: None,
-                    config: BTreeMap::new(),
-                    limits: Limits::default(),
-                });
+                self.snapshotters.insert(
+                    name.to_string(),
+                    SnapshotterConfig {
+                        policy,
+                        sha256: None,
+                        config: BTreeMap::new(),
+                        limits: Limits::default(),
+                    },
+                );
             }
         }
     }
@@ -210,21 +217,34 @@ impl Config {
         // tracing-subscriber's directive parser panics on some non-ASCII
         // input (found by the config_parse fuzzer); filters are ASCII anyway.
         if !self.log_level.is_ascii() {
-            bail!("log_level: {:?} is not ASCII, so not a level (error, warn, info, debug, trace) or tracing filter", self.log_level);
+            bail!(
+                "log_level: {:?} is not ASCII, so not a level (error, warn, info, debug, trace) or tracing filter",
+                self.log_level
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            bail!("log_level: {:?} is not a level (error, warn, info, debug, trace) or tracing filter: {e}", self.log_level);
+            bail!(
+                "log_level: {:?} is not a level (error, warn, info, debug, trace) or tracing filter: {e}",
+                self.log_level
+            );
         }
         for (name, s) in &self.snapshotters {
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !valid {
-                bail!("snapshotters.{name:?}: a snapshotter name may use only letters, digits, '-', '_' and '.'");
+                bail!(
+                    "snapshotters.{name:?}: a snapshotter name may use only letters, digits, '-', '_' and '.'"
+                );
             }
             if name.starts_with('.') {
-                bail!("snapshotters.{name:?}: a snapshotter name may not start with '.' (reserved for the host's own directories under the root)");
+                bail!(
+                    "snapshotters.{name:?}: a snapshotter name may not start with '.' (reserved for the host's own directories under the root)"
+                );
             }
             if s.policy.is_empty() {
-                bail!("snapshotters.{name}.policy: empty; give `builtin:NAME` or the path of a .wasm component");
+                bail!(
+                    "snapshotters.{name}.policy: empty; give `builtin:NAME` or the path of a .wasm component"
+                );
             }
             if let Some(b) = s.policy.strip_prefix("builtin:") {
                 if wasmsnap_engine::builtin(b).is_none() {
@@ -240,10 +260,16 @@ impl Config {
                 }
             }
             if s.limits.call_timeout_ms == 0 || s.limits.call_timeout_ms > 60_000 {
-                bail!("snapshotters.{name}.limits.call_timeout_ms: must be 1..=60000, got {}", s.limits.call_timeout_ms);
+                bail!(
+                    "snapshotters.{name}.limits.call_timeout_ms: must be 1..=60000, got {}",
+                    s.limits.call_timeout_ms
+                );
             }
             if s.limits.memory_mib == 0 || s.limits.memory_mib > 4096 {
-                bail!("snapshotters.{name}.limits.memory_mib: must be 1..=4096, got {}", s.limits.memory_mib);
+                bail!(
+                    "snapshotters.{name}.limits.memory_mib: must be 1..=4096, got {}",
+                    s.limits.memory_mib
+                );
             }
         }
         Ok(())

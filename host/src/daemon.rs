@@ -47,7 +47,8 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
         startup = ?started.elapsed(),
         "serving"
     );
-    let reloader = Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
+    let reloader =
+        Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
     runtime.block_on(run(service, &config.address, hup, reloader))
 }
 
@@ -74,12 +75,21 @@ fn forget_unused_compilations(engine: &Engine, service: &Service) {
         .collect();
     match cache.retain(&used) {
         Ok(0) => {}
-        Ok(n) => tracing::info!(removed = n, dir = %cache.dir().display(), "policy cache: removed entries no snapshotter uses"),
-        Err(e) => tracing::warn!(error = %e, dir = %cache.dir().display(), "policy cache: cannot tidy"),
+        Ok(n) => {
+            tracing::info!(removed = n, dir = %cache.dir().display(), "policy cache: removed entries no snapshotter uses")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %cache.dir().display(), "policy cache: cannot tidy")
+        }
     }
 }
 
-async fn run(service: Service, address: &Path, hup: Signal, reloader: Arc<Reloader>) -> anyhow::Result<()> {
+async fn run(
+    service: Service,
+    address: &Path,
+    hup: Signal,
+    reloader: Arc<Reloader>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let listener = bind(address)?;
@@ -88,11 +98,12 @@ async fn run(service: Service, address: &Path, hup: Signal, reloader: Arc<Reload
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(api)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+    let server = tonic::transport::Server::builder().add_service(api).serve_with_incoming_shutdown(
+        UnixListenerStream::new(listener),
+        async {
             let _ = stop_rx.await;
-        });
+        },
+    );
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,
@@ -126,9 +137,11 @@ fn bind(address: &Path) -> anyhow::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(address).is_ok() {
             bail!("{} is in use by another process", address.display());
         }
-        std::fs::remove_file(address).with_context(|| format!("remove stale socket {}", address.display()))?;
+        std::fs::remove_file(address)
+            .with_context(|| format!("remove stale socket {}", address.display()))?;
     }
-    let listener = UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
+    let listener =
+        UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
@@ -157,7 +170,9 @@ async fn reload_on_hangup(mut hup: Signal, reloader: Arc<Reloader>) {
             Ok(Err(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "reload failed: every snapshotter keeps its running policy")
             }
-            Err(e) => tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy")
+            }
         }
     }
 }

@@ -16,9 +16,14 @@ use crate::snapshotter::Snapshotter;
 pub fn read_policy(policy: &str) -> anyhow::Result<Cow<'static, [u8]>> {
     match policy.strip_prefix("builtin:") {
         Some(name) => wasmsnap_engine::builtin(name).map(Cow::Borrowed).with_context(|| {
-            format!("no built-in policy {name:?} (built in: {})", wasmsnap_engine::builtin_names().join(", "))
+            format!(
+                "no built-in policy {name:?} (built in: {})",
+                wasmsnap_engine::builtin_names().join(", ")
+            )
         }),
-        None => std::fs::read(policy).map(Cow::Owned).with_context(|| format!("read policy {policy}")),
+        None => {
+            std::fs::read(policy).map(Cow::Owned).with_context(|| format!("read policy {policy}"))
+        }
     }
 }
 
@@ -34,22 +39,37 @@ pub fn policy_cache_dir(root: &Path) -> PathBuf {
 }
 
 /// Load the policy of snapshotter `name`, whose data lives under `root`.
-pub fn load_policy(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &Path) -> anyhow::Result<Policy> {
+pub fn load_policy(
+    engine: &Engine,
+    name: &str,
+    cfg: &SnapshotterConfig,
+    root: &Path,
+) -> anyhow::Result<Policy> {
     let wasm = read_policy(&cfg.policy).with_context(|| format!("snapshotter {name:?}"))?;
     load_policy_bytes(engine, name, cfg, root, &wasm)
 }
 
 /// [`load_policy`] of component bytes already read.
-pub fn load_policy_bytes(engine: &Engine, name: &str, cfg: &SnapshotterConfig, root: &Path, wasm: &[u8]) -> anyhow::Result<Policy> {
+pub fn load_policy_bytes(
+    engine: &Engine,
+    name: &str,
+    cfg: &SnapshotterConfig,
+    root: &Path,
+    wasm: &[u8],
+) -> anyhow::Result<Policy> {
     if let Some(pin) = &cfg.sha256 {
         let actual = sha256_hex(wasm);
         if !pin.eq_ignore_ascii_case(&actual) {
-            bail!("snapshotter {name:?}: policy {} has sha256 {actual}, but the config pins {pin}", cfg.policy);
+            bail!(
+                "snapshotter {name:?}: policy {} has sha256 {actual}, but the config pins {pin}",
+                cfg.policy
+            );
         }
     }
     std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
     let facts = wasmsnap_engine::probe_facts(root);
-    let config: Vec<(String, String)> = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let config: Vec<(String, String)> =
+        cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     Policy::load(engine, &cfg.policy, wasm, &config, &facts, cfg.limits.sandbox())
         .map_err(|e| anyhow::anyhow!("snapshotter {name:?}: {}", one_line(&e.to_string())))
 }
@@ -68,7 +88,8 @@ pub fn open_snapshotters(engine: &Engine, config: &Config) -> anyhow::Result<Vec
         .map(|(name, cfg)| {
             let root = config.root.join(name);
             let policy = load_policy(engine, name, cfg, &root)?;
-            Snapshotter::open(name, &root, policy).with_context(|| format!("open snapshotter {name:?} at {}", root.display()))
+            Snapshotter::open(name, &root, policy)
+                .with_context(|| format!("open snapshotter {name:?} at {}", root.display()))
         })
         .collect()
 }

@@ -39,7 +39,10 @@ impl MountCache {
 
     pub fn put(&self, record: &Record, generation: u64, mounts: Arc<Vec<Mount>>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.insert(record.id, Entry { updated: record.updated, policy_generation: generation, mounts });
+        entries.insert(
+            record.id,
+            Entry { updated: record.updated, policy_generation: generation, mounts },
+        );
     }
 
     pub fn forget(&self, id: SnapshotId) {

@@ -94,19 +94,11 @@ impl LostDirs {
 
     /// The snapshot's record is gone: nothing to guard any more.
     pub fn forget(&self, id: SnapshotId) {
-        self.lost
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.lost.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 
     pub fn list(&self) -> Vec<LostDir> {
-        self.lost
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.lost.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }
 
@@ -152,11 +144,7 @@ pub fn recover(
                 "recovery: snapshot directory is MISSING; the record is kept so it can be removed \
                  (containerd's GC or `ctr snapshots rm`); mounting it or creating on top of it fails"
             );
-            let l = LostDir {
-                key: record.name.clone(),
-                id: record.id,
-                path: missing,
-            };
+            let l = LostDir { key: record.name.clone(), id: record.id, path: missing };
             report.lost.push(l.clone());
             lost.insert(record.id, l);
         }
@@ -176,12 +164,7 @@ pub fn recover(
         broken_links = report.broken_links.len(),
         "recovery done"
     );
-    Ok((
-        LostDirs {
-            lost: RwLock::new(lost),
-        },
-        report,
-    ))
+    Ok((LostDirs { lost: RwLock::new(lost) }, report))
 }
 
 /// The path of `record` that should exist and does not: its directory, or
@@ -215,10 +198,7 @@ fn broken_links(
     for (record, chain) in records.iter().zip(chains) {
         let Some(parent) = &record.parent else {
             if let Err(e) = chain {
-                broken.push(format!(
-                    "snapshot {:?}: parent chain unreadable: {e}",
-                    record.name
-                ));
+                broken.push(format!("snapshot {:?}: parent chain unreadable: {e}", record.name));
             }
             continue;
         };
@@ -235,10 +215,9 @@ fn broken_links(
                 "snapshot {:?}: parent {parent:?} has id {}, but the id chain says {:?}",
                 record.name, p.id, ids
             )),
-            (Some(_), Err(e)) => broken.push(format!(
-                "snapshot {:?}: parent chain unreadable: {e}",
-                record.name
-            )),
+            (Some(_), Err(e)) => {
+                broken.push(format!("snapshot {:?}: parent chain unreadable: {e}", record.name))
+            }
             _ => {}
         }
     }

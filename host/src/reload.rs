@@ -71,14 +71,23 @@ pub struct Reloader {
 
 impl Reloader {
     /// `file` is the config file the daemon started with, if any.
-    pub fn new(engine: Engine, file: Option<PathBuf>, overrides: Overrides, service: Service, running: Config) -> Reloader {
+    pub fn new(
+        engine: Engine,
+        file: Option<PathBuf>,
+        overrides: Overrides,
+        service: Service,
+        running: Config,
+    ) -> Reloader {
         Reloader { engine, file, overrides, service, running: Mutex::new(running) }
     }
 
     /// Read the config file again and swap in every changed policy, or
     /// change nothing and say why.
     pub fn reload(&self) -> anyhow::Result<Reloaded> {
-        let file = self.file.as_ref().context("serve was started without --config: there is no file to reload")?;
+        let file = self
+            .file
+            .as_ref()
+            .context("serve was started without --config: there is no file to reload")?;
         let mut next = Config::load(file)?;
         self.overrides.apply(&mut next);
         // Poisoning cannot leave `running` half-changed: it is assigned whole.
@@ -133,16 +142,29 @@ impl Reloader {
 fn restart_only(running: &Config, next: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if next.root != running.root {
-        out.push(format!("root: {} -> {} needs a restart", running.root.display(), next.root.display()));
+        out.push(format!(
+            "root: {} -> {} needs a restart",
+            running.root.display(),
+            next.root.display()
+        ));
     }
     if next.address != running.address {
-        out.push(format!("address: {} -> {} needs a restart", running.address.display(), next.address.display()));
+        out.push(format!(
+            "address: {} -> {} needs a restart",
+            running.address.display(),
+            next.address.display()
+        ));
     }
     if next.log_level != running.log_level {
-        out.push(format!("log_level: {:?} -> {:?} needs a restart", running.log_level, next.log_level));
+        out.push(format!(
+            "log_level: {:?} -> {:?} needs a restart",
+            running.log_level, next.log_level
+        ));
     }
     for name in next.snapshotters.keys().filter(|n| !running.snapshotters.contains_key(*n)) {
-        out.push(format!("snapshotters.{name}: added; served after a restart (of containerd too, to use it)"));
+        out.push(format!(
+            "snapshotters.{name}: added; served after a restart (of containerd too, to use it)"
+        ));
     }
     for name in running.snapshotters.keys().filter(|n| !next.snapshotters.contains_key(*n)) {
         out.push(format!("snapshotters.{name}: removed; still served until a restart"));

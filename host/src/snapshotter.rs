@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, Usage, UpdateInfo, parse_filters};
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
+use crate::background::Background;
 use crate::error::{Error, Result};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
-use crate::background::Background;
 
 /// How long a measured Usage of an active snapshot is served again:
 /// containerd's CRI asks for every container every 10 s, often from
@@ -122,7 +122,13 @@ impl Snapshotter {
     /// into place durably before the record's transaction begins: the write
     /// lock covers only the records, and the crash order is the same as
     /// doing it all inside the transaction.
-    pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
         let parent = (!parent.is_empty()).then_some(parent);
         for _ in 0..CREATE_ATTEMPTS {
             // A read, outside the write lock: a request bound to fail builds nothing.
@@ -153,11 +159,18 @@ impl Snapshotter {
             };
             let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
+            let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref())
+            {
                 Ok(new_dir) => new_dir,
                 // The parent was removed meanwhile and its directory with it
                 // (copying it failed): try again, which names that error.
-                Err(_) if self.metastore.read(|tx| self.base(tx, key, parent))?.map(|b| b.parent_ids) != Some(base.parent_ids) => {
+                Err(_)
+                    if self
+                        .metastore
+                        .read(|tx| self.base(tx, key, parent))?
+                        .map(|b| b.parent_ids)
+                        != Some(base.parent_ids) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -167,7 +180,8 @@ impl Snapshotter {
             self.background.make_spares(layout.steps.clone());
             let content = layout.content;
             let record = self.metastore.write(|tx| -> Result<_> {
-                let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
+                let (record, parent_ids) =
+                    tx.create_reserved(id, key, kind, parent, labels.clone())?;
                 if parent_ids != base.parent_ids {
                     return Ok(None); // aborts; the directory goes with `new_dir`
                 }
@@ -181,12 +195,19 @@ impl Snapshotter {
             self.mount_cache.put(&record, generation, mounts.clone());
             return Ok(mounts.as_ref().clone());
         }
-        Err(Error::Unavailable(format!("the parent of {key:?} kept changing while it was being created; retry")))
+        Err(Error::Unavailable(format!(
+            "the parent of {key:?} kept changing while it was being created; retry"
+        )))
     }
 
     /// The parent's ids and content dir, if `key` is free and `parent` is a
     /// committed snapshot; `None` if the transaction is bound to fail.
-    fn base(&self, tx: &ReadTx, key: &str, parent: Option<&str>) -> Result<Option<Base>, wasmsnap_metastore::Error> {
+    fn base(
+        &self,
+        tx: &ReadTx,
+        key: &str,
+        parent: Option<&str>,
+    ) -> Result<Option<Base>, wasmsnap_metastore::Error> {
         if tx.find(key)?.is_some() {
             return Ok(None);
         }
@@ -224,7 +245,11 @@ impl Snapshotter {
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
         let snapshot = describe(&record, parent_ids);
-        self.lost.check(&self.name, key, std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()))?;
+        self.lost.check(
+            &self.name,
+            key,
+            std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
+        )?;
         let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let mounts = Arc::new(render_mounts(&self.root, &plans));
         self.mount_cache.put(&record, generation, mounts.clone());
@@ -274,7 +299,8 @@ impl Snapshotter {
 
     /// Every record matching the filters (ORed; none = all).
     pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
-        let filter = parse_filters(filters).map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
+        let filter = parse_filters(filters)
+            .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
         let mut out = Vec::new();
         self.metastore.read(|tx| {
             tx.list(&filter, |r| {
@@ -294,13 +320,21 @@ impl Snapshotter {
         }
         match (record.kind, self.content_dir(&record)) {
             (Kind::Active, Some(dir)) => {
-                let cached = self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).get(&record.id).copied();
+                let cached = self
+                    .active_usage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&record.id)
+                    .copied();
                 if let Some((_, usage)) = cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
                     return Ok(usage);
                 }
                 let measured_at = Instant::now();
                 let usage = to_usage(wasmsnap_fs::usage(&dir)?);
-                self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).insert(record.id, (measured_at, usage));
+                self.active_usage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(record.id, (measured_at, usage));
                 Ok(usage)
             }
             _ => Ok(Usage { size: 0, inodes: 0 }),
@@ -327,7 +361,10 @@ impl Snapshotter {
     }
 
     /// Check a record's view of the parent chain (used by recovery checks).
-    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>) -> Result<R> {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
+    ) -> Result<R> {
         Ok(self.metastore.read(f)?)
     }
 

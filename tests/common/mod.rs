@@ -48,7 +48,11 @@ impl Daemon {
 
     /// Start the daemon process (again) on the same root and socket.
     pub fn spawn(&mut self, args: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(bin())
             .arg("serve")
             .arg("--root")
@@ -71,7 +75,11 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("wasmsnap serve exited with {status} before it listened:\n{}", self.logs());
             }
-            assert!(Instant::now() < deadline, "wasmsnap serve did not listen within 60 s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "wasmsnap serve did not listen within 60 s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -87,7 +95,11 @@ impl Daemon {
     /// SIGTERM, and the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).ok();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok();
         child.wait().expect("wait for wasmsnap")
     }
 
@@ -124,7 +136,11 @@ pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
         .expect("connect to wasmsnap");

@@ -10,8 +10,12 @@ use nix::unistd::Pid;
 /// Mount points at or under `dir` in this mount namespace, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> =
-        info.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape(p))).filter(|p| p.starts_with(dir)).collect();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out.dedup();
     out
@@ -32,8 +36,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap(), 8).unwrap());
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push(
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap(), 8).unwrap(),
+            );
             i += 4;
         } else {
             out.push(b[i]);
@@ -52,7 +61,11 @@ fn processes() -> Vec<(i32, i32, Vec<String>)> {
             // The command name is in parentheses and may contain spaces: parse after the last ')'.
             let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let argv = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let argv = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             Some((pid, ppid, argv))
         })
         .collect()
@@ -67,7 +80,9 @@ pub fn shim_trees(address: &Path) -> Vec<i32> {
         .iter()
         .filter(|(_, _, argv)| {
             argv.first().is_some_and(|a| a.contains("containerd-shim"))
-                && argv.windows(2).any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
+                && argv
+                    .windows(2)
+                    .any(|w| w[0].trim_start_matches('-') == "address" && w[1] == address)
         })
         .map(|(pid, _, _)| *pid)
         .collect();
@@ -104,7 +119,10 @@ pub fn kill_pids(pids: &[i32]) {
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z")))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
         .unwrap_or(false)
 }
 

@@ -43,10 +43,18 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     match rx.recv_timeout(timeout) {
         Ok((status, end)) => {
             let status = status.map_err(|e| format!("wait for `{line}`: {e}"))?;
-            Ok(Output { status, stdout: collect(stdout), stderr: collect(stderr), elapsed: end - start })
+            Ok(Output {
+                status,
+                stdout: collect(stdout),
+                stderr: collect(stderr),
+                elapsed: end - start,
+            })
         }
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = rx.recv_timeout(Duration::from_secs(10));
             Err(format!(
                 "`{line}` did not finish within {timeout:?}; killed it.\nstdout:\n{}\nstderr:\n{}",
@@ -62,7 +70,10 @@ pub fn ok(cmd: &mut Command, timeout: Duration) -> Output {
     let line = describe(cmd);
     match run(cmd, timeout) {
         Ok(out) if out.status.success() => out,
-        Ok(out) => panic!("`{line}` failed ({}).\nstdout:\n{}\nstderr:\n{}", out.status, out.stdout, out.stderr),
+        Ok(out) => panic!(
+            "`{line}` failed ({}).\nstdout:\n{}\nstderr:\n{}",
+            out.status, out.stdout, out.stderr
+        ),
         Err(e) => panic!("{e}"),
     }
 }

@@ -56,7 +56,9 @@ impl Containerd {
     pub fn start(dir: &Path, proxies: &[(String, PathBuf)]) -> Containerd {
         let tmp = std::env::temp_dir();
         assert!(
-            !dir.starts_with("/run") && !tmp.starts_with("/run") && proxies.iter().all(|(_, s)| !s.starts_with("/run")),
+            !dir.starts_with("/run")
+                && !tmp.starts_with("/run")
+                && proxies.iter().all(|(_, s)| !s.starts_with("/run")),
             "the test's directories must not be under /run: containerd runs with a private /run (TMPDIR={})",
             tmp.display()
         );
@@ -87,11 +89,23 @@ impl Containerd {
         let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
         writeln!(s, "disabled_plugins = [{}]", disabled.join(", ")).unwrap();
         writeln!(s, "\n[grpc]\n  address = {}", q(&self.socket)).unwrap();
-        writeln!(s, "\n[ttrpc]\n  address = {}", q(&self.dir.join("containerd.sock.ttrpc"))).unwrap();
-        writeln!(s, "\n[debug]\n  address = {}\n  level = \"debug\"", q(&self.dir.join("debug.sock"))).unwrap();
+        writeln!(s, "\n[ttrpc]\n  address = {}", q(&self.dir.join("containerd.sock.ttrpc")))
+            .unwrap();
+        writeln!(
+            s,
+            "\n[debug]\n  address = {}\n  level = \"debug\"",
+            q(&self.dir.join("debug.sock"))
+        )
+        .unwrap();
         writeln!(s, "\n[metrics]\n  address = \"\"").unwrap();
         for (name, socket) in proxies {
-            writeln!(s, "\n[proxy_plugins.{}]\n  type = \"snapshot\"\n  address = {}", toml_string(name), q(socket)).unwrap();
+            writeln!(
+                s,
+                "\n[proxy_plugins.{}]\n  type = \"snapshot\"\n  address = {}",
+                toml_string(name),
+                q(socket)
+            )
+            .unwrap();
         }
         s
     }
@@ -122,11 +136,16 @@ impl Containerd {
                 panic!("containerd exited with {status} before it answered:\n{}", self.logs());
             }
             if self.socket.exists()
-                && command::run(self.ctr(CONTROL_NAMESPACE).arg("version"), Duration::from_secs(5)).is_ok_and(|out| out.status.success())
+                && command::run(self.ctr(CONTROL_NAMESPACE).arg("version"), Duration::from_secs(5))
+                    .is_ok_and(|out| out.status.success())
             {
                 return self;
             }
-            assert!(Instant::now() < deadline, "containerd did not answer within 30 s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer within 30 s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -135,7 +154,11 @@ impl Containerd {
     pub fn ctr(&self, namespace: &str) -> Command {
         self.namespaces.borrow_mut().insert(namespace.to_string());
         let mut c = Command::new("ctr");
-        c.arg("--address").arg(&self.socket).arg("--namespace").arg(namespace).env("PATH", tools::search_path());
+        c.arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(namespace)
+            .env("PATH", tools::search_path());
         c
     }
 

@@ -34,7 +34,8 @@ fn symlink(path: &str, target: &str) -> Entry {
 }
 
 /// The busybox applets the probe uses, as symlinks in `/bin`.
-const APPLETS: &[&str] = &["sh", "cat", "ls", "tr", "readlink", "stat", "rm", "mkdir", "echo", "test"];
+const APPLETS: &[&str] =
+    &["sh", "cat", "ls", "tr", "readlink", "stat", "rm", "mkdir", "echo", "test"];
 
 /// Base, middle and top layer, bottom first.
 pub fn layers() -> Vec<Vec<Entry>> {
@@ -124,7 +125,11 @@ pub fn expected_view() -> BTreeMap<&'static str, &'static str> {
 
 /// Parse the probe's `key=value` lines.
 pub fn parse_probe(stdout: &str) -> BTreeMap<String, String> {
-    stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Check the probe's output; every mismatch is listed, not just the first.
@@ -145,7 +150,13 @@ pub fn check_view(stdout: &str, wrote: bool) -> Result<(), String> {
     // Both names of the hard link: one inode, two links.
     match got.get("hardlink").map(|h| h.split(' ').collect::<Vec<_>>()) {
         Some(pair) if pair.len() == 2 && pair[0] == pair[1] && pair[0].ends_with("/2") => {}
-        other => wrong.push(format!("hardlink: expected one inode with 2 links for both names, got {other:?}")),
+        other => wrong.push(format!(
+            "hardlink: expected one inode with 2 links for both names, got {other:?}"
+        )),
     }
-    if wrong.is_empty() { Ok(()) } else { Err(format!("{}\nprobe printed:\n{stdout}", wrong.join("\n"))) }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\nprobe printed:\n{stdout}", wrong.join("\n")))
+    }
 }

@@ -73,9 +73,14 @@ impl Drop for LogsOnFailure {
             return;
         }
         for (name, path) in &self.0 {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
             let lines: Vec<&str> = text.lines().collect();
-            let shown = if everything { &lines[..] } else { &lines[lines.len().saturating_sub(LOG_LINES)..] };
+            let shown = if everything {
+                &lines[..]
+            } else {
+                &lines[lines.len().saturating_sub(LOG_LINES)..]
+            };
             eprintln!(
                 "===== {name} log ({}, last {} of {} lines) =====\n{}\n===== end of {name} log =====",
                 path.display(),

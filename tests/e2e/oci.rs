@@ -139,11 +139,21 @@ pub fn write_image(archive: &Path, name: &str, layers: &[Vec<u8>]) -> TestImage 
     });
 
     let mut files = vec![
-        ("oci-layout".to_string(), serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"})).unwrap()),
+        (
+            "oci-layout".to_string(),
+            serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"})).unwrap(),
+        ),
         ("index.json".to_string(), serde_json::to_vec(&index).unwrap()),
     ];
-    files.extend(blobs.into_iter().map(|(d, bytes)| (format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), bytes)));
-    let mut b = tar::Builder::new(std::fs::File::create(archive).unwrap_or_else(|e| panic!("create {}: {e}", archive.display())));
+    files.extend(
+        blobs
+            .into_iter()
+            .map(|(d, bytes)| (format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), bytes)),
+    );
+    let mut b = tar::Builder::new(
+        std::fs::File::create(archive)
+            .unwrap_or_else(|e| panic!("create {}: {e}", archive.display())),
+    );
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
@@ -161,7 +171,12 @@ pub fn write_image(archive: &Path, name: &str, layers: &[Vec<u8>]) -> TestImage 
     }
     b.finish().expect("write the image archive");
 
-    TestImage { name: name.to_string(), archive: archive.to_path_buf(), chain_ids: chain_ids(&diff_ids), diff_ids }
+    TestImage {
+        name: name.to_string(),
+        archive: archive.to_path_buf(),
+        chain_ids: chain_ids(&diff_ids),
+        diff_ids,
+    }
 }
 
 /// Build the test image of `layers.rs` into `dir/image.tar`.

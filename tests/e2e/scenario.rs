@@ -45,7 +45,12 @@ pub enum Stage {
     Collected,
 }
 
-pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnMut(Stage)) -> Timings {
+pub fn exercise(
+    cd: &Containerd,
+    t: &Target,
+    image: &TestImage,
+    mut at: impl FnMut(Stage),
+) -> Timings {
     let import = import(cd, t, image);
     check_snapshots(cd, t, image);
     let layers_before = committed_dirs(t);
@@ -60,13 +65,24 @@ pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnM
     at(Stage::Unpacked);
 
     let (stdout, run) = run_probe(cd, t, image, "probe-write", true);
-    layers::check_view(&stdout, true).unwrap_or_else(|e| panic!("[{}] the writing container saw the wrong image:\n{e}", t.snapshotter));
+    layers::check_view(&stdout, true).unwrap_or_else(|e| {
+        panic!("[{}] the writing container saw the wrong image:\n{e}", t.snapshotter)
+    });
     assert_layers_unchanged(t, &layers_before);
     let (stdout, _) = run_probe(cd, t, image, "probe-read", false);
-    layers::check_view(&stdout, false)
-        .unwrap_or_else(|e| panic!("[{}] a second container saw the first one's writes or a wrong image:\n{e}", t.snapshotter));
-    let containers = command::ok(cd.ctr(&t.namespace).args(["containers", "ls", "-q"]), CTR_TIMEOUT).stdout;
-    assert!(containers.trim().is_empty(), "[{}] `ctr run --rm` left containers: {containers}", t.snapshotter);
+    layers::check_view(&stdout, false).unwrap_or_else(|e| {
+        panic!(
+            "[{}] a second container saw the first one's writes or a wrong image:\n{e}",
+            t.snapshotter
+        )
+    });
+    let containers =
+        command::ok(cd.ctr(&t.namespace).args(["containers", "ls", "-q"]), CTR_TIMEOUT).stdout;
+    assert!(
+        containers.trim().is_empty(),
+        "[{}] `ctr run --rm` left containers: {containers}",
+        t.snapshotter
+    );
 
     let gc = remove_and_collect(cd, t, image);
     at(Stage::Collected);
@@ -74,16 +90,35 @@ pub fn exercise(cd: &Containerd, t: &Target, image: &TestImage, mut at: impl FnM
 }
 
 fn ctr_snapshots(cd: &Containerd, t: &Target, args: &[&str]) -> String {
-    command::ok(cd.ctr(&t.namespace).args(["snapshots", "--snapshotter", &t.snapshotter]).args(args), CTR_TIMEOUT).stdout
+    command::ok(
+        cd.ctr(&t.namespace).args(["snapshots", "--snapshotter", &t.snapshotter]).args(args),
+        CTR_TIMEOUT,
+    )
+    .stdout
 }
 
 /// `ctr images import --snapshotter`: ingest the archive and unpack it.
 pub fn import(cd: &Containerd, t: &Target, image: &TestImage) -> Duration {
-    let out =
-        command::ok(cd.ctr(&t.namespace).args(["images", "import", "--snapshotter", &t.snapshotter]).arg(&image.archive), IMPORT_TIMEOUT);
-    assert!(out.stdout.contains(&image.name), "[{}] import did not name {}: {}", t.snapshotter, image.name, out.stdout);
+    let out = command::ok(
+        cd.ctr(&t.namespace)
+            .args(["images", "import", "--snapshotter", &t.snapshotter])
+            .arg(&image.archive),
+        IMPORT_TIMEOUT,
+    );
+    assert!(
+        out.stdout.contains(&image.name),
+        "[{}] import did not name {}: {}",
+        t.snapshotter,
+        image.name,
+        out.stdout
+    );
     let names = command::ok(cd.ctr(&t.namespace).args(["images", "ls", "-q"]), CTR_TIMEOUT).stdout;
-    assert!(names.lines().any(|l| l == image.name), "[{}] image {} not listed after import: {names}", t.snapshotter, image.name);
+    assert!(
+        names.lines().any(|l| l == image.name),
+        "[{}] image {} not listed after import: {names}",
+        t.snapshotter,
+        image.name
+    );
     out.elapsed
 }
 
@@ -100,7 +135,9 @@ pub fn check_snapshots(cd: &Containerd, t: &Target, image: &TestImage) {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 [key, kind] => Some((key.to_string(), (String::new(), kind.to_string()))),
-                [key, parent, kind] => Some((key.to_string(), (parent.to_string(), kind.to_string()))),
+                [key, parent, kind] => {
+                    Some((key.to_string(), (parent.to_string(), kind.to_string())))
+                }
                 _ => None,
             }
         })
@@ -108,9 +145,20 @@ pub fn check_snapshots(cd: &Containerd, t: &Target, image: &TestImage) {
     let expected: BTreeMap<String, (String, String)> = chain
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.clone(), (if i == 0 { String::new() } else { chain[i - 1].clone() }, "Committed".to_string())))
+        .map(|(i, c)| {
+            (
+                c.clone(),
+                (
+                    if i == 0 { String::new() } else { chain[i - 1].clone() },
+                    "Committed".to_string(),
+                ),
+            )
+        })
         .collect();
-    assert_eq!(listed, expected, "[{s}] `ctr snapshots ls`: expected the layers' chain ids, committed, each the parent of the next");
+    assert_eq!(
+        listed, expected,
+        "[{s}] `ctr snapshots ls`: expected the layers' chain ids, committed, each the parent of the next"
+    );
 
     let info: serde_json::Value = serde_json::from_str(&ctr_snapshots(cd, t, &["info", &chain[2]]))
         .unwrap_or_else(|e| panic!("[{s}] `ctr snapshots info` did not print JSON: {e}"));
@@ -128,15 +176,29 @@ pub fn check_snapshots(cd: &Containerd, t: &Target, image: &TestImage) {
         .collect();
     let busybox = std::fs::metadata(super::tools::BUSYBOX).unwrap().len();
     for (i, c) in chain.iter().enumerate() {
-        let Some(&(size, inodes)) = usage.get(c) else { panic!("[{s}] `ctr snapshots usage` lacks {c}: {usage:?}") };
-        assert!(size > 0 && inodes > 0, "[{s}] usage of layer {} is empty: {size} bytes, {inodes} inodes", i + 1);
+        let Some(&(size, inodes)) = usage.get(c) else {
+            panic!("[{s}] `ctr snapshots usage` lacks {c}: {usage:?}")
+        };
+        assert!(
+            size > 0 && inodes > 0,
+            "[{s}] usage of layer {} is empty: {size} bytes, {inodes} inodes",
+            i + 1
+        );
         if i == 0 {
-            assert!(size >= busybox, "[{s}] usage of the base layer ({size} bytes) is smaller than busybox ({busybox} bytes)");
+            assert!(
+                size >= busybox,
+                "[{s}] usage of the base layer ({size} bytes) is smaller than busybox ({busybox} bytes)"
+            );
         }
     }
 
-    let tree: Vec<String> = ctr_snapshots(cd, t, &["tree"]).lines().map(|l| l.trim_end().to_string()).collect();
-    let expected_tree = vec![format!(" {}", chain[0]), format!("  \\_ {}", chain[1]), format!("    \\_ {}", chain[2])];
+    let tree: Vec<String> =
+        ctr_snapshots(cd, t, &["tree"]).lines().map(|l| l.trim_end().to_string()).collect();
+    let expected_tree = vec![
+        format!(" {}", chain[0]),
+        format!("  \\_ {}", chain[1]),
+        format!("    \\_ {}", chain[2]),
+    ];
     assert_eq!(tree, expected_tree, "[{s}] `ctr snapshots tree`");
 }
 
@@ -165,22 +227,39 @@ pub fn snapshot_dirs(dir: &Path) -> Vec<PathBuf> {
 fn assert_layers_unchanged(t: &Target, before: &BTreeMap<PathBuf, Fingerprint>) {
     let mut changes = Vec::new();
     for (dir, fp) in before {
-        assert!(dir.exists(), "[{}] committed layer {} vanished while a container ran", t.snapshotter, dir.display());
-        changes.extend(tree::diff(fp, &tree::fingerprint(dir)).into_iter().map(|c| format!("{}: {c}", dir.display())));
+        assert!(
+            dir.exists(),
+            "[{}] committed layer {} vanished while a container ran",
+            t.snapshotter,
+            dir.display()
+        );
+        changes.extend(
+            tree::diff(fp, &tree::fingerprint(dir))
+                .into_iter()
+                .map(|c| format!("{}: {c}", dir.display())),
+        );
     }
-    assert!(changes.is_empty(), "[{}] a container's writes reached the image's layers:\n{}", t.snapshotter, changes.join("\n"));
+    assert!(
+        changes.is_empty(),
+        "[{}] a container's writes reached the image's layers:\n{}",
+        t.snapshotter,
+        changes.join("\n")
+    );
 }
 
 /// `ctr run --rm` the probe; its stdout and how long the run took.
-pub fn run_probe(cd: &Containerd, t: &Target, image: &TestImage, id: &str, write: bool) -> (String, Duration) {
+pub fn run_probe(
+    cd: &Containerd,
+    t: &Target,
+    image: &TestImage,
+    id: &str,
+    write: bool,
+) -> (String, Duration) {
     let out = command::ok(
-        cd.ctr(&t.namespace).args(["run", "--rm", "--snapshotter", &t.snapshotter, "--fifo-dir"]).arg(&cd.fifo_dir).args([
-            image.name.as_str(),
-            id,
-            "/bin/sh",
-            "-c",
-            &layers::probe(write),
-        ]),
+        cd.ctr(&t.namespace)
+            .args(["run", "--rm", "--snapshotter", &t.snapshotter, "--fifo-dir"])
+            .arg(&cd.fifo_dir)
+            .args([image.name.as_str(), id, "/bin/sh", "-c", &layers::probe(write)]),
         RUN_TIMEOUT,
     );
     (out.stdout, out.elapsed)

@@ -28,13 +28,22 @@ pub fn require() {
         }
         Err(e) => missing.push(format!("{BUSYBOX} ({e})")),
     }
-    assert!(missing.is_empty(), "missing for the containerd end-to-end test: {}; {INSTALL_HINT}", missing.join(", "));
+    assert!(
+        missing.is_empty(),
+        "missing for the containerd end-to-end test: {}; {INSTALL_HINT}",
+        missing.join(", ")
+    );
 }
 
 /// The search path containerd and its shims get: the caller's, plus the sbin
 /// directories where Debian puts runc (a non-login root shell may lack them).
 pub fn search_path() -> String {
-    let mut dirs: Vec<String> = std::env::var("PATH").unwrap_or_default().split(':').filter(|d| !d.is_empty()).map(String::from).collect();
+    let mut dirs: Vec<String> = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(String::from)
+        .collect();
     for d in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         if !dirs.iter().any(|x| x == d) {
             dirs.push(d.to_string());

@@ -21,7 +21,8 @@ pub fn fingerprint(root: &Path) -> Fingerprint {
 }
 
 fn walk(root: &Path, path: &Path, out: &mut Fingerprint) {
-    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         "dir".to_string()
@@ -51,7 +52,8 @@ fn walk(root: &Path, path: &Path, out: &mut Fingerprint) {
         ),
     );
     if ft.is_dir() {
-        let mut children: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut children: Vec<_> =
+            std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
         children.sort();
         for c in children {
             walk(root, &c, out);
@@ -74,7 +76,9 @@ fn xattrs(path: &Path) -> BTreeMap<String, String> {
         let cname = CString::new(name).unwrap();
         let mut value = vec![0u8; 64 * 1024];
         // SAFETY: as above.
-        let m = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let m = unsafe {
+            libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len())
+        };
         value.truncate(m.max(0) as usize);
         out.insert(String::from_utf8_lossy(name).into_owned(), hex::encode(value));
     }

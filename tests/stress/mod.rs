@@ -31,9 +31,7 @@ impl Rng {
     /// can be repeated (its operation choices, not its timing).
     pub fn seed_from_env(var: &str) -> u64 {
         let seed = match std::env::var(var) {
-            Ok(v) => v
-                .parse()
-                .unwrap_or_else(|_| panic!("{var}={v:?} is not a number")),
+            Ok(v) => v.parse().unwrap_or_else(|_| panic!("{var}={v:?} is not a number")),
             Err(_) => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -103,47 +101,29 @@ pub fn commit(s: &str, name: &str, key: &str) -> api::CommitSnapshotRequest {
 }
 
 pub fn mounts(s: &str, key: &str) -> api::MountsRequest {
-    api::MountsRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-    }
+    api::MountsRequest { snapshotter: s.into(), key: key.into() }
 }
 
 pub fn stat(s: &str, key: &str) -> api::StatSnapshotRequest {
-    api::StatSnapshotRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-    }
+    api::StatSnapshotRequest { snapshotter: s.into(), key: key.into() }
 }
 
 pub fn remove(s: &str, key: &str) -> api::RemoveSnapshotRequest {
-    api::RemoveSnapshotRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-    }
+    api::RemoveSnapshotRequest { snapshotter: s.into(), key: key.into() }
 }
 
 pub fn usage(s: &str, key: &str) -> api::UsageRequest {
-    api::UsageRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-    }
+    api::UsageRequest { snapshotter: s.into(), key: key.into() }
 }
 
 pub fn cleanup(s: &str) -> api::CleanupRequest {
-    api::CleanupRequest {
-        snapshotter: s.into(),
-    }
+    api::CleanupRequest { snapshotter: s.into() }
 }
 
 pub fn update(s: &str, name: &str, labels: Labels, paths: &[&str]) -> api::UpdateSnapshotRequest {
     api::UpdateSnapshotRequest {
         snapshotter: s.into(),
-        info: Some(api::Info {
-            name: name.into(),
-            labels,
-            ..Default::default()
-        }),
+        info: Some(api::Info { name: name.into(), labels, ..Default::default() }),
         update_mask: Some(prost_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
@@ -151,10 +131,7 @@ pub fn update(s: &str, name: &str, labels: Labels, paths: &[&str]) -> api::Updat
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// A bare gRPC channel on the daemon's unix socket.
@@ -198,11 +175,7 @@ pub fn writable_dir(mounts: &[Mount]) -> Option<PathBuf> {
         "bind" if m.options.iter().any(|o| o == "rw") || !m.options.iter().any(|o| o == "ro") => {
             Some(PathBuf::from(&m.source))
         }
-        "overlay" => m
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .map(PathBuf::from),
+        "overlay" => m.options.iter().find_map(|o| o.strip_prefix("upperdir=")).map(PathBuf::from),
         _ => None,
     }
 }
@@ -218,10 +191,7 @@ pub fn ids_in(mounts: &[Mount]) -> Vec<u64> {
             if let Some(v) = o.strip_prefix("lowerdir=") {
                 paths.extend(v.split(':'));
             }
-            if let Some(v) = o
-                .strip_prefix("upperdir=")
-                .or_else(|| o.strip_prefix("workdir="))
-            {
+            if let Some(v) = o.strip_prefix("upperdir=").or_else(|| o.strip_prefix("workdir=")) {
                 paths.push(v);
             }
         }
@@ -231,13 +201,8 @@ pub fn ids_in(mounts: &[Mount]) -> Vec<u64> {
 
 /// The snapshot ids of an overlay's `lowerdir`, nearest first.
 pub fn lower_ids(mounts: &[Mount]) -> Vec<u64> {
-    let lower = mounts
-        .iter()
-        .flat_map(|m| &m.options)
-        .find_map(|o| o.strip_prefix("lowerdir="));
-    lower
-        .map(|l| ids_in_paths(l.split(':')))
-        .unwrap_or_default()
+    let lower = mounts.iter().flat_map(|m| &m.options).find_map(|o| o.strip_prefix("lowerdir="));
+    lower.map(|l| ids_in_paths(l.split(':'))).unwrap_or_default()
 }
 
 fn ids_in_paths<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<u64> {
@@ -272,11 +237,7 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Strin
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let rel = path
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let owner = format!("{:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
         let what = if meta.is_dir() {
             walk(root, &path, skip, out);
@@ -284,10 +245,7 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, Strin
         } else if meta.is_file() {
             format!("file {owner} {} {}", meta.len(), sha256_file(&path))
         } else if meta.file_type().is_symlink() {
-            format!(
-                "link {owner} {}",
-                std::fs::read_link(&path).unwrap().display()
-            )
+            format!("link {owner} {}", std::fs::read_link(&path).unwrap().display())
         } else {
             format!("other {owner}")
         };
@@ -343,11 +301,7 @@ pub fn parent_ids(snapshotter_root: &Path) -> BTreeMap<String, Vec<u64>> {
 /// Names of the entries of `dir` (empty if it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -366,14 +320,10 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
 
 /// The daemon's open file descriptors.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/<pid>/fd")
-        .count()
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/<pid>/fd").count()
 }
 
 /// The daemon's threads.
 pub fn thread_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("read /proc/<pid>/task")
-        .count()
+    std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/<pid>/task").count()
 }

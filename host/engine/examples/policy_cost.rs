@@ -12,7 +12,13 @@ use wasmsnap_engine::{Engine, Policy, Sandbox, builtin, builtin_names};
 use wasmsnap_plan::{HostFacts, Kind, Limits, Snapshot, render_mounts, validate_mounts};
 
 fn main() -> anyhow::Result<()> {
-    let facts = HostFacts { overlay: true, userxattr: false, index_param: true, reflink: false, page_size: 4096 };
+    let facts = HostFacts {
+        overlay: true,
+        userxattr: false,
+        index_param: true,
+        reflink: false,
+        page_size: 4096,
+    };
     let s = Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![] };
     let wasm = builtin("overlay").expect("overlay is built in");
 
@@ -21,10 +27,16 @@ fn main() -> anyhow::Result<()> {
         println!("  builtin:{name:<10} {:>7} bytes", builtin(name).unwrap().len());
     }
 
-    for (allocator, engine) in [("on-demand", Engine::new()?), ("pooling", Engine::pooling(64, 64 << 20)?)] {
+    for (allocator, engine) in
+        [("on-demand", Engine::new()?), ("pooling", Engine::pooling(64, 64 << 20)?)]
+    {
         let started = Instant::now();
-        let policy = Policy::load(&engine, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?;
-        println!("\n{allocator} allocator: load (compile + instantiate + init) {:?}", started.elapsed());
+        let policy =
+            Policy::load(&engine, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?;
+        println!(
+            "\n{allocator} allocator: load (compile + instantiate + init) {:?}",
+            started.elapsed()
+        );
 
         let reused = per_call(20_000, || {
             policy.mounts(&s).unwrap();
@@ -38,10 +50,15 @@ fn main() -> anyhow::Result<()> {
             policy.clear_idle();
             policy.mounts(&s).unwrap();
         });
-        println!("  mounts, fresh instance:   {}  (instantiate + init + call + drop)", micros(fresh));
+        println!(
+            "  mounts, fresh instance:   {}  (instantiate + init + call + drop)",
+            micros(fresh)
+        );
     }
 
-    let plans = Policy::load(&Engine::new()?, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?.mounts(&s)?;
+    let plans =
+        Policy::load(&Engine::new()?, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?
+            .mounts(&s)?;
     let limits = Limits::default();
     let validate = per_call(200_000, || validate_mounts(&s, &plans, &limits).unwrap());
     let render = per_call(200_000, || {

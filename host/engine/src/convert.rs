@@ -54,14 +54,20 @@ pub(crate) fn mounts(m: Vec<wit::Mount>) -> Vec<model::MountPlan> {
 
 fn mount(m: wit::Mount) -> model::MountPlan {
     match m {
-        wit::Mount::Bind(b) => model::MountPlan::Bind { source: dir(b.source), readonly: b.readonly, options: b.options },
+        wit::Mount::Bind(b) => model::MountPlan::Bind {
+            source: dir(b.source),
+            readonly: b.readonly,
+            options: b.options,
+        },
         wit::Mount::Overlay(o) => model::MountPlan::Overlay {
             lower: o.lower.into_iter().map(dir).collect(),
             upper: o.upper.map(dir),
             work: o.work.map(dir),
             options: o.options,
         },
-        wit::Mount::Other(o) => model::MountPlan::Other { fs_type: o.type_, source: o.source, options: o.options },
+        wit::Mount::Other(o) => {
+            model::MountPlan::Other { fs_type: o.type_, source: o.source, options: o.options }
+        }
     }
 }
 

@@ -67,8 +67,12 @@ impl DiskCache {
             let ours = name.ends_with(&format!("-{}{SUFFIX}", cache.compat));
             if !ours {
                 match fs::remove_file(entry.path()) {
-                    Ok(()) => tracing::info!(file = %entry.path().display(), "policy cache: removed an entry another engine version wrote"),
-                    Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "policy cache: cannot remove a stale entry"),
+                    Ok(()) => {
+                        tracing::info!(file = %entry.path().display(), "policy cache: removed an entry another engine version wrote")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %entry.path().display(), error = %e, "policy cache: cannot remove a stale entry")
+                    }
                 }
             }
         }
@@ -110,13 +114,22 @@ impl DiskCache {
 
     /// Write `component` (compiled from wasm `digest`) to its file,
     /// atomically: a temporary file, synced, renamed into place.
-    pub(crate) fn store(&self, digest: &[u8; 32], component: &Component) -> anyhow::Result<PathBuf> {
+    pub(crate) fn store(
+        &self,
+        digest: &[u8; 32],
+        component: &Component,
+    ) -> anyhow::Result<PathBuf> {
         let payload = component.serialize().map_err(|e| anyhow::anyhow!("serialize: {e}"))?;
         let path = self.path(digest);
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        let temp = self.dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let written = (|| -> io::Result<()> {
-            let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+            let mut file =
+                fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
             file.write_all(MAGIC)?;
             file.write_all(&Sha256::digest(&payload))?;
             file.write_all(&payload)?;
@@ -194,6 +207,10 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         assert!(payload(&flipped).unwrap_err().contains("checksum mismatch"));
         assert!(payload(&file[..20]).unwrap_err().contains("bad header"));
-        assert!(payload(b"\x7fELF............................................").unwrap_err().contains("bad header"));
+        assert!(
+            payload(b"\x7fELF............................................")
+                .unwrap_err()
+                .contains("bad header")
+        );
     }
 }

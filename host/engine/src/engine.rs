@@ -56,7 +56,8 @@ impl Engine {
     }
 
     fn with_config(config: wasmtime::Config) -> anyhow::Result<Engine> {
-        let inner = wasmtime::Engine::new(&config).map_err(|e| anyhow::anyhow!("create the wasm engine: {e:#}"))?;
+        let inner = wasmtime::Engine::new(&config)
+            .map_err(|e| anyhow::anyhow!("create the wasm engine: {e:#}"))?;
         let ticker = Ticker::start(inner.clone())?;
         Ok(Engine { inner, compiled: Arc::default(), disk: None, _ticker: Arc::new(ticker) })
     }
@@ -101,7 +102,12 @@ impl Engine {
     /// Load from the disk cache, or compile and write the cache entry. A
     /// cache that cannot be written costs the next start a compilation,
     /// nothing else: logged, not an error.
-    fn compile_through(&self, disk: &DiskCache, digest: &[u8; 32], wasm: &[u8]) -> wasmtime::Result<Component> {
+    fn compile_through(
+        &self,
+        disk: &DiskCache,
+        digest: &[u8; 32],
+        wasm: &[u8],
+    ) -> wasmtime::Result<Component> {
         let started = std::time::Instant::now();
         let sha256 = hex::encode(digest);
         match disk.load(&self.inner, digest) {
@@ -110,12 +116,18 @@ impl Engine {
                 return Ok(component);
             }
             Lookup::Miss => {}
-            Lookup::Bad(reason) => tracing::warn!(%sha256, %reason, "policy cache: entry unusable, compiling again"),
+            Lookup::Bad(reason) => {
+                tracing::warn!(%sha256, %reason, "policy cache: entry unusable, compiling again")
+            }
         }
         let component = Component::new(&self.inner, wasm)?;
         match disk.store(digest, &component) {
-            Ok(path) => tracing::info!(%sha256, took = ?started.elapsed(), file = %path.display(), "policy cache: compiled and stored"),
-            Err(e) => tracing::warn!(%sha256, error = %format!("{e:#}"), "policy cache: cannot store the compiled component"),
+            Ok(path) => {
+                tracing::info!(%sha256, took = ?started.elapsed(), file = %path.display(), "policy cache: compiled and stored")
+            }
+            Err(e) => {
+                tracing::warn!(%sha256, error = %format!("{e:#}"), "policy cache: cannot store the compiled component")
+            }
         }
         Ok(component)
     }

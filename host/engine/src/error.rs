@@ -20,7 +20,9 @@ pub enum PolicyError {
     Load { label: String, reason: String },
 
     /// The component targets a `wasmsnap:policy` version this host lacks.
-    #[error("policy {label}: built for wasmsnap:policy@{found}, but this host supports wasmsnap:policy@{supported}")]
+    #[error(
+        "policy {label}: built for wasmsnap:policy@{found}, but this host supports wasmsnap:policy@{supported}"
+    )]
     UnsupportedVersion { label: String, found: String, supported: String },
 
     /// The guest trapped (a panic shows up here, its message in `output`).
@@ -32,7 +34,10 @@ pub enum PolicyError {
     Timeout { label: String, func: Func, limit: Duration, output: String },
 
     /// The guest asked for more memory than the sandbox allows.
-    #[error("policy {label}: {func} exceeded its memory limit of {limit} bytes (asked for {asked} bytes){}", OutputSuffix(output))]
+    #[error(
+        "policy {label}: {func} exceeded its memory limit of {limit} bytes (asked for {asked} bytes){}",
+        OutputSuffix(output)
+    )]
     MemoryLimit { label: String, func: Func, limit: usize, asked: usize, output: String },
 
     /// The policy returned an error of its own.
@@ -49,7 +54,12 @@ impl PolicyError {
     /// policy is broken or hostile, not the request. Clients see these as
     /// Unavailable; declared errors and invalid plans as Unknown.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, PolicyError::Trap { .. } | PolicyError::Timeout { .. } | PolicyError::MemoryLimit { .. })
+        matches!(
+            self,
+            PolicyError::Trap { .. }
+                | PolicyError::Timeout { .. }
+                | PolicyError::MemoryLimit { .. }
+        )
     }
 
     /// What the guest wrote to stdout/stderr during the failed call, if

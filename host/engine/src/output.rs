@@ -66,7 +66,10 @@ impl Capture {
         // One line, for logs and error messages; std's hint about
         // RUST_BACKTRACE means nothing to the operator.
         let kept = String::from_utf8_lossy(&buf.kept);
-        let lines = kept.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"));
+        let lines = kept
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"));
         for (i, line) in lines.enumerate() {
             if i > 0 {
                 text.push_str(" | ");
@@ -117,7 +120,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -10,16 +10,18 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmsnap_plan::{HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts};
+use wasmsnap_plan::{
+    HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts,
+};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::wasmsnap::policy::types as wit;
 use crate::bindings::{SnapshotPolicy, SnapshotPolicyPre};
+use crate::convert;
 use crate::engine::{Engine, TICK};
 use crate::error::{Func, PolicyError};
 use crate::sandbox::{HostState, Sandbox, linker};
 use crate::version::{Contract, SUPPORTED_WIT, contract};
-use crate::convert;
 
 /// What was loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +71,9 @@ impl Policy {
     ) -> Result<Policy, PolicyError> {
         let load_error = |reason: String| PolicyError::Load { label: label.to_string(), reason };
         let digest: [u8; 32] = Sha256::digest(wasm).into();
-        let component = engine.compile(digest, wasm).map_err(|e| load_error(format!("not a valid component: {}", chain(&e))))?;
+        let component = engine
+            .compile(digest, wasm)
+            .map_err(|e| load_error(format!("not a valid component: {}", chain(&e))))?;
         let wit_version = match contract(&engine.inner, &component) {
             Contract::Supported(v) => v,
             Contract::Unsupported(found) => {
@@ -86,14 +90,20 @@ impl Policy {
                 )));
             }
         };
-        let linker = linker(&engine.inner).map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
+        let linker = linker(&engine.inner)
+            .map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(SnapshotPolicyPre::new)
             .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let policy = Policy {
-            info: PolicyInfo { label: label.to_string(), wit_version, sha256: hex::encode(digest), size: wasm.len() },
+            info: PolicyInfo {
+                label: label.to_string(),
+                wit_version,
+                sha256: hex::encode(digest),
+                size: wasm.len(),
+            },
             engine: engine.clone(),
             pre,
             config: config.to_vec(),
@@ -128,7 +138,9 @@ impl Policy {
     /// The layout for a new snapshot, validated.
     pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
         let wit_snapshot = convert::snapshot(s);
-        let layout = self.call("layout", |b, store| b.wasmsnap_policy_policy().call_layout(store, &wit_snapshot))?;
+        let layout = self.call("layout", |b, store| {
+            b.wasmsnap_policy_policy().call_layout(store, &wit_snapshot)
+        })?;
         let layout = convert::layout(layout);
         validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
         Ok(layout)
@@ -138,7 +150,9 @@ impl Policy {
     /// `wasmsnap_plan::render_mounts`).
     pub fn mounts(&self, s: &Snapshot) -> Result<Vec<MountPlan>, PolicyError> {
         let wit_snapshot = convert::snapshot(s);
-        let mounts = self.call("mounts", |b, store| b.wasmsnap_policy_policy().call_mounts(store, &wit_snapshot))?;
+        let mounts = self.call("mounts", |b, store| {
+            b.wasmsnap_policy_policy().call_mounts(store, &wit_snapshot)
+        })?;
         let mounts = convert::mounts(mounts);
         validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
         Ok(mounts)
@@ -148,7 +162,10 @@ impl Policy {
     fn call<R>(
         &self,
         func: Func,
-        f: impl FnOnce(&SnapshotPolicy, &mut Store<HostState>) -> wasmtime::Result<Result<R, wit::PolicyError>>,
+        f: impl FnOnce(
+            &SnapshotPolicy,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<R, wit::PolicyError>>,
     ) -> Result<R, PolicyError> {
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
@@ -209,7 +226,13 @@ impl Policy {
         let label = self.info.label.clone();
         let output = store.data().output.take();
         if let Some(asked) = store.data().limiter.refused {
-            return PolicyError::MemoryLimit { label, func, limit: self.sandbox.memory_bytes, asked, output };
+            return PolicyError::MemoryLimit {
+                label,
+                func,
+                limit: self.sandbox.memory_bytes,
+                asked,
+                output,
+            };
         }
         if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PolicyError::Timeout { label, func, limit: self.sandbox.call_timeout, output };

@@ -22,7 +22,9 @@ pub(crate) enum Contract {
     Supported(&'static str),
     Unsupported(String),
     /// It exports no `wasmsnap:policy/policy` at all.
-    Missing { exports: Vec<String> },
+    Missing {
+        exports: Vec<String>,
+    },
 }
 
 pub(crate) fn contract(engine: &wasmtime::Engine, component: &Component) -> Contract {
@@ -32,7 +34,9 @@ pub(crate) fn contract(engine: &wasmtime::Engine, component: &Component) -> Cont
         if name == POLICY_INTERFACE {
             return Contract::Unsupported("(unversioned)".into());
         }
-        let Some(version) = name.strip_prefix(POLICY_INTERFACE).and_then(|rest| rest.strip_prefix('@')) else {
+        let Some(version) =
+            name.strip_prefix(POLICY_INTERFACE).and_then(|rest| rest.strip_prefix('@'))
+        else {
             exports.push(name.to_string());
             continue;
         };

@@ -19,7 +19,8 @@ fn digest(wasm: &[u8]) -> [u8; 32] {
 }
 
 fn load(engine: &Engine, wasm: &[u8]) -> Policy {
-    Policy::load(engine, "builtin:overlay", wasm, &config(&[]), &facts(), Sandbox::default()).expect("loads")
+    Policy::load(engine, "builtin:overlay", wasm, &config(&[]), &facts(), Sandbox::default())
+        .expect("loads")
 }
 
 fn cached_engine(dir: &Path) -> Engine {
@@ -42,7 +43,11 @@ fn a_second_engine_loads_the_compiled_component_from_disk() {
     // A new engine (a restart) with the same settings uses the entry as it is.
     let second = cached_engine(&dir);
     let cached = load(&second, wasm);
-    assert_eq!(fs::metadata(&entry).unwrap().modified().unwrap(), written, "the entry was not rewritten");
+    assert_eq!(
+        fs::metadata(&entry).unwrap().modified().unwrap(),
+        written,
+        "the entry was not rewritten"
+    );
     let s = snapshot(Kind::Active, 2);
     assert_eq!(cached.mounts(&s).unwrap(), fresh.mounts(&s).unwrap());
     assert_eq!(cached.layout(&s).unwrap(), fresh.layout(&s).unwrap());

@@ -12,9 +12,14 @@ const MISBEHAVE: &str = "wasmsnap.test/misbehave";
 
 #[test]
 fn another_wit_version_is_refused_naming_both_versions() {
-    let err = load("wrong.wasm", &test_policy("wasmsnap-test-policy-wrong-version"), &[]).err().expect("refused");
+    let err = load("wrong.wasm", &test_policy("wasmsnap-test-policy-wrong-version"), &[])
+        .err()
+        .expect("refused");
     let text = err.to_string();
-    assert!(matches!(&err, PolicyError::UnsupportedVersion { found, .. } if found == "0.2.0"), "{text}");
+    assert!(
+        matches!(&err, PolicyError::UnsupportedVersion { found, .. } if found == "0.2.0"),
+        "{text}"
+    );
     assert_eq!(
         text,
         "policy wrong.wasm: built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0"
@@ -25,7 +30,10 @@ fn another_wit_version_is_refused_naming_both_versions() {
 fn bytes_that_are_not_a_component_are_a_load_error() {
     let err = load("junk.wasm", b"\0asm junk", &[]).err().expect("refused");
     assert!(matches!(err, PolicyError::Load { .. }), "{err}");
-    assert!(err.to_string().starts_with("policy junk.wasm: cannot load: not a valid component"), "{err}");
+    assert!(
+        err.to_string().starts_with("policy junk.wasm: cannot load: not a valid component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -45,15 +53,25 @@ fn a_declared_error_is_reported_as_declared() {
         "{err}"
     );
     assert!(!err.is_unavailable());
-    assert_eq!(err.to_string(), "policy test:misbehave: mounts failed: misbehave: declared failure in mounts");
+    assert_eq!(
+        err.to_string(),
+        "policy test:misbehave: mounts failed: misbehave: declared failure in mounts"
+    );
 }
 
 #[test]
 fn init_refusing_refuses_the_load() {
-    let err = load("test:misbehave", &test_policy("wasmsnap-test-policy-misbehave"), &[("refuse", "no thanks")])
-        .err()
-        .expect("refused");
-    assert_eq!(err.to_string(), "policy test:misbehave: init failed: invalid config: refused on request: no thanks");
+    let err = load(
+        "test:misbehave",
+        &test_policy("wasmsnap-test-policy-misbehave"),
+        &[("refuse", "no thanks")],
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "policy test:misbehave: init failed: invalid config: refused on request: no thanks"
+    );
 }
 
 #[test]
@@ -64,7 +82,10 @@ fn a_panic_is_a_trap_carrying_its_message_and_the_policy_recovers() {
     assert!(matches!(&err, PolicyError::Trap { func: "layout", .. }), "{text}");
     assert!(err.is_unavailable());
     assert!(text.contains("unreachable"), "the trap reason: {text}");
-    assert!(text.contains("misbehave: trap in layout of snapshot 2 as asked"), "the panic message: {text}");
+    assert!(
+        text.contains("misbehave: trap in layout of snapshot 2 as asked"),
+        "the panic message: {text}"
+    );
     // The trapped instance is gone; a fresh one answers the next call.
     p.layout(&snapshot(Kind::Active, 1)).unwrap();
     p.mounts(&snapshot(Kind::Active, 1)).unwrap();
@@ -81,8 +102,11 @@ fn an_invalid_plan_from_a_builtin_style_policy_is_not_a_trap() {
 #[test]
 fn every_builtin_loads_and_answers() {
     for name in wasmsnap_engine::builtin_names() {
-        let p = load(&format!("builtin:{name}"), builtin(name).unwrap(), &[]).unwrap_or_else(|e| panic!("{e}"));
-        for (kind, parents) in [(Kind::Active, 0), (Kind::Active, 2), (Kind::View, 1), (Kind::View, 3)] {
+        let p = load(&format!("builtin:{name}"), builtin(name).unwrap(), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (kind, parents) in
+            [(Kind::Active, 0), (Kind::Active, 2), (Kind::View, 1), (Kind::View, 3)]
+        {
             let s = snapshot(kind, parents);
             p.layout(&s).unwrap_or_else(|e| panic!("{e}"));
             p.mounts(&s).unwrap_or_else(|e| panic!("{e}"));

@@ -14,7 +14,9 @@ const CASE: &str = "containerd.io/snapshot/wasmsnap-test.case";
 
 fn bad_plans() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
-    P.get_or_init(|| load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[]).expect("loads"))
+    P.get_or_init(|| {
+        load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[]).expect("loads")
+    })
 }
 
 /// The `case` of snapshot `kind` on `parents` is refused with `rule`.
@@ -35,7 +37,10 @@ fn refused(case: &str, kind: Kind, parents: u64, rule: &str) {
         }
         other => panic!("case {case}: not an invalid plan: {other}"),
     }
-    assert!(text.starts_with(&format!("policy test:bad-plans: {func} returned an invalid plan:")), "{text}");
+    assert!(
+        text.starts_with(&format!("policy test:bad-plans: {func} returned an invalid plan:")),
+        "{text}"
+    );
     assert!(text.contains(&format!("[{rule}]")), "{text}");
 }
 
@@ -109,7 +114,12 @@ fn layout_rules() {
 
 #[test]
 fn the_case_can_come_from_config() {
-    let p = load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[("case", "dotdot")]).unwrap();
+    let p = load(
+        "test:bad-plans",
+        &test_policy("wasmsnap-test-policy-bad-plans"),
+        &[("case", "dotdot")],
+    )
+    .unwrap();
     let err = p.mounts(&snapshot(Kind::View, 1)).unwrap_err();
     assert!(err.to_string().contains("[name-dot]"), "{err}");
     // After a refused plan the policy keeps answering.

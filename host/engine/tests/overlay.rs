@@ -14,8 +14,14 @@ use wasmsnap_plan::{HostFacts, Kind, Layout, Mount, Step, render_mounts};
 const ROOT: &str = "/var/lib/wasmsnap";
 
 fn overlay_policy(facts: HostFacts, pairs: &[(&str, &str)]) -> Policy {
-    load_with("builtin:overlay", builtin("overlay").expect("overlay is built in"), pairs, &facts, Sandbox::default())
-        .expect("the overlay policy loads")
+    load_with(
+        "builtin:overlay",
+        builtin("overlay").expect("overlay is built in"),
+        pairs,
+        &facts,
+        Sandbox::default(),
+    )
+    .expect("the overlay policy loads")
 }
 
 /// The policy on a host where no extra overlay option applies.
@@ -87,7 +93,12 @@ fn one_hundred_twenty_eight_parents() {
 
 #[test]
 fn the_issue_example_renders_as_promised() {
-    let s = wasmsnap_plan::Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![] };
+    let s = wasmsnap_plan::Snapshot {
+        id: 9,
+        kind: Kind::Active,
+        parent_ids: vec![3, 2, 1],
+        labels: vec![],
+    };
     let rendered = render_mounts(Path::new(ROOT), &plain().mounts(&s).unwrap());
     assert_eq!(
         rendered[0].options,
@@ -130,7 +141,10 @@ fn layouts_are_fs_and_work_for_actives_fs_for_views() {
     for parents in [0, 1, 2, 128] {
         assert_eq!(
             p.layout(&snapshot(Kind::Active, parents)).unwrap(),
-            Layout { steps: vec![fs_step.clone(), work_step.clone(), chown.clone()], content: Some("fs".into()) }
+            Layout {
+                steps: vec![fs_step.clone(), work_step.clone(), chown.clone()],
+                content: Some("fs".into())
+            }
         );
         assert_eq!(
             p.layout(&snapshot(Kind::View, parents)).unwrap(),
@@ -141,10 +155,19 @@ fn layouts_are_fs_and_work_for_actives_fs_for_views() {
 
 #[test]
 fn a_bad_config_key_refuses_the_load_as_declared() {
-    let err = load("builtin:overlay", builtin("overlay").unwrap(), &[("mount_option", "x")]).err().expect("refused");
+    let err = load("builtin:overlay", builtin("overlay").unwrap(), &[("mount_option", "x")])
+        .err()
+        .expect("refused");
     let text = err.to_string();
     assert!(
-        matches!(&err, wasmsnap_engine::PolicyError::Declared { func: "init", error: wasmsnap_engine::DeclaredError::InvalidConfig(_), .. }),
+        matches!(
+            &err,
+            wasmsnap_engine::PolicyError::Declared {
+                func: "init",
+                error: wasmsnap_engine::DeclaredError::InvalidConfig(_),
+                ..
+            }
+        ),
         "{text}"
     );
     assert!(text.contains("builtin:overlay") && text.contains("mount_option"), "{text}");

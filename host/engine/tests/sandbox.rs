@@ -30,7 +30,10 @@ fn attempt(p: &Policy, act: &str) -> PolicyError {
 fn an_infinite_loop_times_out() {
     let p = hostile();
     let err = attempt(&p, "loop");
-    assert!(matches!(&err, PolicyError::Timeout { func: "mounts", limit, .. } if *limit == Duration::from_secs(1)), "{err}");
+    assert!(
+        matches!(&err, PolicyError::Timeout { func: "mounts", limit, .. } if *limit == Duration::from_secs(1)),
+        "{err}"
+    );
     assert!(err.is_unavailable());
     assert_eq!(err.to_string(), "policy test:hostile: mounts exceeded its time limit of 1s");
 }
@@ -39,7 +42,10 @@ fn an_infinite_loop_times_out() {
 fn a_loop_in_init_refuses_the_load_within_its_limit() {
     let sandbox = Sandbox { call_timeout: Duration::from_millis(100), ..Sandbox::default() };
     let wasm = test_policy("wasmsnap-test-policy-hostile");
-    let err = load_with("test:hostile", &wasm, &[("do", "loop"), ("in", "init")], &facts(), sandbox).err().unwrap();
+    let err =
+        load_with("test:hostile", &wasm, &[("do", "loop"), ("in", "init")], &facts(), sandbox)
+            .err()
+            .unwrap();
     assert!(matches!(&err, PolicyError::Timeout { func: "init", .. }), "{err}");
 }
 
@@ -69,7 +75,10 @@ fn a_smaller_memory_limit_is_honoured() {
 #[test]
 fn a_plan_of_a_megabyte_is_refused() {
     let err = attempt(&hostile(), "huge-plan");
-    assert!(matches!(&err, PolicyError::InvalidPlan { error, .. } if error.rule() == "too-many-mounts"), "{err}");
+    assert!(
+        matches!(&err, PolicyError::InvalidPlan { error, .. } if error.rule() == "too-many-mounts"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,7 +108,9 @@ fn sleeping_is_refused_not_waited_for() {
 #[track_caller]
 fn denied(act: &str) {
     match attempt(&hostile(), act) {
-        PolicyError::Declared { error: DeclaredError::Failed(m), .. } => assert!(m.starts_with("denied:"), "{act}: {m}"),
+        PolicyError::Declared { error: DeclaredError::Failed(m), .. } => {
+            assert!(m.starts_with("denied:"), "{act}: {m}")
+        }
         other => panic!("{act}: {other}"),
     }
 }
@@ -165,11 +176,23 @@ fn concurrent_calls_share_the_pool() {
 #[test]
 fn the_pooling_allocator_serves_and_limits_too() {
     let engine = wasmsnap_engine::Engine::pooling(16, 64 << 20).unwrap();
-    let overlay = Policy::load(&engine, "builtin:overlay", builtin("overlay").unwrap(), &[], &facts(), Sandbox::default()).unwrap();
-    let expected = load("builtin:overlay", builtin("overlay").unwrap(), &[]).unwrap().mounts(&snapshot(Kind::Active, 3)).unwrap();
+    let overlay = Policy::load(
+        &engine,
+        "builtin:overlay",
+        builtin("overlay").unwrap(),
+        &[],
+        &facts(),
+        Sandbox::default(),
+    )
+    .unwrap();
+    let expected = load("builtin:overlay", builtin("overlay").unwrap(), &[])
+        .unwrap()
+        .mounts(&snapshot(Kind::Active, 3))
+        .unwrap();
     assert_eq!(overlay.mounts(&snapshot(Kind::Active, 3)).unwrap(), expected);
     let wasm = test_policy("wasmsnap-test-policy-hostile");
-    let bad = Policy::load(&engine, "test:hostile", &wasm, &[], &facts(), Sandbox::default()).unwrap();
+    let bad =
+        Policy::load(&engine, "test:hostile", &wasm, &[], &facts(), Sandbox::default()).unwrap();
     let err = bad.mounts(&labelled(Kind::Active, 1, DO, "alloc")).unwrap_err();
     assert!(matches!(&err, PolicyError::MemoryLimit { .. }), "{err}");
     overlay.clear_idle();

@@ -64,10 +64,8 @@ fn parse_args() -> Args {
             "--no-loop" => args.loops = false,
             "--no-root" => args.root = false,
             "--workers" => {
-                args.workers = value()
-                    .split(',')
-                    .map(|w| w.parse().expect("--workers 0,2,4"))
-                    .collect()
+                args.workers =
+                    value().split(',').map(|w| w.parse().expect("--workers 0,2,4")).collect()
             }
             other => panic!("unknown argument {other}"),
         }
@@ -98,14 +96,7 @@ fn main() {
         src.display(),
         fs_type(&src),
     );
-    println!(
-        "page cache: {}",
-        if args.cold {
-            "dropped before each run (cold)"
-        } else {
-            "warm"
-        }
-    );
+    println!("page cache: {}", if args.cold { "dropped before each run (cold)" } else { "warm" });
     println!();
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>12}",
@@ -115,11 +106,8 @@ fn main() {
     let tree = usage.size.max(0) as u64;
     let label = |fs: &str, w: usize| format!("copy, {fs}, {w} workers");
     let root_fs = fs_type(&src);
-    let configs: Vec<Config> = args
-        .workers
-        .iter()
-        .map(|&w| Config::new(&label(&root_fs, w), CopyMode::Copy, w))
-        .collect();
+    let configs: Vec<Config> =
+        args.workers.iter().map(|&w| Config::new(&label(&root_fs, w), CopyMode::Copy, w)).collect();
     let need = tree * (args.runs * (configs.len() + 1)) as u64;
     if args.root && enough_space(work.path(), need, "copies on the root file system") {
         let kept = bench_copies(&configs, &src, work.path(), &args, true);
@@ -174,10 +162,7 @@ fn main() {
 /// Copies the tree onto another file system to bench there.
 fn seed(src: &Path, mountpoint: &Path) -> PathBuf {
     let dst = mountpoint.join("parent-fs");
-    let options = CopyOptions {
-        mode: CopyMode::Copy,
-        workers: 2,
-    };
+    let options = CopyOptions { mode: CopyMode::Copy, workers: 2 };
     copy_tree_with(src, &dst, &options).expect("seed the tree");
     sync();
     dst
@@ -190,10 +175,7 @@ struct Config {
 
 impl Config {
     fn new(label: &str, mode: CopyMode, workers: usize) -> Config {
-        Config {
-            label: label.to_string(),
-            options: CopyOptions { mode, workers },
-        }
+        Config { label: label.to_string(), options: CopyOptions { mode, workers } }
     }
 }
 
@@ -288,14 +270,9 @@ fn bench_create(src: &Path, work: &Path, args: &Args, keep: bool) -> Vec<PathBuf
         if args.cold {
             drop_caches();
         }
-        let steps = [Step::CopyParent {
-            name: "fs".into(),
-            mode: CopyMode::CloneOrCopy,
-        }];
+        let steps = [Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }];
         let t = Instant::now();
-        dirs.create(100 + run as u64, &steps, Some(src))
-            .expect("create")
-            .keep();
+        dirs.create(100 + run as u64, &steps, Some(src)).expect("create").keep();
         times.push(t.elapsed());
         sync();
         if !keep {
@@ -314,14 +291,8 @@ fn bench_create(src: &Path, work: &Path, args: &Args, keep: bool) -> Vec<PathBuf
     // same syscalls without them.
     let n = 200;
     let steps = [
-        Step::Mkdir {
-            name: "fs".into(),
-            mode: 0o755,
-        },
-        Step::Mkdir {
-            name: "work".into(),
-            mode: 0o711,
-        },
+        Step::Mkdir { name: "fs".into(), mode: 0o755 },
+        Step::Mkdir { name: "work".into(), mode: 0o711 },
     ];
     let t = Instant::now();
     for id in 0..n {
@@ -349,9 +320,7 @@ fn bench_create(src: &Path, work: &Path, args: &Args, keep: bool) -> Vec<PathBuf
         dirs.remove(1000 + id).unwrap();
     }
     std::fs::remove_dir_all(&plain_root).unwrap();
-    (0..args.runs)
-        .map(|run| dirs.dir(100 + run as u64))
-        .collect()
+    (0..args.runs).map(|run| dirs.dir(100 + run as u64)).collect()
 }
 
 /// Files in `dirs_for(n)` directories: 1% big files (~80% of the bytes),
@@ -362,9 +331,7 @@ fn generate_tree(root: &Path, files: usize, total: u64) {
     let small_files = files - big_files;
     let small_total: u64 = (0..small_files).map(small_size).sum();
     let big_size = total.saturating_sub(small_total) / big_files as u64;
-    let block: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
-        .collect();
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
     for i in 0..files {
         let dir = root.join(format!("d{:03}", i % dirs));
         if i < dirs {
@@ -442,11 +409,8 @@ fn drop_caches() {
 }
 
 fn fs_type(path: &Path) -> String {
-    let out = Command::new("stat")
-        .args(["-f", "-c", "%T", path.to_str().unwrap()])
-        .output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    let out = Command::new("stat").args(["-f", "-c", "%T", path.to_str().unwrap()]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
 
 /// A file system on a loop device backed by an image file, torn down on drop.
@@ -462,19 +426,11 @@ impl LoopFs {
         let image = work.join(format!("{name}.img"));
         let mountpoint = work.join(name);
         std::fs::create_dir_all(&mountpoint).map_err(|e| e.to_string())?;
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(size))
-            .map_err(|e| e.to_string())?;
+        std::fs::File::create(&image).and_then(|f| f.set_len(size)).map_err(|e| e.to_string())?;
         // Direct I/O: the image's pages are not cached a second time.
         let image = image.to_str().unwrap();
-        let device = run("losetup", &["-f", "--show", "--direct-io=on", image])?
-            .trim()
-            .to_string();
-        let mut fs = LoopFs {
-            mountpoint,
-            device,
-            mounted: false,
-        };
+        let device = run("losetup", &["-f", "--show", "--direct-io=on", image])?.trim().to_string();
+        let mut fs = LoopFs { mountpoint, device, mounted: false };
         let mut args = mkfs[1..].to_vec();
         args.push(&fs.device);
         run(mkfs[0], &args)?;
@@ -494,10 +450,7 @@ impl Drop for LoopFs {
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd} {}: {}",

@@ -15,10 +15,7 @@ impl Claims {
     /// Claims `name`, or `None` if another operation holds it.
     pub(crate) fn try_claim(&self, name: &OsStr) -> Option<Claim<'_>> {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        names.insert(name.to_os_string()).then(|| Claim {
-            claims: self,
-            name: name.to_os_string(),
-        })
+        names.insert(name.to_os_string()).then(|| Claim { claims: self, name: name.to_os_string() })
     }
 }
 
@@ -43,11 +40,7 @@ pub(crate) struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.claims
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.name);
+        self.claims.names.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
     }
 }
 

@@ -79,10 +79,13 @@ impl SnapshotDirs {
         // Spares of an earlier run are not known to this one: start empty.
         let spares_dir = root.join(SPARES);
         match remove_tree(&spares_dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(FsError::io("remove", &spares_dir, e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(FsError::io("remove", &spares_dir, e));
+            }
             _ => {}
         }
-        let c = sys::cpath(&spares_dir).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
+        let c =
+            sys::cpath(&spares_dir).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
         sys::mkdir_exact(&c, 0o700).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
         Ok(SnapshotDirs {
             snapshots,
@@ -122,9 +125,7 @@ impl SnapshotDirs {
         let claim = self
             .claims
             .try_claim(OsStr::new(&id.to_string()))
-            .ok_or(FsError::Busy {
-                path: target.clone(),
-            })?;
+            .ok_or(FsError::Busy { path: target.clone() })?;
         if let Some(spare) = self.spare_for(steps, parent_content) {
             // Made and flushed earlier: only the rename is left to do.
             if let Err(e) = self.rename_into_place(&spare.path, &target, id) {
@@ -140,9 +141,11 @@ impl SnapshotDirs {
                 // leave the tree linked from both directories (and opening
                 // the directory removes whatever `spares/` holds) or with a
                 // stale `..`, under a committed record.
-                let moved = sys::open_dir(&new_dir.path).map_err(|e| FsError::io("open directory", &new_dir.path, e))?;
+                let moved = sys::open_dir(&new_dir.path)
+                    .map_err(|e| FsError::io("open directory", &new_dir.path, e))?;
                 sys::fsync(&moved).map_err(|e| FsError::io("fsync", &new_dir.path, e))?;
-                let spares = sys::open_dir(&self.spares_dir).map_err(|e| FsError::io("open directory", &self.spares_dir, e))?;
+                let spares = sys::open_dir(&self.spares_dir)
+                    .map_err(|e| FsError::io("open directory", &self.spares_dir, e))?;
                 sys::fsync(&spares).map_err(|e| FsError::io("fsync", &self.spares_dir, e))?;
             }
             sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
@@ -157,13 +160,7 @@ impl SnapshotDirs {
         }
         self.rename_into_place(&temp.path, &target, id)?;
         temp.disarm();
-        let new_dir = NewDir {
-            dirs: self,
-            id,
-            path: target,
-            kept: false,
-            _claim: claim,
-        };
+        let new_dir = NewDir { dirs: self, id, path: target, kept: false, _claim: claim };
         // The rename is durable before the caller may commit the record.
         sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
         Ok(new_dir)
@@ -205,7 +202,8 @@ impl SnapshotDirs {
         let spare = self.spares.take(&shape)?;
         let chowns = steps.iter().any(|s| matches!(s, Step::ChownLikeParent { .. }));
         if let (true, Some(parent)) = (chowns, parent_content) {
-            let owner = sys::cpath(parent).and_then(|c| sys::lstat(&c)).map(|st| (st.st_uid, st.st_gid));
+            let owner =
+                sys::cpath(parent).and_then(|c| sys::lstat(&c)).map(|st| (st.st_uid, st.st_gid));
             if owner.ok() != Some(spare.owner) {
                 self.keep_spare(shape, spare);
                 return None;
@@ -232,12 +230,19 @@ impl SnapshotDirs {
                 }
             }
         };
-        let steps: Vec<Step> = shape.iter().map(|(name, mode)| Step::Mkdir { name: name.clone(), mode: *mode }).collect();
-        let built = layout::run(&path, 0, &steps, None).and_then(|_| self.flush(&path, false)).and_then(|()| {
-            let first = path.join(&shape[0].0);
-            let st = sys::cpath(&first).and_then(|c| sys::lstat(&c)).map_err(|e| FsError::io("stat", &first, e))?;
-            Ok((st.st_uid, st.st_gid))
-        });
+        let steps: Vec<Step> = shape
+            .iter()
+            .map(|(name, mode)| Step::Mkdir { name: name.clone(), mode: *mode })
+            .collect();
+        let built = layout::run(&path, 0, &steps, None)
+            .and_then(|_| self.flush(&path, false))
+            .and_then(|()| {
+                let first = path.join(&shape[0].0);
+                let st = sys::cpath(&first)
+                    .and_then(|c| sys::lstat(&c))
+                    .map_err(|e| FsError::io("stat", &first, e))?;
+                Ok((st.st_uid, st.st_gid))
+            });
         match built {
             Ok(owner) => Ok(Spare { name, path, owner }),
             Err(e) => {
@@ -309,10 +314,7 @@ impl SnapshotDirs {
     pub fn ids_on_disk(&self) -> Result<HashSet<SnapshotId>, FsError> {
         let entries = sys::read_dir(&self.snapshots)
             .map_err(|e| FsError::io("read directory", &self.snapshots, e))?;
-        Ok(entries
-            .iter()
-            .filter_map(|entry| parse_id(&entry.name))
-            .collect())
+        Ok(entries.iter().filter_map(|entry| parse_id(&entry.name)).collect())
     }
 
     /// Makes a fresh `new-<random>` dir (0700), claimed and removed on drop.
@@ -323,11 +325,7 @@ impl SnapshotDirs {
             let c = sys::cpath(&path).map_err(|e| FsError::io("create directory", &path, e))?;
             match sys::mkdir_exact(&c, 0o700) {
                 Ok(()) => {
-                    return Ok(TempTree {
-                        path,
-                        armed: true,
-                        _claim: claim,
-                    });
+                    return Ok(TempTree { path, armed: true, _claim: claim });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 Err(e) => return Err(FsError::io("create directory", &path, e)),
@@ -400,10 +398,13 @@ impl SnapshotDirs {
             let dir = paths[listed].clone();
             listed += 1;
             let c = sys::cpath(&dir).map_err(|e| FsError::io("stat", &dir, e))?;
-            if sys::file_type(&sys::lstat(&c).map_err(|e| FsError::io("stat", &dir, e))?) != libc::S_IFDIR {
+            if sys::file_type(&sys::lstat(&c).map_err(|e| FsError::io("stat", &dir, e))?)
+                != libc::S_IFDIR
+            {
                 continue;
             }
-            let entries = sys::read_dir(&dir).map_err(|e| FsError::io("read directory", &dir, e))?;
+            let entries =
+                sys::read_dir(&dir).map_err(|e| FsError::io("read directory", &dir, e))?;
             paths.extend(entries.into_iter().map(|entry| dir.join(entry.name)));
         }
         if self.ordered_journal {
@@ -416,9 +417,9 @@ impl SnapshotDirs {
             for path in part {
                 let file = match sys::open_dir(path) {
                     Ok(dir) => dir,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                        sys::cpath(path).and_then(|c| sys::open_source(&c)).map_err(|e| FsError::io("open", path, e))?
-                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => sys::cpath(path)
+                        .and_then(|c| sys::open_source(&c))
+                        .map_err(|e| FsError::io("open", path, e))?,
                     Err(e) => return Err(FsError::io("open directory", path, e)),
                 };
                 sys::fsync(&file).map_err(|e| FsError::io("fsync", path, e))?;
@@ -431,10 +432,8 @@ impl SnapshotDirs {
         }
         let chunk = paths.len().div_ceil(4).max(1);
         std::thread::scope(|s| {
-            let workers: Vec<_> = paths
-                .chunks(chunk)
-                .map(|part| s.spawn(move || fsync_all(part)))
-                .collect();
+            let workers: Vec<_> =
+                paths.chunks(chunk).map(|part| s.spawn(move || fsync_all(part))).collect();
             workers.into_iter().try_for_each(|w| w.join().expect("fsync thread panicked"))
         })
     }

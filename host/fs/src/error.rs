@@ -12,47 +12,24 @@ use wasmsnap_plan::SnapshotId;
 pub enum FsError {
     /// A system call failed on one path.
     #[error("{op} {}: {}", path.display(), OsError(error))]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        error: io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, error: io::Error },
 
     /// Reading or writing one extended attribute failed.
     #[error("{op} {name:?} on {}: {}", path.display(), OsError(error))]
-    Xattr {
-        op: &'static str,
-        name: String,
-        path: PathBuf,
-        error: io::Error,
-    },
+    Xattr { op: &'static str, name: String, path: PathBuf, error: io::Error },
 
     /// Copying a regular file's data failed (read side or write side).
     #[error("{op} {} -> {}: {}", src.display(), dst.display(), OsError(error))]
-    CopyData {
-        op: &'static str,
-        src: PathBuf,
-        dst: PathBuf,
-        error: io::Error,
-    },
+    CopyData { op: &'static str, src: PathBuf, dst: PathBuf, error: io::Error },
 
     /// A layout step failed; `error` says where inside the step.
     #[error("snapshot {id}: layout step {index} ({step}): {error}")]
-    Step {
-        id: SnapshotId,
-        index: usize,
-        step: String,
-        error: Box<FsError>,
-    },
+    Step { id: SnapshotId, index: usize, step: String, error: Box<FsError> },
 
     /// An entry is not of the type the operation needs (or changed type
     /// while it was being copied).
     #[error("{}: expected {expected}, found {found}", path.display())]
-    WrongType {
-        path: PathBuf,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongType { path: PathBuf, expected: &'static str, found: &'static str },
 
     /// Copying this file panicked: a bug, reported instead of hanging the copy.
     #[error("copy {}: a copy worker panicked", path.display())]
@@ -74,11 +51,7 @@ pub enum FsError {
 
 impl FsError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> FsError {
-        FsError::Io {
-            op,
-            path: path.into(),
-            error,
-        }
+        FsError::Io { op, path: path.into(), error }
     }
 
     /// The OS error number behind this error, looking through layout steps:

@@ -53,10 +53,7 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
     match step {
         Step::Mkdir { name, mode } => {
             if mode & !0o7777 != 0 {
-                return Err(FsError::InvalidMode {
-                    name: name.clone(),
-                    mode: *mode,
-                });
+                return Err(FsError::InvalidMode { name: name.clone(), mode: *mode });
             }
             let path = entry(dir, name)?;
             let c = sys::cpath(&path).map_err(|e| FsError::io("mkdir", &path, e))?;
@@ -68,7 +65,8 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
             ran.copied = true;
             let stats = copy::copy_tree(parent, &path, *mode)?;
             let plain = stats.symlinks == 0 && stats.specials == 0 && stats.hard_links == 0;
-            ran.copied_plain = ran.copied_plain.filter(|_| plain).map(|n| n + stats.dirs + stats.files);
+            ran.copied_plain =
+                ran.copied_plain.filter(|_| plain).map(|n| n + stats.dirs + stats.files);
             tracing::debug!(from = %parent.display(), to = %path.display(), ?stats, "copied parent");
             Ok(())
         }
@@ -80,9 +78,7 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
             let parent_c = sys::cpath(parent).map_err(|e| FsError::io("stat", parent, e))?;
             let st = sys::lstat(&parent_c).map_err(|e| FsError::io("stat", parent, e))?;
             let c = sys::cpath(&path).map_err(|e| FsError::io("lchown", &path, e))?;
-            Node::Path(&c)
-                .chown(st.st_uid, st.st_gid)
-                .map_err(|e| FsError::io("lchown", &path, e))
+            Node::Path(&c).chown(st.st_uid, st.st_gid).map_err(|e| FsError::io("lchown", &path, e))
         }
     }
 }
@@ -101,10 +97,7 @@ fn entry(dir: &Path, name: &str) -> Result<PathBuf, FsError> {
         None
     };
     match reason {
-        Some(reason) => Err(FsError::InvalidName {
-            name: name.to_string(),
-            reason,
-        }),
+        Some(reason) => Err(FsError::InvalidName { name: name.to_string(), reason }),
         None => Ok(dir.join(name)),
     }
 }
@@ -141,18 +134,9 @@ mod tests {
 
     #[test]
     fn describes_steps_for_error_messages() {
+        assert_eq!(describe(&Step::Mkdir { name: "fs".into(), mode: 0o755 }), "mkdir \"fs\" 0755");
         assert_eq!(
-            describe(&Step::Mkdir {
-                name: "fs".into(),
-                mode: 0o755
-            }),
-            "mkdir \"fs\" 0755"
-        );
-        assert_eq!(
-            describe(&Step::CopyParent {
-                name: "fs".into(),
-                mode: CopyMode::CloneOrCopy
-            }),
+            describe(&Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }),
             "copy-parent \"fs\" clone-or-copy"
         );
     }

@@ -42,7 +42,9 @@ pub(crate) fn shape_of(steps: &[Step]) -> Option<Shape> {
     let mut shape: Shape = Vec::new();
     for step in steps {
         match step {
-            Step::Mkdir { name, mode } if !shape.iter().any(|(n, _)| n == name) => shape.push((name.clone(), *mode)),
+            Step::Mkdir { name, mode } if !shape.iter().any(|(n, _)| n == name) => {
+                shape.push((name.clone(), *mode))
+            }
             Step::ChownLikeParent { name } if shape.iter().any(|(n, _)| n == name) => {}
             _ => return None,
         }
@@ -115,7 +117,10 @@ mod tests {
         }
         assert_eq!(spares.count(&shape("a")), 1);
         let pushed = spares.put(shape("e"), spare("e1"));
-        assert_eq!(pushed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), vec![OsString::from("a1")]);
+        assert_eq!(
+            pushed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            vec![OsString::from("a1")]
+        );
         assert_eq!(spares.take(&shape("b")).unwrap().name, "b");
         assert!(spares.take(&shape("b")).is_none());
         assert_eq!(spares.drain().len(), 3);

@@ -19,19 +19,11 @@ pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
 }
 
 /// Retries a call interrupted by a signal.
@@ -110,14 +102,8 @@ impl Node<'_> {
     /// Sets atime and mtime to the nanosecond, not following symlinks.
     pub(crate) fn set_times(self, st: &libc::stat) -> io::Result<()> {
         let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
+            libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
+            libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
         ];
         check(match self {
             Node::Fd(fd) => unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) },
@@ -300,9 +286,8 @@ pub(crate) fn random_suffix() -> String {
     if n != bytes.len() as isize {
         // getrandom cannot fail for 8 bytes once the pool is up; never leave
         // the name predictable-and-constant if it somehow does.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         bytes = (t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -334,10 +319,7 @@ pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
         if name == b"." || name == b".." {
             continue;
         }
-        entries.push(Entry {
-            name: OsString::from_vec(name.to_vec()),
-            kind: entry.file_type(),
-        });
+        entries.push(Entry { name: OsString::from_vec(name.to_vec()), kind: entry.file_type() });
     }
     Ok(entries)
 }

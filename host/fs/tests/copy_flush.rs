@@ -11,7 +11,11 @@ use wasmsnap_plan::{CopyMode, Step};
 fn tree(dir: &Path, files: usize, symlink: bool) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     for i in 0..files {
-        std::fs::write(dir.join(if i % 2 == 0 { "sub" } else { "." }).join(format!("f{i}")), format!("data {i}")).unwrap();
+        std::fs::write(
+            dir.join(if i % 2 == 0 { "sub" } else { "." }).join(format!("f{i}")),
+            format!("data {i}"),
+        )
+        .unwrap();
     }
     if symlink {
         std::os::unix::fs::symlink("sub/f0", dir.join("link")).unwrap();
@@ -30,7 +34,10 @@ fn listing(dir: &Path) -> BTreeSet<(String, Vec<u8>)> {
                 todo.push(p);
                 out.insert((rel, Vec::new()));
             } else if meta.is_symlink() {
-                out.insert((rel, std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+                out.insert((
+                    rel,
+                    std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes(),
+                ));
             } else {
                 out.insert((rel, std::fs::read(&p).unwrap()));
             }
@@ -48,6 +55,10 @@ fn small_and_big_copies_are_complete() {
         let parent = root.path().join(format!("parent-{id}"));
         tree(&parent, files, symlink);
         dirs.create(id, &steps, Some(&parent)).unwrap().keep();
-        assert_eq!(listing(&root.path().join(format!("snapshots/{id}/fs"))), listing(&parent), "copy {id}");
+        assert_eq!(
+            listing(&root.path().join(format!("snapshots/{id}/fs"))),
+            listing(&parent),
+            "copy {id}"
+        );
     }
 }

@@ -38,10 +38,7 @@ fn copy_keeps_every_file_type_and_attribute() {
             // root, sticky, ro_dir, opaque, d, many, and 40 levels under d
             assert_eq!(stats.dirs, 1 + 5 + 40, "{stats:?}");
             // The sparse file's holes were not written.
-            assert!(
-                stats.bytes_copied + stats.bytes_cloned < 8 << 20,
-                "{stats:?}"
-            );
+            assert!(stats.bytes_copied + stats.bytes_cloned < 8 << 20, "{stats:?}");
             assert_sparse_copy(&src.join("sparse"), &dst.join("sparse"));
         }
     }
@@ -53,10 +50,7 @@ fn assert_sparse_copy(src: &Path, dst: &Path) {
     let (allocated_src, allocated_dst) = (a.st_blocks * 512, b.st_blocks * 512);
     // Four 4 KiB blocks written: a few file system blocks at most, never
     // anything near 100 MiB.
-    assert!(
-        allocated_dst <= 1 << 20,
-        "copy of the sparse file allocates {allocated_dst} bytes"
-    );
+    assert!(allocated_dst <= 1 << 20, "copy of the sparse file allocates {allocated_dst} bytes");
     assert!(
         allocated_dst <= allocated_src + (64 << 10),
         "copy allocates {allocated_dst} bytes, source {allocated_src}"
@@ -91,36 +85,14 @@ fn refuses_symlinks_at_either_end() {
     std::fs::create_dir(&real).unwrap();
     std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
 
-    let err = copy_tree(
-        &tmp.path().join("link"),
-        &tmp.path().join("out"),
-        CopyMode::Copy,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            FsError::WrongType {
-                found: "a symlink",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err =
+        copy_tree(&tmp.path().join("link"), &tmp.path().join("out"), CopyMode::Copy).unwrap_err();
+    assert!(matches!(err, FsError::WrongType { found: "a symlink", .. }), "{err}");
     assert!(err.to_string().contains("link"), "{err}");
     assert!(!tmp.path().join("out").exists());
 
     let err = copy_tree(&real, &tmp.path().join("link"), CopyMode::Copy).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            FsError::WrongType {
-                found: "a symlink",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, FsError::WrongType { found: "a symlink", .. }), "{err}");
 }
 
 #[test]
@@ -134,10 +106,7 @@ fn a_name_already_taken_in_the_destination_fails_naming_it() {
 
     let err = copy_tree(&src, &dst, CopyMode::Copy).unwrap_err();
     let message = err.to_string();
-    assert!(
-        message.contains(&dst.join("taken").display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&dst.join("taken").display().to_string()), "{message}");
     assert!(message.contains("EEXIST"), "{message}");
     // Never overwritten.
     assert_eq!(std::fs::read(dst.join("taken")).unwrap(), b"old");

@@ -11,10 +11,7 @@ use wasmsnap_fs::{FsError, SnapshotDirs, usage};
 use wasmsnap_plan::{CopyMode, Step};
 
 fn mkdir(name: &str, mode: u32) -> Step {
-    Step::Mkdir {
-        name: name.into(),
-        mode,
-    }
+    Step::Mkdir { name: name.into(), mode }
 }
 
 fn perms(path: &Path) -> u32 {
@@ -23,11 +20,7 @@ fn perms(path: &Path) -> u32 {
 
 /// The overlay layout of an active: `fs` 0755 owned like the parent, `work` 0711.
 fn overlay_active() -> Vec<Step> {
-    vec![
-        mkdir("fs", 0o755),
-        mkdir("work", 0o711),
-        Step::ChownLikeParent { name: "fs".into() },
-    ]
+    vec![mkdir("fs", 0o755), mkdir("work", 0o711), Step::ChownLikeParent { name: "fs".into() }]
 }
 
 #[test]
@@ -69,9 +62,7 @@ fn chown_like_parent_takes_the_parents_owner() {
     std::fs::create_dir(&parent).unwrap();
     support::lchown(&parent, 1234, 5678);
 
-    dirs.create(1, &overlay_active(), Some(&parent))
-        .unwrap()
-        .keep();
+    dirs.create(1, &overlay_active(), Some(&parent)).unwrap().keep();
     let fs = lstat(&dirs.dir(1).join("fs"));
     assert_eq!((fs.st_uid, fs.st_gid), (1234, 5678));
     // Only the named entry.
@@ -98,10 +89,7 @@ fn copy_parent_fills_the_new_dir_with_the_parents_tree() {
     support::chmod(&parent, 0o750);
 
     for (id, mode) in [(1, CopyMode::Copy), (2, CopyMode::CloneOrCopy)] {
-        let steps = vec![Step::CopyParent {
-            name: "fs".into(),
-            mode,
-        }];
+        let steps = vec![Step::CopyParent { name: "fs".into(), mode }];
         dirs.create(id, &steps, Some(&parent)).unwrap().keep();
         let fs = dirs.dir(id).join("fs");
         assert_eq!(std::fs::read(fs.join("etc/hostname")).unwrap(), b"box\n");
@@ -133,13 +121,7 @@ fn failing_steps_leave_nothing_behind_and_name_the_step() {
     let err = dirs
         .create(
             1,
-            &[
-                mkdir("work", 0o711),
-                Step::CopyParent {
-                    name: "fs".into(),
-                    mode: CopyMode::Copy,
-                },
-            ],
+            &[mkdir("work", 0o711), Step::CopyParent { name: "fs".into(), mode: CopyMode::Copy }],
             None,
         )
         .err()
@@ -151,37 +133,21 @@ fn failing_steps_leave_nothing_behind_and_name_the_step() {
     assert!(err.to_string().contains("copy-parent \"fs\""), "{err}");
 
     // a name that is not one component
-    let err = dirs
-        .create(2, &[mkdir("../escape", 0o755)], None)
-        .err()
-        .expect("bad name");
+    let err = dirs.create(2, &[mkdir("../escape", 0o755)], None).err().expect("bad name");
     assert!(err.to_string().contains("../escape"), "{err}");
     assert!(!tmp.path().join("escape").exists());
 
     // the same name twice: mkdir fails with EEXIST naming the path
-    let err = dirs
-        .create(3, &[mkdir("fs", 0o755), mkdir("fs", 0o755)], None)
-        .err()
-        .expect("twice");
+    let err = dirs.create(3, &[mkdir("fs", 0o755), mkdir("fs", 0o755)], None).err().expect("twice");
     let message = err.to_string();
-    assert!(
-        message.contains("layout step 1 (mkdir \"fs\" 0755)"),
-        "{message}"
-    );
+    assert!(message.contains("layout step 1 (mkdir \"fs\" 0755)"), "{message}");
     assert!(message.contains("/fs: EEXIST"), "{message}");
 
     // a mode with file-type bits
-    let err = dirs
-        .create(4, &[mkdir("fs", 0o40755)], None)
-        .err()
-        .expect("bad mode");
+    let err = dirs.create(4, &[mkdir("fs", 0o40755)], None).err().expect("bad mode");
     assert!(err.to_string().contains("0o40755"), "{err}");
 
-    assert!(
-        names(&snapshots).is_empty(),
-        "left behind: {:?}",
-        names(&snapshots)
-    );
+    assert!(names(&snapshots).is_empty(), "left behind: {:?}", names(&snapshots));
 }
 
 #[test]
@@ -256,14 +222,7 @@ fn cleanup_removes_everything_not_kept_and_not_in_flight() {
     removed.sort();
     assert_eq!(
         removed,
-        [
-            "007",
-            "3",
-            "4",
-            "new-0123456789abcdef",
-            "rm-9-fedcba9876543210",
-            "stray-file"
-        ]
+        ["007", "3", "4", "new-0123456789abcdef", "rm-9-fedcba9876543210", "stray-file"]
     );
     assert_eq!(names(&snapshots), ["1", "2", "8"]);
 
@@ -298,26 +257,14 @@ fn usage_counts_blocks_once_per_inode_like_du() {
         .map(|rel| lstat(&root.join(rel)).st_blocks * 512)
         .sum();
     assert_eq!(u.size, expected);
-    assert!(
-        u.size < 1 << 20,
-        "sparse file or symlink target counted: {}",
-        u.size
-    );
+    assert!(u.size < 1 << 20, "sparse file or symlink target counted: {}", u.size);
 
     // GNU du agrees (it also counts each inode once, in st_blocks).
     let du = support::run("du", &["-s", "-B1", root.to_str().unwrap()]);
     let du_bytes: i64 = du.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(u.size, du_bytes, "du says {du}");
     let du_inodes = support::run("du", &["-s", "--inodes", root.to_str().unwrap()]);
-    assert_eq!(
-        u.inodes,
-        du_inodes
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse::<i64>()
-            .unwrap()
-    );
+    assert_eq!(u.inodes, du_inodes.split_whitespace().next().unwrap().parse::<i64>().unwrap());
 
     // A single file, and a missing path.
     assert_eq!(usage(&root.join("sub/b")).unwrap().inodes, 1);

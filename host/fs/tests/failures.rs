@@ -12,14 +12,8 @@ use wasmsnap_plan::{CopyMode, Step};
 
 fn copy_parent(mode: CopyMode) -> Vec<Step> {
     vec![
-        Step::Mkdir {
-            name: "work".into(),
-            mode: 0o711,
-        },
-        Step::CopyParent {
-            name: "fs".into(),
-            mode,
-        },
+        Step::Mkdir { name: "work".into(), mode: 0o711 },
+        Step::CopyParent { name: "fs".into(), mode },
     ]
 }
 
@@ -27,11 +21,8 @@ fn copy_parent(mode: CopyMode) -> Vec<Step> {
 fn four_mib_tree(root: &Path) {
     std::fs::create_dir_all(root.join("dir")).unwrap();
     for i in 0..16 {
-        std::fs::write(
-            root.join("dir").join(format!("file{i:02}")),
-            vec![i as u8 + 1; 256 << 10],
-        )
-        .unwrap();
+        std::fs::write(root.join("dir").join(format!("file{i:02}")), vec![i as u8 + 1; 256 << 10])
+            .unwrap();
     }
 }
 
@@ -59,19 +50,10 @@ fn enospc_mid_copy_leaves_nothing_and_names_the_file() {
         let message = err.to_string();
         eprintln!("{mode:?}: {message}");
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{message}");
-        assert!(
-            message.contains("ENOSPC: No space left on device"),
-            "{message}"
-        );
-        assert!(
-            message.contains("layout step 1 (copy-parent \"fs\""),
-            "{message}"
-        );
+        assert!(message.contains("ENOSPC: No space left on device"), "{message}");
+        assert!(message.contains("layout step 1 (copy-parent \"fs\""), "{message}");
         // Names the file being copied, on both sides.
-        assert!(
-            message.contains(&format!("{}/dir/file", parent.display())),
-            "{message}"
-        );
+        assert!(message.contains(&format!("{}/dir/file", parent.display())), "{message}");
         assert!(message.contains("/fs/dir/file"), "{message}");
         assert!(
             names(&tmpfs.path().join("root/snapshots")).is_empty(),
@@ -80,10 +62,7 @@ fn enospc_mid_copy_leaves_nothing_and_names_the_file() {
     }
     // Space is back: nothing of the failed copies is still held.
     let st = nix::sys::statvfs::statvfs(tmpfs.path()).unwrap();
-    assert!(
-        st.blocks_free() * st.fragment_size() > 900 << 10,
-        "tmpfs still full"
-    );
+    assert!(st.blocks_free() * st.fragment_size() > 900 << 10, "tmpfs still full");
 }
 
 #[test]
@@ -106,8 +85,7 @@ fn eacces_mid_copy_leaves_nothing_and_names_the_file() {
     let result = std::thread::scope(|s| {
         s.spawn(|| {
             drop_dac_capabilities();
-            dirs.create(9, &copy_parent(CopyMode::Copy), Some(&parent))
-                .err()
+            dirs.create(9, &copy_parent(CopyMode::Copy), Some(&parent)).err()
         })
         .join()
         .unwrap()
@@ -116,14 +94,8 @@ fn eacces_mid_copy_leaves_nothing_and_names_the_file() {
     let message = err.to_string();
     eprintln!("{message}");
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{message}");
-    assert!(
-        message.contains(&format!("open {}: EACCES", secret.display())),
-        "{message}"
-    );
-    assert!(
-        names(&root.join("snapshots")).is_empty(),
-        "left behind after {message}"
-    );
+    assert!(message.contains(&format!("open {}: EACCES", secret.display())), "{message}");
+    assert!(names(&root.join("snapshots")).is_empty(), "left behind after {message}");
 }
 
 /// Clears CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the calling
@@ -144,10 +116,7 @@ fn drop_dac_capabilities() {
     const VERSION_3: u32 = 0x2008_0522;
     const CAP_DAC_OVERRIDE: u32 = 1;
     const CAP_DAC_READ_SEARCH: u32 = 2;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
+    let mut header = Header { version: VERSION_3, pid: 0 };
     let mut data = [Data::default(); 2];
     let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
     assert_eq!(r, 0, "capget: {}", std::io::Error::last_os_error());

@@ -15,11 +15,21 @@ fn with_ext4(mkfs_args: &[&str], f: impl FnOnce(&Path)) -> Result<(), String> {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
     std::fs::File::create(&image).and_then(|f| f.set_len(64 << 20)).map_err(|e| e.to_string())?;
-    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).args(mkfs_args).arg(&image).status().map_err(|e| format!("mkfs.ext4: {e}"))?;
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .args(mkfs_args)
+        .arg(&image)
+        .status()
+        .map_err(|e| format!("mkfs.ext4: {e}"))?;
     if !mkfs.success() {
         return Err(format!("mkfs.ext4 failed: {mkfs}"));
     }
-    let mount = Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt).status().map_err(|e| format!("mount: {e}"))?;
+    let mount = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mnt)
+        .status()
+        .map_err(|e| format!("mount: {e}"))?;
     if !mount.success() {
         return Err(format!("mount -o loop failed: {mount}"));
     }
@@ -33,7 +43,10 @@ fn with_ext4(mkfs_args: &[&str], f: impl FnOnce(&Path)) -> Result<(), String> {
 
 #[test]
 fn a_journaled_ext4_orders_metadata_one_without_a_journal_does_not() {
-    with_ext4(&[], |mnt| assert!(SnapshotDirs::open(mnt).unwrap().orders_metadata(), "journaled ext4")).unwrap();
+    with_ext4(&[], |mnt| {
+        assert!(SnapshotDirs::open(mnt).unwrap().orders_metadata(), "journaled ext4")
+    })
+    .unwrap();
     with_ext4(&["-O", "^has_journal"], |mnt| {
         let dirs = SnapshotDirs::open(mnt).unwrap();
         assert!(!dirs.orders_metadata(), "ext4 without a journal");

@@ -36,17 +36,11 @@ fn clone_or_copy_of_1gib_on_xfs_shares_extents_and_is_copy_on_write() {
     let before = xfs.used_bytes();
 
     let dirs = SnapshotDirs::open(&xfs.path().join("root")).unwrap();
-    let steps = [Step::CopyParent {
-        name: "fs".into(),
-        mode: CopyMode::CloneOrCopy,
-    }];
+    let steps = [Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }];
     dirs.create(2, &steps, Some(&parent)).unwrap().keep();
     nix::unistd::sync();
     let growth = xfs.used_bytes().saturating_sub(before);
-    eprintln!(
-        "cloning a 1 GiB parent grew used space by {} KiB",
-        growth >> 10
-    );
+    eprintln!("cloning a 1 GiB parent grew used space by {} KiB", growth >> 10);
     assert!(growth < 64 * MIB, "clone grew used space by {growth} bytes");
 
     let clone = dirs.dir(2).join("fs/big");
@@ -57,35 +51,22 @@ fn clone_or_copy_of_1gib_on_xfs_shares_extents_and_is_copy_on_write() {
 
     // Write into the clone: only the clone changes.
     std::os::unix::fs::FileExt::write_all_at(
-        &std::fs::OpenOptions::new()
-            .write(true)
-            .open(&clone)
-            .unwrap(),
+        &std::fs::OpenOptions::new().write(true).open(&clone).unwrap(),
         &vec![0xee; MIB as usize],
         middle,
     )
     .unwrap();
     nix::unistd::sync();
-    assert_eq!(
-        read_at(&clone, middle, MIB as usize),
-        vec![0xee; MIB as usize]
-    );
+    assert_eq!(read_at(&clone, middle, MIB as usize), vec![0xee; MIB as usize]);
     assert_eq!(
         read_at(&big, middle, MIB as usize),
         original,
         "writing the clone changed the parent"
     );
-    assert_eq!(
-        read_at(&clone, 0, MIB as usize),
-        read_at(&big, 0, MIB as usize)
-    );
+    assert_eq!(read_at(&clone, 0, MIB as usize), read_at(&big, 0, MIB as usize));
 
     // The engine's own account: every file cloned, no byte copied.
     let stats = copy_tree(&parent, &xfs.path().join("direct"), CopyMode::CloneOrCopy).unwrap();
-    assert_eq!(
-        (stats.files, stats.files_cloned, stats.bytes_copied),
-        (2, 2, 0),
-        "{stats:?}"
-    );
+    assert_eq!((stats.files, stats.files_cloned, stats.bytes_copied), (2, 2, 0), "{stats:?}");
     assert_eq!(stats.bytes_cloned, GIB + 10);
 }

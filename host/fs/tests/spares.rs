@@ -17,8 +17,10 @@ fn steps() -> Vec<Step> {
 }
 
 fn names(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(root.join("snapshots")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     names
 }
@@ -45,7 +47,11 @@ fn a_create_takes_a_spare_with_the_layouts_modes() {
     // Steps of another shape do not take it.
     dirs.create(2, &[Step::Mkdir { name: "fs".into(), mode: 0o700 }], None).unwrap().keep();
     assert_eq!(spares(root.path()), 1);
-    assert_eq!(std::fs::metadata(root.path().join("snapshots/2/fs")).unwrap().permissions().mode() & 0o7777, 0o700);
+    assert_eq!(
+        std::fs::metadata(root.path().join("snapshots/2/fs")).unwrap().permissions().mode()
+            & 0o7777,
+        0o700
+    );
 
     let report = dirs.cleanup(&HashSet::from([1, 2])).unwrap();
     assert!(report.failed.is_empty(), "{report:?}");

@@ -41,7 +41,11 @@ fn main() {
     let top = parent.unwrap();
 
     let writes = measure(RECORDS - CHAIN, |i| {
-        store.write(|tx| tx.create(&format!("k8s.io/1/container-{i}"), Kind::Active, Some(&top), labels(i))).unwrap();
+        store
+            .write(|tx| {
+                tx.create(&format!("k8s.io/1/container-{i}"), Kind::Active, Some(&top), labels(i))
+            })
+            .unwrap();
     });
     report("write tx: create (1 writer, fsync)", &writes);
 
@@ -58,8 +62,11 @@ fn main() {
         &format!("read tx: list all ({RECORDS} records)"),
         &measure(200, |_| store.read(|tx| tx.list(&all, |_| Ok(()))).unwrap()),
     );
-    let lookup =
-        parse_filters(&[format!(r#"labels."containerd.io/snapshot.ref"==sha256:{:064x},parent=="{top}""#, 7)]).unwrap();
+    let lookup = parse_filters(&[format!(
+        r#"labels."containerd.io/snapshot.ref"==sha256:{:064x},parent=="{top}""#,
+        7
+    )])
+    .unwrap();
     report(
         "read tx: list with a remote-snapshot filter",
         &measure(200, |_| store.read(|tx| tx.list(&lookup, |_| Ok(()))).unwrap()),
@@ -67,7 +74,10 @@ fn main() {
     report(
         "filter: parse the remote-snapshot filter",
         &measure(10_000, |_| {
-            parse_filters(&[r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="sha256:def""#.into()]).unwrap();
+            parse_filters(&[
+                r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="sha256:def""#.into(),
+            ])
+            .unwrap();
         }),
     );
 
@@ -85,7 +95,9 @@ fn main() {
                     .map(|i| {
                         let key = format!("churn-{w}-{i}");
                         let t = Instant::now();
-                        store.write(|tx| tx.create(&key, Kind::Active, Some(&top), BTreeMap::new())).unwrap();
+                        store
+                            .write(|tx| tx.create(&key, Kind::Active, Some(&top), BTreeMap::new()))
+                            .unwrap();
                         store.write(|tx| tx.remove(&key)).unwrap();
                         t.elapsed()
                     })

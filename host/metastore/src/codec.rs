@@ -193,9 +193,12 @@ mod tests {
             name: "k8s.io/1/extract-1 sha256:abc".into(),
             kind: Kind::Committed,
             parent: Some("sha256:parent".into()),
-            labels: [("containerd.io/snapshot.ref".to_string(), "sha256:x".to_string()), ("é".into(), "ü".into())]
-                .into_iter()
-                .collect(),
+            labels: [
+                ("containerd.io/snapshot.ref".to_string(), "sha256:x".to_string()),
+                ("é".into(), "ü".into()),
+            ]
+            .into_iter()
+            .collect(),
             created: Timestamp { secs: 1_700_000_000, nanos: 999_999_999 },
             updated: Timestamp { secs: -3, nanos: 1 },
             usage: Some(Usage { size: -1, inodes: i64::MAX }),

@@ -23,7 +23,11 @@ pub trait Reads {
     /// The records of `rec`'s ancestors, nearest first.
     fn parent_chain(&self, rec: &Record) -> Result<Vec<Record>, Error>;
     /// Calls `f` with every record that `filter` matches, in key order.
-    fn list(&self, filter: &Filter, f: impl FnMut(Record) -> Result<(), Error>) -> Result<(), Error>;
+    fn list(
+        &self,
+        filter: &Filter,
+        f: impl FnMut(Record) -> Result<(), Error>,
+    ) -> Result<(), Error>;
     /// Every allocated id still in use (for Cleanup).
     fn ids(&self) -> Result<HashSet<SnapshotId>, Error>;
     /// Whether any snapshot names `key` as its parent.
@@ -54,7 +58,8 @@ where
 
     pub fn get(&self, key: &str) -> Result<Record, Error> {
         validate::key("snapshot key", key)?;
-        self.find(key)?.ok_or_else(|| Error::NotFound(format!("snapshot {} does not exist", quoted(key))))
+        self.find(key)?
+            .ok_or_else(|| Error::NotFound(format!("snapshot {} does not exist", quoted(key))))
     }
 
     pub fn contains(&self, key: &str) -> Result<bool, Error> {
@@ -63,8 +68,10 @@ where
 
     /// The parent id of `id` as the ids table records it.
     pub fn parent_id_of(&self, id: SnapshotId) -> Result<Option<SnapshotId>, Error> {
-        let entry =
-            self.ids.get(id)?.ok_or_else(|| Error::NotFound(format!("snapshot id {id} is not in the metastore")))?;
+        let entry = self
+            .ids
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(format!("snapshot id {id} is not in the metastore")))?;
         let (parent, _) = entry.value();
         Ok((parent != NO_PARENT).then_some(parent))
     }
@@ -91,15 +98,19 @@ where
         self.parent_ids(rec)?
             .into_iter()
             .map(|id| {
-                let key = self
-                    .key_of(id)?
-                    .ok_or_else(|| Error::Storage(format!("parent id {id} of {} has no key", quoted(&rec.name))))?;
+                let key = self.key_of(id)?.ok_or_else(|| {
+                    Error::Storage(format!("parent id {id} of {} has no key", quoted(&rec.name)))
+                })?;
                 self.get(&key)
             })
             .collect()
     }
 
-    pub fn list(&self, filter: &Filter, mut f: impl FnMut(Record) -> Result<(), Error>) -> Result<(), Error> {
+    pub fn list(
+        &self,
+        filter: &Filter,
+        mut f: impl FnMut(Record) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         for entry in self.records.iter()? {
             let (key, bytes) = entry?;
             let rec = decode(key.value(), bytes.value())?;
@@ -138,8 +149,9 @@ where
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, Error> {
-    codec::decode(key, bytes)
-        .map_err(|what| Error::Storage(format!("corrupt record of snapshot {}: {what}", quoted(key))))
+    codec::decode(key, bytes).map_err(|what| {
+        Error::Storage(format!("corrupt record of snapshot {}: {what}", quoted(key)))
+    })
 }
 
 /// Implements [`Reads`] for a transaction type by delegating to its `tables`.
@@ -152,10 +164,16 @@ macro_rules! delegate_reads {
             fn find(&self, key: &str) -> Result<Option<$crate::Record>, $crate::Error> {
                 self.tables.find(key)
             }
-            fn parent_ids(&self, rec: &$crate::Record) -> Result<Vec<$crate::SnapshotId>, $crate::Error> {
+            fn parent_ids(
+                &self,
+                rec: &$crate::Record,
+            ) -> Result<Vec<$crate::SnapshotId>, $crate::Error> {
                 self.tables.parent_ids(rec)
             }
-            fn parent_chain(&self, rec: &$crate::Record) -> Result<Vec<$crate::Record>, $crate::Error> {
+            fn parent_chain(
+                &self,
+                rec: &$crate::Record,
+            ) -> Result<Vec<$crate::Record>, $crate::Error> {
                 self.tables.parent_chain(rec)
             }
             fn list(

@@ -10,7 +10,9 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTab
 use crate::error::Error;
 use crate::group_commit::{CommitStats, GroupCommit};
 use crate::read_tx::ReadTx;
-use crate::tables::{CHILDREN, IDS, META, META_NEXT_ID, META_SCHEMA_VERSION, RECORDS, SCHEMA_VERSION};
+use crate::tables::{
+    CHILDREN, IDS, META, META_NEXT_ID, META_SCHEMA_VERSION, RECORDS, SCHEMA_VERSION,
+};
 use crate::write_tx::WriteTx;
 
 /// The metastore's file name inside a snapshotter root.
@@ -37,12 +39,14 @@ impl Metastore {
     /// checking its schema version: a newer one than this build understands
     /// is refused.
     pub fn open(root: &Path) -> Result<Metastore, Error> {
-        std::fs::create_dir_all(root).map_err(|e| Error::Storage(format!("cannot create {}: {e}", root.display())))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", root.display())))?;
         let path = root.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => {
-                Error::Storage(format!("{} is already open (is another wasmsnap serving this root?)", path.display()))
-            }
+            DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                "{} is already open (is another wasmsnap serving this root?)",
+                path.display()
+            )),
             e => Error::Storage(format!("cannot open {}: {e}", path.display())),
         })?;
         let next_id = init_schema(&db, &path)?;
@@ -96,25 +100,40 @@ impl Metastore {
     /// [`write_long`](Self::write_long). `f` must not call `write` on the
     /// same metastore (refused with a Storage error), nor wait for another
     /// thread's `read` of it.
-    pub fn write<R, E: From<Error>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+    pub fn write<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
+    ) -> Result<R, E> {
         self.write_turn(false, f)
     }
 
     /// [`write`](Self::write) for an `f` that takes long: first makes the
     /// commits of earlier writers durable (one extra fsync if there are any),
     /// so their replies do not wait for this `f`.
-    pub fn write_long<R, E: From<Error>>(&self, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+    pub fn write_long<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
+    ) -> Result<R, E> {
         self.write_turn(true, f)
     }
 
-    fn write_turn<R, E: From<Error>>(&self, long: bool, f: impl FnOnce(&mut WriteTx) -> Result<R, E>) -> Result<R, E> {
+    fn write_turn<R, E: From<Error>>(
+        &self,
+        long: bool,
+        f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
+    ) -> Result<R, E> {
         let me = thread_token();
         if self.writer_thread.load(Ordering::Acquire) == me {
-            return Err(Error::Storage("nested write transaction on the same metastore".into()).into());
+            return Err(
+                Error::Storage("nested write transaction on the same metastore".into()).into()
+            );
         }
         self.group.enqueue();
-        let mut turn =
-            Turn { store: self, _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner), dequeued: false };
+        let mut turn = Turn {
+            store: self,
+            _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            dequeued: false,
+        };
         self.writer_thread.store(me, Ordering::Release);
         if long {
             self.sync_locked();
@@ -276,14 +295,20 @@ mod tests {
     fn reserved_ids_do_not_collide_with_allocated_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Metastore::open(dir.path()).unwrap();
-        let first = store.write(|tx| tx.create("a", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
+        let first =
+            store.write(|tx| tx.create("a", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
         let (r1, r2) = (store.reserve_id().unwrap(), store.reserve_id().unwrap());
         assert!(first < r1 && r1 < r2, "{first} {r1} {r2}");
         let b = store.write(|tx| tx.create("b", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
         assert!(b > r2, "allocated {b} after reserving {r2}");
-        let used = store.write(|tx| tx.create_reserved(r2, "c", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
+        let used = store
+            .write(|tx| tx.create_reserved(r2, "c", Kind::Active, None, BTreeMap::new()))
+            .unwrap()
+            .0
+            .id;
         assert_eq!(used, r2);
-        let again = store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new()));
+        let again =
+            store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new()));
         assert!(matches!(again, Err(Error::Storage(ref m)) if m.contains("not free")), "{again:?}");
         drop(store);
 

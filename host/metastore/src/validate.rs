@@ -70,7 +70,10 @@ mod tests {
         labels("s", &at_limit).unwrap();
         let over: BTreeMap<_, _> = [("k".repeat(97), "v".repeat(4000))].into_iter().collect();
         let err = labels("s", &over).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("kkkk") && m.contains("4097 bytes")), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("kkkk") && m.contains("4097 bytes")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -80,12 +83,17 @@ mod tests {
         labels("s", &at).unwrap();
         let over: BTreeMap<_, _> = (0..1100).map(label).collect();
         let err = labels("s", &over).unwrap_err();
-        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("labels of snapshot \"s\" total 4406600 bytes")), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("labels of snapshot \"s\" total 4406600 bytes")),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_keys_are_refused() {
-        assert!(matches!(key("key", ""), Err(Error::InvalidArgument(m)) if m == "key must not be empty"));
+        assert!(
+            matches!(key("key", ""), Err(Error::InvalidArgument(m)) if m == "key must not be empty")
+        );
         key("key", " ").unwrap();
     }
 
@@ -94,7 +102,11 @@ mod tests {
         key("key", &"k".repeat(MAX_KEY_BYTES)).unwrap();
         let err = key("snapshot key", &"k".repeat(1 << 20)).unwrap_err();
         let Error::InvalidArgument(m) = &err else { panic!("{err}") };
-        assert!(m.starts_with("snapshot key \"kkk") && m.ends_with("is 1048576 bytes, more than the 32768 allowed"), "{m}");
+        assert!(
+            m.starts_with("snapshot key \"kkk")
+                && m.ends_with("is 1048576 bytes, more than the 32768 allowed"),
+            "{m}"
+        );
         assert!(m.len() < 400, "{m}");
     }
 }

@@ -32,7 +32,10 @@ pub struct WriteTx<'txn> {
 delegate_reads!(WriteTx<'_>);
 
 impl<'txn> WriteTx<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction, id_floor: &'txn AtomicU64) -> Result<WriteTx<'txn>, Error> {
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        id_floor: &'txn AtomicU64,
+    ) -> Result<WriteTx<'txn>, Error> {
         Ok(WriteTx {
             tables: Tables {
                 records: txn.open_table(RECORDS)?,
@@ -218,7 +221,8 @@ impl<'txn> WriteTx<'txn> {
     pub fn update(&mut self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record, Error> {
         validate::key("snapshot name", &info.name)?;
         let mut rec = self.tables.get(&info.name)?;
-        let mut labels = if fieldpaths.is_empty() { info.labels.clone() } else { rec.labels.clone() };
+        let mut labels =
+            if fieldpaths.is_empty() { info.labels.clone() } else { rec.labels.clone() };
         for path in fieldpaths {
             if let Some(label) = path.strip_prefix("labels.") {
                 let value = info.labels.get(label).cloned().unwrap_or_default();
@@ -243,7 +247,11 @@ impl<'txn> WriteTx<'txn> {
 
     fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
         let rec = self.tables.find(parent)?.ok_or_else(|| {
-            Error::NotFound(format!("parent snapshot {} of {} does not exist", quoted(parent), quoted(key)))
+            Error::NotFound(format!(
+                "parent snapshot {} of {} does not exist",
+                quoted(parent),
+                quoted(key)
+            ))
         })?;
         if rec.kind != Kind::Committed {
             return Err(Error::FailedPrecondition(format!(
@@ -301,7 +309,8 @@ pub(crate) fn take_id(floor: &AtomicU64, stored: SnapshotId) -> Result<SnapshotI
     let mut current = floor.load(Ordering::Acquire);
     loop {
         let id = current.max(stored);
-        let after = id.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
+        let after =
+            id.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
         match floor.compare_exchange_weak(current, after, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(id),
             Err(seen) => current = seen,

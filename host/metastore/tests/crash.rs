@@ -39,7 +39,9 @@ fn crash_child() {
                     // Every fourth layer a view is made and removed again.
                     if i % 4 == 0 {
                         let view = format!("{name}/view");
-                        store.write(|tx| tx.create(&view, Kind::View, Some(&name), BTreeMap::new())).unwrap();
+                        store
+                            .write(|tx| tx.create(&view, Kind::View, Some(&name), BTreeMap::new()))
+                            .unwrap();
                         store.write(|tx| tx.remove(&view)).unwrap();
                     }
                     let mut out = std::io::stdout().lock();
@@ -118,7 +120,9 @@ fn acknowledged_writes_survive_kill_9() {
         store
             .read(|tx| {
                 for (name, id) in &acked {
-                    let rec = tx.get(name).map_err(|e| Error::Storage(format!("acknowledged {name} lost: {e}")))?;
+                    let rec = tx
+                        .get(name)
+                        .map_err(|e| Error::Storage(format!("acknowledged {name} lost: {e}")))?;
                     assert_eq!(rec.id, *id);
                     assert_eq!(rec.kind, Kind::Committed);
                     // Each chain is intact: parents precede children.
@@ -131,8 +135,9 @@ fn acknowledged_writes_survive_kill_9() {
             })
             .unwrap();
         let max_id = acked.iter().map(|(_, id)| *id).max().unwrap();
-        let (fresh, _) =
-            store.write(|tx| tx.create(&format!("probe{run}"), Kind::View, None, BTreeMap::new())).unwrap();
+        let (fresh, _) = store
+            .write(|tx| tx.create(&format!("probe{run}"), Kind::View, None, BTreeMap::new()))
+            .unwrap();
         assert!(fresh.id > max_id, "ids are not reused after a crash");
     }
 }

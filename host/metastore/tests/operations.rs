@@ -5,7 +5,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use wasmsnap_metastore::{Error, Filter, Kind, MAX_KEY_BYTES, Reads, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{
+    Error, Filter, Kind, MAX_KEY_BYTES, Reads, UpdateInfo, Usage, parse_filters,
+};
 
 #[test]
 fn create_allocates_ids_from_one_and_returns_parent_ids_nearest_first() {
@@ -17,7 +19,14 @@ fn create_allocates_ids_from_one_and_returns_parent_ids_nearest_first() {
     assert_eq!((mid.id, top.id), (2, 3));
 
     let (active, parent_ids) = store
-        .write(|tx| tx.create("k8s.io/9/container", Kind::Active, Some("top"), labels(&[("a", "1"), ("gone", "")])))
+        .write(|tx| {
+            tx.create(
+                "k8s.io/9/container",
+                Kind::Active,
+                Some("top"),
+                labels(&[("a", "1"), ("gone", "")]),
+            )
+        })
         .unwrap();
     assert_eq!(active.id, 4);
     assert_eq!(parent_ids, [3, 2, 1]);
@@ -29,7 +38,8 @@ fn create_allocates_ids_from_one_and_returns_parent_ids_nearest_first() {
 
     let stored = store.read(|tx| tx.get("k8s.io/9/container")).unwrap();
     assert_eq!(stored, active);
-    let (chain_ids, chain) = store.read(|tx| Ok((tx.parent_ids(&stored)?, tx.parent_chain(&stored)?))).unwrap();
+    let (chain_ids, chain) =
+        store.read(|tx| Ok((tx.parent_ids(&stored)?, tx.parent_chain(&stored)?))).unwrap();
     assert_eq!(chain_ids, [3, 2, 1]);
     assert_eq!(chain.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["top", "mid", "base"]);
 
@@ -47,18 +57,38 @@ fn create_errors_follow_containerd() {
     create(&store, "view", Kind::View, None).unwrap();
 
     assert_err(create(&store, "", Kind::Active, None), "InvalidArgument", &["key", "empty"]);
-    assert_err(create(&store, "c", Kind::Committed, None), "InvalidArgument", &["\"c\"", "committed"]);
-    assert_err(create(&store, "c", Kind::Active, Some("missing")), "NotFound", &["\"missing\"", "\"c\""]);
+    assert_err(
+        create(&store, "c", Kind::Committed, None),
+        "InvalidArgument",
+        &["\"c\"", "committed"],
+    );
+    assert_err(
+        create(&store, "c", Kind::Active, Some("missing")),
+        "NotFound",
+        &["\"missing\"", "\"c\""],
+    );
     assert_err(
         create(&store, "c", Kind::Active, Some("active")),
         "FailedPrecondition",
         &["\"active\"", "not committed"],
     );
-    assert_err(create(&store, "c", Kind::View, Some("view")), "FailedPrecondition", &["\"view\"", "not committed"]);
+    assert_err(
+        create(&store, "c", Kind::View, Some("view")),
+        "FailedPrecondition",
+        &["\"view\"", "not committed"],
+    );
     assert_err(create(&store, "active", Kind::Active, None), "AlreadyExists", &["\"active\""]);
-    assert_err(create(&store, "committed", Kind::View, Some("committed")), "AlreadyExists", &["\"committed\""]);
+    assert_err(
+        create(&store, "committed", Kind::View, Some("committed")),
+        "AlreadyExists",
+        &["\"committed\""],
+    );
     // containerd checks the parent before the key.
-    assert_err(create(&store, "active", Kind::Active, Some("missing")), "NotFound", &["\"missing\""]);
+    assert_err(
+        create(&store, "active", Kind::Active, Some("missing")),
+        "NotFound",
+        &["\"missing\""],
+    );
 
     let big = labels(&[("containerd.io/snapshot/big", &"x".repeat(4096))]);
     assert_err(
@@ -75,7 +105,12 @@ fn commit_keeps_the_id_and_the_children_index() {
     layer(&store, "base", None);
     let (active, _) = store
         .write(|tx| {
-            let created = tx.create("extract-1 sha256:a", Kind::Active, Some("base"), labels(&[("old", "1")]))?;
+            let created = tx.create(
+                "extract-1 sha256:a",
+                Kind::Active,
+                Some("base"),
+                labels(&[("old", "1")]),
+            )?;
             tx.set_content("extract-1 sha256:a", Some("fs".into()))?;
             Ok::<_, Error>(created)
         })
@@ -83,7 +118,14 @@ fn commit_keeps_the_id_and_the_children_index() {
     std::thread::sleep(std::time::Duration::from_millis(2));
     let usage = Usage { size: 123_456, inodes: 78 };
     let committed = store
-        .write(|tx| tx.commit("extract-1 sha256:a", "sha256:a", labels(&[("new", "2"), ("dropped", "")]), usage))
+        .write(|tx| {
+            tx.commit(
+                "extract-1 sha256:a",
+                "sha256:a",
+                labels(&[("new", "2"), ("dropped", "")]),
+                usage,
+            )
+        })
         .unwrap();
     assert_eq!(committed.id, active.id);
     assert_eq!(committed.name, "sha256:a");
@@ -107,7 +149,11 @@ fn commit_keeps_the_id_and_the_children_index() {
         })
         .unwrap();
     // The renamed child still holds its parent; a grandchild finds the chain.
-    assert_err(store.write(|tx| tx.remove("base")), "FailedPrecondition", &["remove", "\"sha256:a\""]);
+    assert_err(
+        store.write(|tx| tx.remove("base")),
+        "FailedPrecondition",
+        &["remove", "\"sha256:a\""],
+    );
     let (_, ids) = create(&store, "grandchild", Kind::View, Some("sha256:a")).unwrap();
     assert_eq!(ids, [committed.id, 1]);
 }
@@ -127,7 +173,11 @@ fn commit_errors_follow_containerd() {
     assert_err(commit(&store, "missing", "committed"), "AlreadyExists", &["\"committed\""]);
     assert_err(commit(&store, "missing", "x"), "NotFound", &["\"missing\""]);
     assert_err(commit(&store, "view", "x"), "FailedPrecondition", &["\"view\"", "not active"]);
-    assert_err(commit(&store, "committed", "x"), "FailedPrecondition", &["\"committed\"", "not active"]);
+    assert_err(
+        commit(&store, "committed", "x"),
+        "FailedPrecondition",
+        &["\"committed\"", "not active"],
+    );
     let big = labels(&[(&"k".repeat(4000), &"v".repeat(97))]);
     assert_err(
         store.write(|tx| tx.commit("active", "x", big, Usage::default())),
@@ -174,7 +224,9 @@ fn paths(paths: &[&str]) -> Vec<String> {
 #[test]
 fn update_applies_containerd_field_masks() {
     let (_dir, store) = open();
-    let (before, _) = store.write(|tx| tx.create("s", Kind::Active, None, labels(&[("a", "1"), ("b", "2")]))).unwrap();
+    let (before, _) = store
+        .write(|tx| tx.create("s", Kind::Active, None, labels(&[("a", "1"), ("b", "2")])))
+        .unwrap();
     let update = |info: UpdateInfo, mask: &[&str]| store.write(|tx| tx.update(info, &paths(mask)));
 
     // No mask: labels replaced; kind and parent ignored.
@@ -196,7 +248,9 @@ fn update_applies_containerd_field_masks() {
     let rec = update(info("s", &[("c", "")]), &["labels.c"]).unwrap();
     assert!(rec.labels.is_empty());
     // Keys with dots and slashes.
-    let rec = update(info("s", &[("containerd.io/gc.root", "t")]), &["labels.containerd.io/gc.root"]).unwrap();
+    let rec =
+        update(info("s", &[("containerd.io/gc.root", "t")]), &["labels.containerd.io/gc.root"])
+            .unwrap();
     assert_eq!(rec.labels, labels(&[("containerd.io/gc.root", "t")]));
     // labels: replace all.
     let rec = update(info("s", &[("x", "1"), ("y", "")]), &["labels"]).unwrap();
@@ -204,7 +258,11 @@ fn update_applies_containerd_field_masks() {
     assert_eq!(store.read(|tx| tx.get("s")).unwrap(), rec);
 
     for bad in ["name", "kind", "parent", "created", "labelsx", "unknown"] {
-        assert_err(update(info("s", &[]), &["labels.x", bad]), "InvalidArgument", &[&format!("\"{bad}\""), "\"s\""]);
+        assert_err(
+            update(info("s", &[]), &["labels.x", bad]),
+            "InvalidArgument",
+            &[&format!("\"{bad}\""), "\"s\""],
+        );
     }
     assert_err(update(info("missing", &[]), &[]), "NotFound", &["\"missing\""]);
     assert_err(update(info("", &[]), &[]), "InvalidArgument", &["empty"]);
@@ -271,7 +329,8 @@ fn keys_are_opaque_and_may_be_long() {
     let (_dir, store) = open();
     // Room for the suffixes below within the limit.
     let huge = "k".repeat(MAX_KEY_BYTES - 16);
-    let odd = ["a/b/../c", "with space", "nul\0inside", "..", "/", "é:ü", "k8s.io/1/extract-1 sha256:aa"];
+    let odd =
+        ["a/b/../c", "with space", "nul\0inside", "..", "/", "é:ü", "k8s.io/1/extract-1 sha256:aa"];
     layer(&store, &huge, None);
     for key in odd {
         let (rec, ids) = create(&store, key, Kind::View, Some(&huge)).unwrap();

@@ -20,7 +20,12 @@ fn everything_survives_a_reopen() {
             .write(|tx| {
                 tx.create("child", Kind::Active, Some("base"), labels(&[("l", "v")]))?;
                 tx.set_content("child", Some("fs".into()))?;
-                tx.commit("child", "sha256:child", labels(&[("c", "d")]), Usage { size: 1 << 40, inodes: 3 })
+                tx.commit(
+                    "child",
+                    "sha256:child",
+                    labels(&[("c", "d")]),
+                    Usage { size: 1 << 40, inodes: 3 },
+                )
             })
             .unwrap();
         let (view, _) = create(&store, "view", Kind::View, Some("sha256:child")).unwrap();
@@ -81,7 +86,10 @@ fn a_newer_or_older_schema_is_refused() {
         let err = Metastore::open(dir.path()).err().expect("refused");
         let (code, message) = code(&err);
         assert_eq!(code, "Storage");
-        assert!(message.contains(needle) && message.contains(&format!("version {version}")), "{message}");
+        assert!(
+            message.contains(needle) && message.contains(&format!("version {version}")),
+            "{message}"
+        );
     }
 }
 
@@ -115,7 +123,10 @@ fn an_error_or_a_panic_aborts_everything_the_transaction_did() {
     let panicked = catch_unwind(AssertUnwindSafe(|| {
         store.write(|tx| {
             tx.create("y", Kind::Active, None, BTreeMap::new())?;
-            tx.update(wasmsnap_metastore::UpdateInfo { name: "base".into(), ..Default::default() }, &[])?;
+            tx.update(
+                wasmsnap_metastore::UpdateInfo { name: "base".into(), ..Default::default() },
+                &[],
+            )?;
             panic!("daemon bug");
             #[allow(unreachable_code)]
             Ok::<(), Error>(())
@@ -153,7 +164,8 @@ fn caller_errors_pass_through_write() {
         Err(DaemonError::Mkdir("no space"))
     });
     assert_eq!(out, Err(DaemonError::Mkdir("no space")));
-    let out: Result<(), DaemonError> = store.write(|tx| tx.remove("x").map(drop).map_err(Into::into));
+    let out: Result<(), DaemonError> =
+        store.write(|tx| tx.remove("x").map(drop).map_err(Into::into));
     assert!(matches!(out, Err(DaemonError::Meta(Error::NotFound(_)))));
 }
 
@@ -165,7 +177,10 @@ fn a_nested_write_is_refused_and_a_nested_read_sees_the_committed_state() {
         .write(|tx| {
             tx.remove("a")?;
             let nested = store.write(|tx| tx.remove("a"));
-            assert!(matches!(&nested, Err(Error::Storage(m)) if m.contains("nested")), "{nested:?}");
+            assert!(
+                matches!(&nested, Err(Error::Storage(m)) if m.contains("nested")),
+                "{nested:?}"
+            );
             // A read inside the write sees the last commit, not this transaction.
             assert!(store.read(|r| r.find("a"))?.is_some());
             assert!(tx.find("a")?.is_none());
@@ -174,7 +189,9 @@ fn a_nested_write_is_refused_and_a_nested_read_sees_the_committed_state() {
         .unwrap();
     assert_eq!(store.read(|tx| tx.find("a")).unwrap(), None);
     // Reads nest freely (a Stat inside a List callback).
-    store.read(|outer| outer.list(&Filter::all(), |_| store.read(|inner| inner.ids().map(drop)))).unwrap();
+    store
+        .read(|outer| outer.list(&Filter::all(), |_| store.read(|inner| inner.ids().map(drop))))
+        .unwrap();
 }
 
 /// Many threads writing at once: every acknowledged write is there, ids are

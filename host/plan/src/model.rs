@@ -69,7 +69,20 @@ pub struct DirRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]
 pub enum MountPlan {
-    Bind { source: DirRef, readonly: bool, options: Vec<String> },
-    Overlay { lower: Vec<DirRef>, upper: Option<DirRef>, work: Option<DirRef>, options: Vec<String> },
-    Other { fs_type: String, source: String, options: Vec<String> },
+    Bind {
+        source: DirRef,
+        readonly: bool,
+        options: Vec<String>,
+    },
+    Overlay {
+        lower: Vec<DirRef>,
+        upper: Option<DirRef>,
+        work: Option<DirRef>,
+        options: Vec<String>,
+    },
+    Other {
+        fs_type: String,
+        source: String,
+        options: Vec<String>,
+    },
 }

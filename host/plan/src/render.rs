@@ -51,7 +51,12 @@ fn render_one(root: &str, plan: &MountPlan) -> Mount {
             rendered.push(if *readonly { "ro" } else { "rw" }.to_string());
             rendered.push("rbind".to_string());
             rendered.extend(options.iter().cloned());
-            Mount { r#type: "bind".into(), source: dir_path(root, source, ""), target: String::new(), options: rendered }
+            Mount {
+                r#type: "bind".into(),
+                source: dir_path(root, source, ""),
+                target: String::new(),
+                options: rendered,
+            }
         }
         MountPlan::Overlay { lower, upper, work, options } => {
             let mut rendered = Vec::with_capacity(options.len() + 3);
@@ -61,7 +66,12 @@ fn render_one(root: &str, plan: &MountPlan) -> Mount {
                 rendered.push(dir_path(root, upper, "upperdir="));
             }
             rendered.push(lowerdir(root, lower));
-            Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options: rendered }
+            Mount {
+                r#type: "overlay".into(),
+                source: "overlay".into(),
+                target: String::new(),
+                options: rendered,
+            }
         }
         MountPlan::Other { fs_type, source, options } => Mount {
             r#type: fs_type.clone(),
@@ -133,14 +143,22 @@ mod tests {
     }
 
     fn mount(t: &str, source: &str, options: &[&str]) -> Mount {
-        Mount { r#type: t.into(), source: source.into(), target: String::new(), options: strings(options) }
+        Mount {
+            r#type: t.into(),
+            source: source.into(),
+            target: String::new(),
+            options: strings(options),
+        }
     }
 
     const ROOT: &str = "/var/lib/wasmsnap";
 
     #[test]
     fn snapshot_dir_is_under_snapshots() {
-        assert_eq!(snapshot_dir(Path::new(ROOT), 42), PathBuf::from("/var/lib/wasmsnap/snapshots/42"));
+        assert_eq!(
+            snapshot_dir(Path::new(ROOT), 42),
+            PathBuf::from("/var/lib/wasmsnap/snapshots/42")
+        );
     }
 
     #[test]
@@ -184,7 +202,12 @@ mod tests {
 
     #[test]
     fn read_only_overlay_has_lowerdir_only() {
-        let plan = MountPlan::Overlay { lower: vec![dir(10, "fs"), dir(1, "fs")], upper: None, work: None, options: vec![] };
+        let plan = MountPlan::Overlay {
+            lower: vec![dir(10, "fs"), dir(1, "fs")],
+            upper: None,
+            work: None,
+            options: vec![],
+        };
         assert_eq!(
             render_mounts(Path::new("/r/"), &[plan]),
             vec![mount("overlay", "overlay", &["lowerdir=/r/snapshots/10/fs:/r/snapshots/1/fs"])]
@@ -193,14 +216,24 @@ mod tests {
 
     #[test]
     fn other_is_passed_as_given() {
-        let plan = MountPlan::Other { fs_type: "tmpfs".into(), source: "tmpfs".into(), options: strings(&["size=1m"]) };
-        assert_eq!(render_mounts(Path::new(ROOT), &[plan]), vec![mount("tmpfs", "tmpfs", &["size=1m"])]);
+        let plan = MountPlan::Other {
+            fs_type: "tmpfs".into(),
+            source: "tmpfs".into(),
+            options: strings(&["size=1m"]),
+        };
+        assert_eq!(
+            render_mounts(Path::new(ROOT), &[plan]),
+            vec![mount("tmpfs", "tmpfs", &["size=1m"])]
+        );
     }
 
     #[test]
     fn root_slash_renders_without_double_slash() {
         let plan = MountPlan::Bind { source: dir(u64::MAX, "fs"), readonly: true, options: vec![] };
-        assert_eq!(render_mounts(Path::new("/"), &[plan])[0].source, "/snapshots/18446744073709551615/fs");
+        assert_eq!(
+            render_mounts(Path::new("/"), &[plan])[0].source,
+            "/snapshots/18446744073709551615/fs"
+        );
     }
 
     #[test]

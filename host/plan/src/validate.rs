@@ -117,7 +117,9 @@ pub enum ValidationError {
     NameTooLong { at: Place, len: usize, max: usize },
     #[error("{at}: directory name {name:?} is `.` or `..` [name-dot]")]
     NameDot { at: Place, name: String },
-    #[error("{at}: directory name {name:?} contains `/`: it must be one path component [name-slash]")]
+    #[error(
+        "{at}: directory name {name:?} contains `/`: it must be one path component [name-slash]"
+    )]
     NameSlash { at: Place, name: String },
     #[error("{at}: directory name {name:?} contains NUL [name-nul]")]
     NameNul { at: Place, name: String },
@@ -133,9 +135,13 @@ pub enum ValidationError {
     MkdirMode { at: Place, mode: u32 },
     #[error("{at}: directory {name:?} is created twice [dir-created-twice]")]
     DirCreatedTwice { at: Place, name: String },
-    #[error("{at}: copy-parent into {name:?}, but snapshot {id} has no parent [copy-parent-without-parent]")]
+    #[error(
+        "{at}: copy-parent into {name:?}, but snapshot {id} has no parent [copy-parent-without-parent]"
+    )]
     CopyParentWithoutParent { at: Place, name: String, id: SnapshotId },
-    #[error("{at}: chown-like-parent of {name:?}, which no earlier step created [chown-before-create]")]
+    #[error(
+        "{at}: chown-like-parent of {name:?}, which no earlier step created [chown-before-create]"
+    )]
     ChownBeforeCreate { at: Place, name: String },
     #[error("{at}: content {name:?} is not a directory any step creates [content-not-created]")]
     ContentNotCreated { at: Place, name: String },
@@ -153,13 +159,17 @@ pub enum ValidationError {
         "{at}: would mount {name:?} of snapshot {referenced} writable; only snapshot {id}'s own directories may be written [writable-parent-dir]"
     )]
     WritableParentDir { at: Place, referenced: SnapshotId, name: String, id: SnapshotId },
-    #[error("{at}: a {kind:?} snapshot must mount read-only, but this mount is {what} [view-writable]")]
+    #[error(
+        "{at}: a {kind:?} snapshot must mount read-only, but this mount is {what} [view-writable]"
+    )]
     ViewWritable { at: Place, kind: Kind, what: &'static str },
     #[error("{at}: an overlay needs at least one lower layer [overlay-no-lower]")]
     OverlayNoLower { at: Place },
     #[error("{at}: {count} lower layers exceed {max} [too-many-lowers]")]
     TooManyLowers { at: Place, count: usize, max: usize },
-    #[error("{at}: lower layer {name:?} of snapshot {referenced} is listed twice [duplicate-lower]")]
+    #[error(
+        "{at}: lower layer {name:?} of snapshot {referenced} is listed twice [duplicate-lower]"
+    )]
     DuplicateLower { at: Place, referenced: SnapshotId, name: String },
     #[error("{at}: an overlay with an upper needs a work directory [upper-without-work]")]
     UpperWithoutWork { at: Place },
@@ -181,9 +191,13 @@ pub enum ValidationError {
     OptionComma { at: Place, option: String },
     #[error("{at}: option {option:?} contains NUL [option-nul]")]
     OptionNul { at: Place, option: String },
-    #[error("{at}: option {option:?} carries a path-bearing key; the host renders every path [option-path-key]")]
+    #[error(
+        "{at}: option {option:?} carries a path-bearing key; the host renders every path [option-path-key]"
+    )]
     OptionPathKey { at: Place, option: String },
-    #[error("{at}: option {option:?} carries a path (`/`); the host renders every path [option-path-value]")]
+    #[error(
+        "{at}: option {option:?} carries a path (`/`); the host renders every path [option-path-value]"
+    )]
     OptionPathValue { at: Place, option: String },
     #[error("{at}: option {option:?} is reserved to the host [option-reserved]")]
     OptionReserved { at: Place, option: String },
@@ -191,7 +205,9 @@ pub enum ValidationError {
     // --- other mounts ----------------------------------------------------
     #[error("{at}: filesystem type {fs_type:?} is not a path-free type ({allowed}) [other-type]")]
     OtherType { at: Place, fs_type: String, allowed: String },
-    #[error("{at}: source {value:?} contains `/`: an other mount names no path [other-source-path]")]
+    #[error(
+        "{at}: source {value:?} contains `/`: an other mount names no path [other-source-path]"
+    )]
     OtherSourcePath { at: Place, value: String },
     #[error("{at}: source {value:?} contains NUL [other-source-nul]")]
     OtherSourceNul { at: Place, value: String },
@@ -248,7 +264,11 @@ type Checked = Result<(), ValidationError>;
 /// Check a layout the policy returned for snapshot `s`.
 pub fn validate_layout(s: &Snapshot, l: &Layout, limits: &Limits) -> Checked {
     if l.steps.len() > limits.max_steps {
-        return Err(ValidationError::TooManySteps { at: Place::Layout, count: l.steps.len(), max: limits.max_steps });
+        return Err(ValidationError::TooManySteps {
+            at: Place::Layout,
+            count: l.steps.len(),
+            max: limits.max_steps,
+        });
     }
     for (n, step) in l.steps.iter().enumerate() {
         let at = Place::Step(n);
@@ -265,7 +285,11 @@ pub fn validate_layout(s: &Snapshot, l: &Layout, limits: &Limits) -> Checked {
             Step::CopyParent { name, .. } => {
                 check_name(at, name, limits)?;
                 if s.parent_ids.is_empty() {
-                    return Err(ValidationError::CopyParentWithoutParent { at, name: name.clone(), id: s.id });
+                    return Err(ValidationError::CopyParentWithoutParent {
+                        at,
+                        name: name.clone(),
+                        id: s.id,
+                    });
                 }
                 check_created_once(at, name, earlier)?;
             }
@@ -280,7 +304,10 @@ pub fn validate_layout(s: &Snapshot, l: &Layout, limits: &Limits) -> Checked {
     if let Some(content) = &l.content {
         check_name(Place::Content, content, limits)?;
         if !l.steps.iter().any(|e| created_name(e) == Some(content)) {
-            return Err(ValidationError::ContentNotCreated { at: Place::Content, name: content.clone() });
+            return Err(ValidationError::ContentNotCreated {
+                at: Place::Content,
+                name: content.clone(),
+            });
         }
     }
     Ok(())
@@ -307,7 +334,11 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
         return Err(ValidationError::NoMounts { at: Place::Plan });
     }
     if mounts.len() > limits.max_mounts {
-        return Err(ValidationError::TooManyMounts { at: Place::Plan, count: mounts.len(), max: limits.max_mounts });
+        return Err(ValidationError::TooManyMounts {
+            at: Place::Plan,
+            count: mounts.len(),
+            max: limits.max_mounts,
+        });
     }
     let read_only = matches!(s.kind, Kind::View | Kind::Committed);
     for (n, mount) in mounts.iter().enumerate() {
@@ -316,7 +347,11 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
                 check_dir_ref(Place::Source(n), s, source, limits)?;
                 if !readonly {
                     if read_only {
-                        return Err(ValidationError::ViewWritable { at: Place::Mount(n), kind: s.kind, what: "a read-write bind" });
+                        return Err(ValidationError::ViewWritable {
+                            at: Place::Mount(n),
+                            kind: s.kind,
+                            what: "a read-write bind",
+                        });
                     }
                     check_writable(Place::Source(n), s, source)?;
                 }
@@ -325,7 +360,11 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
             MountPlan::Overlay { lower, upper, work, options } => {
                 check_overlay(n, s, lower, upper.as_ref(), work.as_ref(), limits)?;
                 if read_only && upper.is_some() {
-                    return Err(ValidationError::ViewWritable { at: Place::Mount(n), kind: s.kind, what: "an overlay with an upper" });
+                    return Err(ValidationError::ViewWritable {
+                        at: Place::Mount(n),
+                        kind: s.kind,
+                        what: "an overlay with an upper",
+                    });
                 }
                 check_options(n, options, OptionSet::Overlay, limits)?;
             }
@@ -333,7 +372,11 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
                 check_other(n, fs_type, source, limits)?;
                 check_options(n, options, OptionSet::Other, limits)?;
                 if read_only && !options.iter().any(|o| o == "ro") {
-                    return Err(ValidationError::ViewWritable { at: Place::Mount(n), kind: s.kind, what: "an other mount without `ro`" });
+                    return Err(ValidationError::ViewWritable {
+                        at: Place::Mount(n),
+                        kind: s.kind,
+                        what: "an other mount without `ro`",
+                    });
                 }
             }
         }
@@ -353,7 +396,11 @@ fn check_overlay(
         return Err(ValidationError::OverlayNoLower { at: Place::Mount(n) });
     }
     if lower.len() > limits.max_lower {
-        return Err(ValidationError::TooManyLowers { at: Place::Mount(n), count: lower.len(), max: limits.max_lower });
+        return Err(ValidationError::TooManyLowers {
+            at: Place::Mount(n),
+            count: lower.len(),
+            max: limits.max_lower,
+        });
     }
     for (i, dir) in lower.iter().enumerate() {
         check_dir_ref(Place::Lower(n, i), s, dir, limits)?;
@@ -379,7 +426,11 @@ fn check_overlay(
             for (at, dir) in [(Place::Upper(n), upper), (Place::Work(n), work)] {
                 let reused = lower.contains(dir) || (at == Place::Work(n) && work == upper);
                 if reused {
-                    return Err(ValidationError::OverlayDirReused { at, referenced: dir.snapshot, name: dir.name.clone() });
+                    return Err(ValidationError::OverlayDirReused {
+                        at,
+                        referenced: dir.snapshot,
+                        name: dir.name.clone(),
+                    });
                 }
             }
             Ok(())
@@ -430,7 +481,9 @@ fn check_name(at: Place, name: &str, limits: &Limits) -> Checked {
     if name.contains('\0') {
         return Err(ValidationError::NameNul { at, name: owned() });
     }
-    if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(ch) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(ValidationError::NameCharset { at, name: owned(), ch });
     }
     Ok(())
@@ -458,7 +511,11 @@ const PATHLESS_DIR_KEYS: &[&str] = &["redirect_dir"];
 
 fn check_options(n: usize, options: &[String], set: OptionSet, limits: &Limits) -> Checked {
     if options.len() > limits.max_options {
-        return Err(ValidationError::TooManyOptions { at: Place::Mount(n), count: options.len(), max: limits.max_options });
+        return Err(ValidationError::TooManyOptions {
+            at: Place::Mount(n),
+            count: options.len(),
+            max: limits.max_options,
+        });
     }
     for (i, option) in options.iter().enumerate() {
         check_option(Place::Option(n, i), option, set, limits)?;
@@ -472,7 +529,11 @@ fn check_option(at: Place, option: &str, set: OptionSet, limits: &Limits) -> Che
         return Err(ValidationError::OptionEmpty { at });
     }
     if option.len() > limits.max_option_len {
-        return Err(ValidationError::OptionTooLong { at, len: option.len(), max: limits.max_option_len });
+        return Err(ValidationError::OptionTooLong {
+            at,
+            len: option.len(),
+            max: limits.max_option_len,
+        });
     }
     if option.contains(',') {
         return Err(ValidationError::OptionComma { at, option: owned() });
@@ -500,7 +561,8 @@ fn check_option(at: Place, option: &str, set: OptionSet, limits: &Limits) -> Che
 fn is_path_key(key: &str) -> bool {
     let bare = key.strip_suffix('+').unwrap_or(key);
     // Bytes, not a str slice: the key may end in a multi-byte character.
-    let ends_in_dir = bare.len() >= 3 && bare.as_bytes()[bare.len() - 3..].eq_ignore_ascii_case(b"dir");
+    let ends_in_dir =
+        bare.len() >= 3 && bare.as_bytes()[bare.len() - 3..].eq_ignore_ascii_case(b"dir");
     let pathless = PATHLESS_DIR_KEYS.iter().any(|k| bare.eq_ignore_ascii_case(k));
     (ends_in_dir && !pathless) || PATH_KEYS.iter().any(|k| bare.eq_ignore_ascii_case(k))
 }
@@ -515,7 +577,11 @@ fn check_other(n: usize, fs_type: &str, source: &str, limits: &Limits) -> Checke
         });
     }
     if source.len() > limits.max_source_len {
-        return Err(ValidationError::OtherSourceTooLong { at, len: source.len(), max: limits.max_source_len });
+        return Err(ValidationError::OtherSourceTooLong {
+            at,
+            len: source.len(),
+            max: limits.max_source_len,
+        });
     }
     if source.contains('/') {
         return Err(ValidationError::OtherSourcePath { at, value: source.to_owned() });

@@ -33,19 +33,36 @@ fn layout(steps: Vec<Step>, content: Option<&str>) -> Layout {
 /// The overlay policy's layout for an active snapshot.
 fn good_layout() -> Layout {
     layout(
-        vec![mkdir("fs"), Step::Mkdir { name: "work".into(), mode: 0o711 }, Step::ChownLikeParent { name: "fs".into() }],
+        vec![
+            mkdir("fs"),
+            Step::Mkdir { name: "work".into(), mode: 0o711 },
+            Step::ChownLikeParent { name: "fs".into() },
+        ],
         Some("fs"),
     )
 }
 
-fn overlay(lower: Vec<DirRef>, upper_work: Option<(DirRef, DirRef)>, options: &[&str]) -> MountPlan {
+fn overlay(
+    lower: Vec<DirRef>,
+    upper_work: Option<(DirRef, DirRef)>,
+    options: &[&str],
+) -> MountPlan {
     let (upper, work) = upper_work.unzip();
-    MountPlan::Overlay { lower, upper, work, options: options.iter().map(|o| o.to_string()).collect() }
+    MountPlan::Overlay {
+        lower,
+        upper,
+        work,
+        options: options.iter().map(|o| o.to_string()).collect(),
+    }
 }
 
 /// The overlay policy's plan for an active snapshot.
 fn good_overlay(options: &[&str]) -> MountPlan {
-    overlay(vec![dir(3, "fs"), dir(2, "fs"), dir(1, "fs")], Some((dir(9, "fs"), dir(9, "work"))), options)
+    overlay(
+        vec![dir(3, "fs"), dir(2, "fs"), dir(1, "fs")],
+        Some((dir(9, "fs"), dir(9, "work"))),
+        options,
+    )
 }
 
 fn bind(source: DirRef, readonly: bool, options: &[&str]) -> MountPlan {
@@ -73,7 +90,10 @@ fn lay(s: &Snapshot, l: Layout) -> Result<(), ValidationError> {
 fn refused(result: Result<(), ValidationError>, rule: &str) -> ValidationError {
     let err = result.expect_err("the plan must be refused");
     assert_eq!(err.rule(), rule, "wrong rule for: {err}");
-    assert!(err.to_string().contains(&format!("[{rule}]")), "message does not name the rule: {err}");
+    assert!(
+        err.to_string().contains(&format!("[{rule}]")),
+        "message does not name the rule: {err}"
+    );
     err
 }
 
@@ -83,8 +103,16 @@ fn refused(result: Result<(), ValidationError>, rule: &str) -> ValidationError {
 fn the_overlay_policys_plans_pass() {
     lay(&active(), good_layout()).unwrap();
     lay(&orphan(), good_layout()).unwrap();
-    lay(&view(), layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs"))).unwrap();
-    mounts(&active(), vec![good_overlay(&["index=off", "userxattr", "volatile", "redirect_dir=on"])]).unwrap();
+    lay(
+        &view(),
+        layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs")),
+    )
+    .unwrap();
+    mounts(
+        &active(),
+        vec![good_overlay(&["index=off", "userxattr", "volatile", "redirect_dir=on"])],
+    )
+    .unwrap();
     mounts(&orphan(), vec![bind(dir(9, "fs"), false, &[])]).unwrap();
     mounts(&view(), vec![bind(dir(3, "fs"), true, &["nosuid"])]).unwrap();
     mounts(&view(), vec![overlay(vec![dir(3, "fs"), dir(2, "fs")], None, &["index=off"])]).unwrap();
@@ -98,7 +126,11 @@ fn native_style_copy_parent_passes_and_content_may_be_absent() {
     lay(&active(), layout(vec![copy], Some("fs"))).unwrap();
     lay(&view(), layout(vec![], None)).unwrap();
     // chown-like-parent without a parent does nothing: allowed.
-    lay(&orphan(), layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs"))).unwrap();
+    lay(
+        &orphan(),
+        layout(vec![mkdir("fs"), Step::ChownLikeParent { name: "fs".into() }], Some("fs")),
+    )
+    .unwrap();
 }
 
 // --- names -----------------------------------------------------------------
@@ -135,7 +167,10 @@ fn name_nul() {
 #[test]
 fn name_charset() {
     // `:` would split overlay's lowerdir list; `,` would start a new option.
-    let err = refused(mounts(&view(), vec![overlay(vec![dir(3, "fs:x"), dir(2, "fs")], None, &[])]), "name-charset");
+    let err = refused(
+        mounts(&view(), vec![overlay(vec![dir(3, "fs:x"), dir(2, "fs")], None, &[])]),
+        "name-charset",
+    );
     assert!(err.to_string().contains("':'"), "{err}");
     refused(mounts(&orphan(), vec![bind(dir(9, "fs,upperdir=x"), false, &[])]), "name-charset");
 }
@@ -177,7 +212,8 @@ fn chown_before_create() {
 
 #[test]
 fn content_not_created() {
-    let err = refused(lay(&active(), layout(vec![mkdir("fs")], Some("rootfs"))), "content-not-created");
+    let err =
+        refused(lay(&active(), layout(vec![mkdir("fs")], Some("rootfs"))), "content-not-created");
     assert!(err.to_string().contains("\"rootfs\""), "{err}");
 }
 
@@ -217,7 +253,10 @@ fn view_writable() {
 
 #[test]
 fn overlay_no_lower() {
-    refused(mounts(&active(), vec![overlay(vec![], Some((dir(9, "fs"), dir(9, "work"))), &[])]), "overlay-no-lower");
+    refused(
+        mounts(&active(), vec![overlay(vec![], Some((dir(9, "fs"), dir(9, "work"))), &[])]),
+        "overlay-no-lower",
+    );
 }
 
 #[test]
@@ -227,26 +266,40 @@ fn too_many_lowers() {
     let lower = parents.iter().map(|&p| dir(p, "fs")).collect();
     refused(mounts(&s, vec![overlay(lower, None, &[])]), "too-many-lowers");
     // 500 is the kernel's limit, and allowed.
-    let s = Snapshot { id: 501, kind: Kind::View, parent_ids: parents[1..].to_vec(), labels: vec![] };
+    let s =
+        Snapshot { id: 501, kind: Kind::View, parent_ids: parents[1..].to_vec(), labels: vec![] };
     let lower = parents[1..].iter().map(|&p| dir(p, "fs")).collect();
     mounts(&s, vec![overlay(lower, None, &[])]).unwrap();
 }
 
 #[test]
 fn duplicate_lower() {
-    let err = refused(mounts(&view(), vec![overlay(vec![dir(3, "fs"), dir(2, "fs"), dir(3, "fs")], None, &[])]), "duplicate-lower");
+    let err = refused(
+        mounts(&view(), vec![overlay(vec![dir(3, "fs"), dir(2, "fs"), dir(3, "fs")], None, &[])]),
+        "duplicate-lower",
+    );
     assert!(err.to_string().contains("mount 0 lower 2"), "{err}");
 }
 
 #[test]
 fn upper_without_work() {
-    let plan = MountPlan::Overlay { lower: vec![dir(3, "fs")], upper: Some(dir(9, "fs")), work: None, options: vec![] };
+    let plan = MountPlan::Overlay {
+        lower: vec![dir(3, "fs")],
+        upper: Some(dir(9, "fs")),
+        work: None,
+        options: vec![],
+    };
     refused(mounts(&active(), vec![plan]), "upper-without-work");
 }
 
 #[test]
 fn work_without_upper() {
-    let plan = MountPlan::Overlay { lower: vec![dir(3, "fs")], upper: None, work: Some(dir(9, "work")), options: vec![] };
+    let plan = MountPlan::Overlay {
+        lower: vec![dir(3, "fs")],
+        upper: None,
+        work: Some(dir(9, "work")),
+        options: vec![],
+    };
     refused(mounts(&active(), vec![plan]), "work-without-upper");
 }
 
@@ -254,7 +307,8 @@ fn work_without_upper() {
 fn overlay_dir_reused() {
     let same = overlay(vec![dir(3, "fs")], Some((dir(9, "fs"), dir(9, "fs"))), &[]);
     refused(mounts(&active(), vec![same]), "overlay-dir-reused");
-    let upper_in_lower = overlay(vec![dir(9, "fs"), dir(3, "fs")], Some((dir(9, "fs"), dir(9, "work"))), &[]);
+    let upper_in_lower =
+        overlay(vec![dir(9, "fs"), dir(3, "fs")], Some((dir(9, "fs"), dir(9, "work"))), &[]);
     refused(mounts(&active(), vec![upper_in_lower]), "overlay-dir-reused");
 }
 
@@ -280,7 +334,8 @@ fn option_too_long() {
 
 #[test]
 fn option_comma() {
-    let err = refused(mounts(&active(), vec![good_overlay(&["index=off,lowerdir=x"])]), "option-comma");
+    let err =
+        refused(mounts(&active(), vec![good_overlay(&["index=off,lowerdir=x"])]), "option-comma");
     assert!(err.to_string().contains("mount 0 option 0"), "{err}");
 }
 
@@ -292,12 +347,24 @@ fn option_nul() {
 #[test]
 fn option_path_key() {
     // Every path-bearing key of overlay, with or without a path in it.
-    for option in ["lowerdir=x", "upperdir=..", "workdir=w", "datadir=d", "lowerdir+=x", "datadir+=d", "LowerDir=x", "lowerdir"] {
+    for option in [
+        "lowerdir=x",
+        "upperdir=..",
+        "workdir=w",
+        "datadir=d",
+        "lowerdir+=x",
+        "datadir+=d",
+        "LowerDir=x",
+        "lowerdir",
+    ] {
         refused(mounts(&active(), vec![good_overlay(&[option])]), "option-path-key");
     }
     refused(mounts(&orphan(), vec![bind(dir(9, "fs"), false, &["upperdir=x"])]), "option-path-key");
     refused(mounts(&active(), vec![other("tmpfs", "t", &["workdir=x"])]), "option-path-key");
-    refused(mounts(&active(), vec![other("tmpfs", "t", &["x-containerd.mkdir.path=x"])]), "option-path-key");
+    refused(
+        mounts(&active(), vec![other("tmpfs", "t", &["x-containerd.mkdir.path=x"])]),
+        "option-path-key",
+    );
 }
 
 /// Found by the plan_validator fuzzer: a key ending in a multi-byte
@@ -348,5 +415,8 @@ fn other_source_nul() {
 
 #[test]
 fn other_source_too_long() {
-    refused(mounts(&active(), vec![other("tmpfs", &"t".repeat(256), &[])]), "other-source-too-long");
+    refused(
+        mounts(&active(), vec![other("tmpfs", &"t".repeat(256), &[])]),
+        "other-source-too-long",
+    );
 }

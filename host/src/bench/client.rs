@@ -18,7 +18,9 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
     let channel = Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .with_context(|| format!("connect to {}", socket.display()))?;
@@ -26,11 +28,19 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
 }
 
 /// Waits until something accepts connections on `socket`.
-pub fn wait_for_socket(socket: &Path, timeout: Duration, mut alive: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn wait_for_socket(
+    socket: &Path,
+    timeout: Duration,
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while std::os::unix::net::UnixStream::connect(socket).is_err() {
         alive()?;
-        anyhow::ensure!(Instant::now() < deadline, "nothing listens on {} after {timeout:?}", socket.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nothing listens on {} after {timeout:?}",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())

@@ -50,16 +50,30 @@ fn sync_subdirs(dir: &Path) -> anyhow::Result<bool> {
 /// Runs the floor loop of `shape` in a fresh directory under `dir` (put it
 /// on the same file system as the snapshotters' roots).
 pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
-    let scratch = tempfile::Builder::new().prefix("floor-").tempdir_in(dir).with_context(|| format!("temp dir in {}", dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("floor-")
+        .tempdir_in(dir)
+        .with_context(|| format!("temp dir in {}", dir.display()))?;
     let snapshots = scratch.path().join("snapshots");
     fs::create_dir(&snapshots)?;
-    let record = File::options().create_new(true).read(true).write(true).open(scratch.path().join("records"))?;
+    let record = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(scratch.path().join("records"))?;
     record.write_all_at(&[0; 64 * 4096], 0)?;
     record.sync_all()?;
-    let floor = Floor { sync_subdirs: sync_subdirs(dir)?, snapshots_dir: File::open(&snapshots)?, snapshots, record, next: AtomicUsize::new(0) };
+    let floor = Floor {
+        sync_subdirs: sync_subdirs(dir)?,
+        snapshots_dir: File::open(&snapshots)?,
+        snapshots,
+        record,
+        next: AtomicUsize::new(0),
+    };
 
     let mut out = RunSamples::new();
-    let (mut pairs, mut prepares, mut commits) = (Samples::default(), Samples::default(), Samples::default());
+    let (mut pairs, mut prepares, mut commits) =
+        (Samples::default(), Samples::default(), Samples::default());
     let mut chain = Vec::new();
     for _ in 0..shape.depth {
         let started = Instant::now();
@@ -123,7 +137,8 @@ impl Floor {
     /// The record goes first, then the directory (no sync needed for that).
     fn remove(&self, path: PathBuf) -> anyhow::Result<()> {
         self.write_record()?;
-        let away = path.with_file_name(format!("rm-{}", path.file_name().unwrap().to_string_lossy()));
+        let away =
+            path.with_file_name(format!("rm-{}", path.file_name().unwrap().to_string_lossy()));
         fs::rename(&path, &away)?;
         fs::remove_dir_all(&away)?;
         Ok(())
@@ -152,7 +167,10 @@ impl Floor {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("floor worker panicked")).collect::<anyhow::Result<Vec<_>>>()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("floor worker panicked"))
+                .collect::<anyhow::Result<Vec<_>>>()
         })?;
         Ok(Samples { latencies: latencies.concat(), wall: phase.elapsed() })
     }

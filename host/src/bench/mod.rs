@@ -105,20 +105,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         // Info from the snapshotter module: it logs group commit's figures at exit.
         let log_level = "warn,wasmsnap::snapshotter=info";
-        servers.push(Server::start("wasmsnap", &wasmsnap, &scratch.path().join("wasmsnap"), &["--log-level", log_level])?);
+        servers.push(Server::start(
+            "wasmsnap",
+            &wasmsnap,
+            &scratch.path().join("wasmsnap"),
+            &["--log-level", log_level],
+        )?);
         servers.push(Server::start("containerd", &peer, &scratch.path().join("containerd"), &[])?);
         if let Some(baseline) = &args.baseline {
-            servers.push(Server::start("baseline", baseline, &scratch.path().join("baseline"), &["--log-level", log_level])?);
+            servers.push(Server::start(
+                "baseline",
+                baseline,
+                &scratch.path().join("baseline"),
+                &["--log-level", log_level],
+            )?);
         }
         for name in &names {
             for server in &servers {
-                targets.push(Target { title: server.label.clone(), socket: server.socket.clone(), snapshotter: name.clone() });
+                targets.push(Target {
+                    title: server.label.clone(),
+                    socket: server.socket.clone(),
+                    snapshotter: name.clone(),
+                });
             }
         }
     } else {
         let socket = args.address.clone().expect("clap requires --address without --compare");
         for name in &names {
-            targets.push(Target { title: "target".into(), socket: socket.clone(), snapshotter: name.clone() });
+            targets.push(Target {
+                title: "target".into(),
+                socket: socket.clone(),
+                snapshotter: name.clone(),
+            });
         }
     }
     let with_floor = args.compare || args.dir.is_some();
@@ -164,7 +182,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(servers);
     for (label, log) in logs {
         // How many commits shared an fsync, for a server that says so at exit.
-        for line in std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("group commit")) {
+        for line in std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("group commit"))
+        {
             println!("{label}: {}", line.trim());
         }
     }
@@ -186,7 +208,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if with_floor {
-        println!("x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)", targets[0].title);
+        println!(
+            "x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)",
+            targets[0].title
+        );
     }
     Ok(())
 }
@@ -196,7 +221,8 @@ fn medians(runs: &[workload::RunSamples]) -> Medians {
     Op::ALL
         .iter()
         .filter_map(|&op| {
-            let per_run: Vec<Summary> = runs.iter().filter_map(|r| r.get(&op)).map(Samples::summary).collect();
+            let per_run: Vec<Summary> =
+                runs.iter().filter_map(|r| r.get(&op)).map(Samples::summary).collect();
             (!per_run.is_empty()).then(|| (op, Summary::median(&per_run)))
         })
         .collect()

@@ -47,7 +47,9 @@ impl Summary {
             let n = v.len();
             if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
         };
-        let secs = |f: fn(&Summary) -> Duration| Duration::from_secs_f64(mid(runs.iter().map(|s| f(s).as_secs_f64()).collect()));
+        let secs = |f: fn(&Summary) -> Duration| {
+            Duration::from_secs_f64(mid(runs.iter().map(|s| f(s).as_secs_f64()).collect()))
+        };
         Summary {
             count: runs[0].count,
             ops_per_sec: mid(runs.iter().map(|s| s.ops_per_sec).collect()),
@@ -82,7 +84,12 @@ mod tests {
 
     #[test]
     fn median_takes_each_figure_on_its_own() {
-        let run = |ops, p50| Summary { count: 3, ops_per_sec: ops, p50: Duration::from_millis(p50), p99: Duration::from_millis(p50 * 2) };
+        let run = |ops, p50| Summary {
+            count: 3,
+            ops_per_sec: ops,
+            p50: Duration::from_millis(p50),
+            p99: Duration::from_millis(p50 * 2),
+        };
         let m = Summary::median(&[run(10.0, 5), run(30.0, 1), run(20.0, 9)]);
         assert_eq!(m.ops_per_sec, 20.0);
         assert_eq!(m.p50, Duration::from_millis(5));

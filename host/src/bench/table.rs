@@ -50,7 +50,13 @@ pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
         let _ = write!(out, "{:<24}{:>6}", op.label(), n);
         for cell in &cells {
             let _ = match cell {
-                Some(s) => write!(out, " | {:>8} {:>8} {:>8}", rate(s.ops_per_sec), time(s.p50), time(s.p99)),
+                Some(s) => write!(
+                    out,
+                    " | {:>8} {:>8} {:>8}",
+                    rate(s.ops_per_sec),
+                    time(s.p50),
+                    time(s.p99)
+                ),
                 None => write!(out, " | {:>26}", "-"),
             };
         }
@@ -75,7 +81,9 @@ pub fn render(columns: &[(&str, &Medians)], floor: Option<&Medians>) -> String {
 /// `a`'s ops/s over `b`'s.
 fn ratio(a: Option<Summary>, b: Option<Summary>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b.ops_per_sec > 0.0 => format!("{:.2}", a.ops_per_sec / b.ops_per_sec),
+        (Some(a), Some(b)) if b.ops_per_sec > 0.0 => {
+            format!("{:.2}", a.ops_per_sec / b.ops_per_sec)
+        }
         _ => "-".into(),
     }
 }

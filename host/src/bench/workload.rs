@@ -98,21 +98,34 @@ pub type RunSamples = HashMap<Op, Samples>;
 /// starts with `prefix` so runs do not collide. Leaves nothing behind
 /// except what the snapshotter's own Remove leaves (a Cleanup follows,
 /// untimed).
-pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape) -> anyhow::Result<RunSamples> {
+pub async fn run(
+    client: &Client,
+    snapshotter: &str,
+    prefix: &str,
+    shape: Shape,
+) -> anyhow::Result<RunSamples> {
     let mut out = RunSamples::new();
     let c = &mut client.clone();
     let layer = |i: usize| format!("{prefix}/sha256:{i:064x}");
-    let labels = |i: usize| HashMap::from([("containerd.io/snapshot.ref".to_string(), format!("sha256:{i:064x}"))]);
+    let labels = |i: usize| {
+        HashMap::from([("containerd.io/snapshot.ref".to_string(), format!("sha256:{i:064x}"))])
+    };
 
     // An unpack: prepare on top of the previous layer, commit it.
-    let (mut pairs, mut prepares, mut commits) = (Samples::default(), Samples::default(), Samples::default());
+    let (mut pairs, mut prepares, mut commits) =
+        (Samples::default(), Samples::default(), Samples::default());
     for i in 0..shape.depth {
         let key = format!("{prefix}/extract-{i} sha256:{i:064x}");
         let parent = if i == 0 { String::new() } else { layer(i - 1) };
         let started = Instant::now();
-        c.prepare(api::PrepareSnapshotRequest { snapshotter: snapshotter.into(), key: key.clone(), parent, labels: labels(i) })
-            .await
-            .with_context(|| format!("prepare {key}"))?;
+        c.prepare(api::PrepareSnapshotRequest {
+            snapshotter: snapshotter.into(),
+            key: key.clone(),
+            parent,
+            labels: labels(i),
+        })
+        .await
+        .with_context(|| format!("prepare {key}"))?;
         let prepared = Instant::now();
         c.commit(api::CommitSnapshotRequest {
             snapshotter: snapshotter.into(),
@@ -142,9 +155,12 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
         sequential(shape.stat_passes() * shape.depth, |n| {
             let (mut c, key) = (client.clone(), layer(n % shape.depth));
             async move {
-                c.stat(api::StatSnapshotRequest { snapshotter: snapshotter.into(), key: key.clone() })
-                    .await
-                    .with_context(|| format!("stat {key}"))?;
+                c.stat(api::StatSnapshotRequest {
+                    snapshotter: snapshotter.into(),
+                    key: key.clone(),
+                })
+                .await
+                .with_context(|| format!("stat {key}"))?;
                 Ok(())
             }
         })
@@ -158,7 +174,10 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
             let mut c = client.clone();
             async move {
                 let mut stream = c
-                    .list(api::ListSnapshotsRequest { snapshotter: snapshotter.into(), filters: vec![] })
+                    .list(api::ListSnapshotsRequest {
+                        snapshotter: snapshotter.into(),
+                        filters: vec![],
+                    })
                     .await
                     .context("list")?
                     .into_inner();
@@ -166,7 +185,10 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
                 while let Some(batch) = stream.message().await.context("list stream")? {
                     seen += batch.info.len();
                 }
-                anyhow::ensure!(seen >= expected, "list returned {seen} snapshots, expected at least {expected}");
+                anyhow::ensure!(
+                    seen >= expected,
+                    "list returned {seen} snapshots, expected at least {expected}"
+                );
                 Ok(())
             }
         })
@@ -179,9 +201,14 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
         sequential(shape.views(), |j| {
             let (mut c, key, parent) = (client.clone(), view(j), top.clone());
             async move {
-                c.view(api::ViewSnapshotRequest { snapshotter: snapshotter.into(), key: key.clone(), parent, labels: HashMap::new() })
-                    .await
-                    .with_context(|| format!("view {key}"))?;
+                c.view(api::ViewSnapshotRequest {
+                    snapshotter: snapshotter.into(),
+                    key: key.clone(),
+                    parent,
+                    labels: HashMap::new(),
+                })
+                .await
+                .with_context(|| format!("view {key}"))?;
                 Ok(())
             }
         })
@@ -194,7 +221,10 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
             let (mut c, key) = (client.clone(), view(n % shape.views()));
             async move {
                 let reply = c
-                    .mounts(api::MountsRequest { snapshotter: snapshotter.into(), key: key.clone() })
+                    .mounts(api::MountsRequest {
+                        snapshotter: snapshotter.into(),
+                        key: key.clone(),
+                    })
                     .await
                     .with_context(|| format!("mounts {key}"))?;
                 anyhow::ensure!(!reply.into_inner().mounts.is_empty(), "mounts of {key}: none");
@@ -213,7 +243,10 @@ pub async fn run(client: &Client, snapshotter: &str, prefix: &str, shape: Shape)
 
     out.insert(
         Op::RemoveChain,
-        sequential(shape.depth, |n| remove(client.clone(), snapshotter, layer(shape.depth - 1 - n))).await?,
+        sequential(shape.depth, |n| {
+            remove(client.clone(), snapshotter, layer(shape.depth - 1 - n))
+        })
+        .await?,
     );
 
     // containerd's native snapshotter has no Cleanup (its Remove deletes).
@@ -252,11 +285,18 @@ async fn remove(mut c: Client, snapshotter: &str, key: String) -> anyhow::Result
 
 /// `workers` tasks, each doing Prepare+Remove pairs on top of the chain
 /// (containers starting and going away) over the one shared connection.
-async fn churn(client: &Client, snapshotter: &str, prefix: &str, top: &str, shape: Shape) -> anyhow::Result<Samples> {
+async fn churn(
+    client: &Client,
+    snapshotter: &str,
+    prefix: &str,
+    top: &str,
+    shape: Shape,
+) -> anyhow::Result<Samples> {
     let mut tasks = JoinSet::new();
     let phase = Instant::now();
     for w in 0..shape.workers {
-        let (mut c, snapshotter, prefix, top) = (client.clone(), snapshotter.to_string(), prefix.to_string(), top.to_string());
+        let (mut c, snapshotter, prefix, top) =
+            (client.clone(), snapshotter.to_string(), prefix.to_string(), top.to_string());
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(shape.churn_per_worker);
             for i in 0..shape.churn_per_worker {

@@ -52,7 +52,9 @@ enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { root, address, config, log_level } => serve(root, address, config, log_level),
+        Command::Serve { root, address, config, log_level } => {
+            serve(root, address, config, log_level)
+        }
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Bench(args) => crate::bench::run(args),
@@ -66,7 +68,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(root: Option<PathBuf>, address: Option<PathBuf>, file: Option<PathBuf>, log_level: Option<String>) -> anyhow::Result<()> {
+fn serve(
+    root: Option<PathBuf>,
+    address: Option<PathBuf>,
+    file: Option<PathBuf>,
+    log_level: Option<String>,
+) -> anyhow::Result<()> {
     let mut config = match &file {
         Some(f) => Config::load(f)?,
         None => {
@@ -91,7 +98,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&scratch);
         })?;
         let info = policy.info();
-        println!("snapshotter {name}: policy {} loads (wasmsnap:policy@{}, sha256 {})", cfg.policy, info.wit_version, info.sha256);
+        println!(
+            "snapshotter {name}: policy {} loads (wasmsnap:policy@{}, sha256 {})",
+            cfg.policy, info.wit_version, info.sha256
+        );
     }
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{}: ok", file.display());
@@ -107,11 +117,18 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 
 fn init_logging(level: &str) {
     // Non-ASCII can panic tracing-subscriber's parser: such a level is as bad as any other.
-    let parsed = level.is_ascii().then(|| tracing_subscriber::EnvFilter::try_new(log_filter(level)).ok()).flatten();
+    let parsed = level
+        .is_ascii()
+        .then(|| tracing_subscriber::EnvFilter::try_new(log_filter(level)).ok())
+        .flatten();
     let filter = parsed.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// A bare level (`debug`) applies to wasmsnap's own crates; everything
@@ -122,7 +139,13 @@ fn log_filter(level: &str) -> String {
     match level.trim().parse::<tracing_subscriber::filter::LevelFilter>() {
         Ok(tracing_subscriber::filter::LevelFilter::OFF) => "off".to_string(),
         Ok(l) if !level.contains(['=', ',']) => {
-            let ours = ["wasmsnap", "wasmsnap_engine", "wasmsnap_metastore", "wasmsnap_fs", "wasmsnap_plan"];
+            let ours = [
+                "wasmsnap",
+                "wasmsnap_engine",
+                "wasmsnap_metastore",
+                "wasmsnap_fs",
+                "wasmsnap_plan",
+            ];
             let mut filter = format!("warn,{}", ours.map(|c| format!("{c}={l}")).join(","));
             filter.make_ascii_lowercase();
             filter

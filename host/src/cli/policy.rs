@@ -86,7 +86,9 @@ pub enum KindArg {
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected key=value, got {s:?}"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 #[derive(Serialize)]
@@ -141,11 +143,17 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-fn plan(policy: &str, snapshot: Snapshot, root: &std::path::Path, config: &[(String, String)]) -> anyhow::Result<PlanOutput> {
+fn plan(
+    policy: &str,
+    snapshot: Snapshot,
+    root: &std::path::Path,
+    config: &[(String, String)],
+) -> anyhow::Result<PlanOutput> {
     let wasm = read_policy(policy)?;
     let engine = Engine::new()?;
     let facts = wasmsnap_engine::probe_facts(&std::env::temp_dir());
-    let loaded = Policy::load(&engine, policy, &wasm, config, &facts, Sandbox::default()).map_err(anyhow::Error::new)?;
+    let loaded = Policy::load(&engine, policy, &wasm, config, &facts, Sandbox::default())
+        .map_err(anyhow::Error::new)?;
     let layout = loaded.layout(&snapshot).map_err(anyhow::Error::new).context("layout")?;
     let plans = loaded.mounts(&snapshot).map_err(anyhow::Error::new).context("mounts")?;
     Ok(PlanOutput { mounts: render_mounts(root, &plans), snapshot, layout })
@@ -156,7 +164,10 @@ fn inspect(policy: &str, format: FormatArg) -> anyhow::Result<()> {
     let inspection = harness::inspect::inspect(policy, &wasm)?;
     match format {
         FormatArg::Text => print!("{}", harness::inspect::text(&inspection)),
-        FormatArg::Json => println!("{}", serde_json::to_string_pretty(&inspection).expect("inspection serializes")),
+        FormatArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&inspection).expect("inspection serializes")
+        ),
     }
     Ok(())
 }

@@ -200,13 +200,25 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Case>, CaseFileError> {
     let doc = Document::parse(text.to_string()).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let (line, column) = line_col(text, offset);
-        CaseFileError { file: file.into(), line, column, key: String::new(), message: e.message().trim().to_string() }
+        CaseFileError {
+            file: file.into(),
+            line,
+            column,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }
     })?;
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let (line, column) = line_col(text, span.start);
         let key = path_at(&doc, &span).to_string();
-        CaseFileError { file: file.into(), line, column, key, message: e.message().trim().to_string() }
+        CaseFileError {
+            file: file.into(),
+            line,
+            column,
+            key,
+            message: e.message().trim().to_string(),
+        }
     })?;
     let at = Locator { file, text, doc: &doc };
     if raw.cases.is_empty() {
@@ -217,7 +229,10 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<Case>, CaseFileError> {
     for (index, rc) in raw.cases.iter().enumerate() {
         let path = KeyPath::default().key("case").index(index);
         if !names.insert(rc.name.clone()) {
-            return Err(at.error(path.key("name"), format!("a case named {:?} comes earlier in this file", rc.name)));
+            return Err(at.error(
+                path.key("name"),
+                format!("a case named {:?} comes earlier in this file", rc.name),
+            ));
         }
         cases.push(resolve(&at, &raw.defaults, rc, index, path)?);
     }
@@ -243,16 +258,35 @@ impl Locator<'_> {
     }
 }
 
-fn resolve(at: &Locator, defaults: &RawDefaults, rc: &RawCase, index: usize, path: KeyPath) -> Result<Case, CaseFileError> {
+fn resolve(
+    at: &Locator,
+    defaults: &RawDefaults,
+    rc: &RawCase,
+    index: usize,
+    path: KeyPath,
+) -> Result<Case, CaseFileError> {
     let kind_text = rc.kind.as_deref().or(defaults.kind.as_deref()).ok_or_else(|| {
-        at.error(path.clone().key("name"), format!("case {:?} has no `kind` (view, active or committed), nor does [defaults]", rc.name))
+        at.error(
+            path.clone().key("name"),
+            format!(
+                "case {:?} has no `kind` (view, active or committed), nor does [defaults]",
+                rc.name
+            ),
+        )
     })?;
-    let kind_path = if rc.kind.is_some() { path.clone().key("kind") } else { KeyPath::default().key("defaults").key("kind") };
-    let kind = parse_kind(kind_text).ok_or_else(|| at.error(kind_path, format!("unknown kind {kind_text:?} (view, active, committed)")))?;
+    let kind_path = if rc.kind.is_some() {
+        path.clone().key("kind")
+    } else {
+        KeyPath::default().key("defaults").key("kind")
+    };
+    let kind = parse_kind(kind_text).ok_or_else(|| {
+        at.error(kind_path, format!("unknown kind {kind_text:?} (view, active, committed)"))
+    })?;
 
     let parent_ids = match (&rc.parents, &defaults.parents) {
         (Some(v), _) => parse_parents(v).map_err(|m| at.error(path.clone().key("parents"), m))?,
-        (None, Some(v)) => parse_parents(v).map_err(|m| at.error(KeyPath::default().key("defaults").key("parents"), m))?,
+        (None, Some(v)) => parse_parents(v)
+            .map_err(|m| at.error(KeyPath::default().key("defaults").key("parents"), m))?,
         (None, None) => Vec::new(),
     };
     let id = rc.id.unwrap_or_else(|| parent_ids.iter().max().map_or(1, |m| m + 1));
@@ -260,16 +294,23 @@ fn resolve(at: &Locator, defaults: &RawDefaults, rc: &RawCase, index: usize, pat
         return Err(at.error(path.clone().key("id"), format!("id {id} is also one of the parents")));
     }
     if let Some(dup) = first_duplicate(&parent_ids) {
-        return Err(at.error(path.clone().key("parents"), format!("parent id {dup} is listed twice")));
+        return Err(
+            at.error(path.clone().key("parents"), format!("parent id {dup} is listed twice"))
+        );
     }
 
     let mut labels = defaults.labels.clone();
     labels.extend(rc.labels.clone());
     let mut config = BTreeMap::new();
-    for (source, table) in [(KeyPath::default().key("defaults"), &defaults.config), (path.clone(), &rc.config)] {
+    for (source, table) in
+        [(KeyPath::default().key("defaults"), &defaults.config), (path.clone(), &rc.config)]
+    {
         for (k, v) in table {
             let text = config_value(v).ok_or_else(|| {
-                at.error(source.clone().key("config").key(k), "config values are strings, numbers or booleans".into())
+                at.error(
+                    source.clone().key("config").key(k),
+                    "config values are strings, numbers or booleans".into(),
+                )
             })?;
             config.insert(k.clone(), text);
         }
@@ -277,7 +318,10 @@ fn resolve(at: &Locator, defaults: &RawDefaults, rc: &RawCase, index: usize, pat
     let facts = apply_facts(apply_facts(typical_facts(), &defaults.facts), &rc.facts);
     let root = PathBuf::from(defaults.root.as_deref().unwrap_or(DEFAULT_ROOT));
     if !root.is_absolute() {
-        return Err(at.error(KeyPath::default().key("defaults").key("root"), "root must be an absolute path".into()));
+        return Err(at.error(
+            KeyPath::default().key("defaults").key("root"),
+            "root must be an absolute path".into(),
+        ));
     }
     let expect = match &rc.expect {
         None => Expect::default(),
@@ -310,8 +354,12 @@ fn parse_kind(s: &str) -> Option<Kind> {
 /// `parents = [ids...]` (nearest first).
 fn parse_parents(v: &toml::Value) -> Result<Vec<SnapshotId>, String> {
     match v {
-        toml::Value::Integer(n) if (0..=MAX_PARENT_COUNT as i64).contains(n) => Ok((1..=*n as u64).rev().collect()),
-        toml::Value::Integer(n) => Err(format!("a parent count must be 0 to {MAX_PARENT_COUNT}, got {n}")),
+        toml::Value::Integer(n) if (0..=MAX_PARENT_COUNT as i64).contains(n) => {
+            Ok((1..=*n as u64).rev().collect())
+        }
+        toml::Value::Integer(n) => {
+            Err(format!("a parent count must be 0 to {MAX_PARENT_COUNT}, got {n}"))
+        }
         toml::Value::Array(items) => items
             .iter()
             .map(|item| match item {
@@ -319,7 +367,9 @@ fn parse_parents(v: &toml::Value) -> Result<Vec<SnapshotId>, String> {
                 other => Err(format!("parent ids are non-negative integers, got {other}")),
             })
             .collect(),
-        other => Err(format!("expected a parent count or a list of parent ids (nearest first), got {other}")),
+        other => Err(format!(
+            "expected a parent count or a list of parent ids (nearest first), got {other}"
+        )),
     }
 }
 
@@ -343,7 +393,13 @@ fn config_value(v: &toml::Value) -> Option<String> {
 /// probed, so a case gives the same plan on every machine. The same as
 /// `wasmsnap_guest::testing::facts()`.
 pub fn typical_facts() -> HostFacts {
-    HostFacts { overlay: true, userxattr: false, index_param: true, reflink: false, page_size: 4096 }
+    HostFacts {
+        overlay: true,
+        userxattr: false,
+        index_param: true,
+        reflink: false,
+        page_size: 4096,
+    }
 }
 
 fn apply_facts(mut facts: HostFacts, raw: &RawFacts) -> HostFacts {
@@ -368,7 +424,12 @@ fn resolve_expect(at: &Locator, raw: &RawExpect, path: KeyPath) -> Result<Expect
     };
     let mounts = raw.mounts.as_ref().map(|ms| {
         ms.iter()
-            .map(|m| Mount { r#type: m.fs_type.clone(), source: m.source.clone(), target: m.target.clone(), options: m.options.clone() })
+            .map(|m| Mount {
+                r#type: m.fs_type.clone(),
+                source: m.source.clone(),
+                target: m.target.clone(),
+                options: m.options.clone(),
+            })
             .collect()
     });
     let error = match &raw.error {
@@ -384,7 +445,10 @@ fn resolve_expect(at: &Locator, raw: &RawExpect, path: KeyPath) -> Result<Expect
             let kind = match &e.kind {
                 None => None,
                 Some(k) => Some(FailureKind::parse(k).ok_or_else(|| {
-                    at.error(p.clone().key("kind"), format!("unknown failure kind {k:?} ({})", FailureKind::NAMES))
+                    at.error(
+                        p.clone().key("kind"),
+                        format!("unknown failure kind {k:?} ({})", FailureKind::NAMES),
+                    )
                 })?),
             };
             Some(ErrorExpect { stage, kind, contains: e.contains.clone() })
@@ -401,7 +465,9 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
             (Some(name), None, None) => {
                 let mode = match &s.mode {
                     None => 0o755,
-                    Some(m) => parse_permissions(m).map_err(|msg| at.error(p.clone().key("mode"), msg))?,
+                    Some(m) => {
+                        parse_permissions(m).map_err(|msg| at.error(p.clone().key("mode"), msg))?
+                    }
                 };
                 Step::Mkdir { name: name.clone(), mode }
             }
@@ -411,7 +477,10 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                     Some(toml::Value::String(m)) if m == "copy" => CopyMode::Copy,
                     Some(toml::Value::String(m)) if m == "clone-or-copy" => CopyMode::CloneOrCopy,
                     Some(other) => {
-                        return Err(at.error(p.key("mode"), format!("copy mode is \"copy\" or \"clone-or-copy\", got {other}")));
+                        return Err(at.error(
+                            p.key("mode"),
+                            format!("copy mode is \"copy\" or \"clone-or-copy\", got {other}"),
+                        ));
                     }
                 };
                 Step::CopyParent { name: name.clone(), mode }
@@ -423,7 +492,10 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                 Step::ChownLikeParent { name: name.clone() }
             }
             _ => {
-                return Err(at.error(p, "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`".into()));
+                return Err(at.error(
+                    p,
+                    "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`".into(),
+                ));
             }
         };
         steps.push(step);
@@ -436,7 +508,9 @@ fn parse_permissions(v: &toml::Value) -> Result<u32, String> {
     let mode = match v {
         toml::Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
             .map_err(|_| format!("mode {s:?} is not an octal number such as \"0755\""))?,
-        toml::Value::Integer(n) => u32::try_from(*n).map_err(|_| format!("mode {n} is out of range"))?,
+        toml::Value::Integer(n) => {
+            u32::try_from(*n).map_err(|_| format!("mode {n} is out of range"))?
+        }
         other => return Err(format!("mode is octal text such as \"0755\", got {other}")),
     };
     Ok(mode)
@@ -474,7 +548,11 @@ fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
     entries.sort();
     for entry in entries {
         let name = entry.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with('.') || name == "target" || name == "Cargo.toml" || name == "rust-toolchain.toml" {
+        if name.starts_with('.')
+            || name == "target"
+            || name == "Cargo.toml"
+            || name == "rust-toolchain.toml"
+        {
             continue;
         }
         if entry.is_dir() {

@@ -30,7 +30,10 @@ mounts = [{ type = "bind", source = "/r/snapshots/4/fs", options = ["rw", "rbind
     assert_eq!(c.snapshot.id, 4);
     assert_eq!(c.snapshot.parent_ids, vec![3, 2, 1]);
     assert_eq!(c.snapshot.labels, vec![("containerd.io/snapshot/x".into(), "y".into())]);
-    assert_eq!(c.config, vec![("extra".into(), "5".into()), ("mount_options".into(), "nosuid".into())]);
+    assert_eq!(
+        c.config,
+        vec![("extra".into(), "5".into()), ("mount_options".into(), "nosuid".into())]
+    );
     assert!(c.facts.userxattr && c.facts.overlay);
     let layout = c.expect.layout.as_ref().unwrap();
     assert_eq!(layout.steps[1], Step::Mkdir { name: "work".into(), mode: 0o711 });
@@ -58,7 +61,9 @@ fn a_syntax_error_names_the_line() {
 
 #[test]
 fn an_unknown_key_names_line_and_key() {
-    let e = err("[[case]]\nname = \"a\"\nkind = \"view\"\n\n[[case]]\nname = \"b\"\nkind = \"view\"\nparnets = 3\n");
+    let e = err(
+        "[[case]]\nname = \"a\"\nkind = \"view\"\n\n[[case]]\nname = \"b\"\nkind = \"view\"\nparnets = 3\n",
+    );
     assert_eq!(e.line, 8, "{e}");
     assert!(e.key.starts_with("case[1]"), "{e}");
     assert!(e.message.contains("parnets"), "{e}");
@@ -72,7 +77,9 @@ fn a_wrong_type_names_the_key() {
 
 #[test]
 fn a_bad_step_mode_names_the_nested_key() {
-    let e = err("[[case]]\nname = \"a\"\nkind = \"active\"\n[case.expect]\nlayout = { steps = [{ mkdir = \"fs\", mode = \"rwx\" }] }\n");
+    let e = err(
+        "[[case]]\nname = \"a\"\nkind = \"active\"\n[case.expect]\nlayout = { steps = [{ mkdir = \"fs\", mode = \"rwx\" }] }\n",
+    );
     assert_eq!((e.line, e.key.as_str()), (5, "case[0].expect.layout.steps[0].mode"), "{e}");
     let shown = e.to_string();
     assert!(shown.starts_with("t.toml:5:"), "{shown}");
@@ -88,9 +95,12 @@ fn semantic_errors_name_line_and_key() {
     assert_eq!(e.key, "case[0].id", "{e}");
     let e = err("[[case]]\nname = \"a\"\n");
     assert!(e.message.contains("no `kind`"), "{e}");
-    let e = err("[[case]]\nname = \"a\"\nkind = \"view\"\n[[case]]\nname = \"a\"\nkind = \"view\"\n");
+    let e =
+        err("[[case]]\nname = \"a\"\nkind = \"view\"\n[[case]]\nname = \"a\"\nkind = \"view\"\n");
     assert_eq!((e.line, e.key.as_str()), (5, "case[1].name"), "{e}");
-    let e = err("[[case]]\nname = \"a\"\nkind = \"view\"\n[case.expect.error]\nkind = \"oops\"\ncontains = \"\"\n");
+    let e = err(
+        "[[case]]\nname = \"a\"\nkind = \"view\"\n[case.expect.error]\nkind = \"oops\"\ncontains = \"\"\n",
+    );
     assert_eq!((e.line, e.key.as_str()), (5, "case[0].expect.error.kind"), "{e}");
 }
 

@@ -28,7 +28,9 @@ pub fn step_text(step: &Step) -> String {
     match step {
         Step::Mkdir { name, mode } => format!("mkdir {name} {mode:04o}"),
         Step::CopyParent { name, mode: CopyMode::Copy } => format!("copy-parent {name} copy"),
-        Step::CopyParent { name, mode: CopyMode::CloneOrCopy } => format!("copy-parent {name} clone-or-copy"),
+        Step::CopyParent { name, mode: CopyMode::CloneOrCopy } => {
+            format!("copy-parent {name} clone-or-copy")
+        }
         Step::ChownLikeParent { name } => format!("chown-like-parent {name}"),
     }
 }
@@ -106,7 +108,11 @@ pub fn diff(expected: &[String], actual: &[String]) -> String {
             continue;
         }
         if skipped > 0 {
-            let _ = writeln!(out, "  ... {skipped} unchanged line{}", if skipped == 1 { "" } else { "s" });
+            let _ = writeln!(
+                out,
+                "  ... {skipped} unchanged line{}",
+                if skipped == 1 { "" } else { "s" }
+            );
             skipped = 0;
         }
         let mark = match edit {
@@ -117,7 +123,8 @@ pub fn diff(expected: &[String], actual: &[String]) -> String {
         let _ = writeln!(out, "{mark} {line}");
     }
     if skipped > 0 {
-        let _ = writeln!(out, "  ... {skipped} unchanged line{}", if skipped == 1 { "" } else { "s" });
+        let _ =
+            writeln!(out, "  ... {skipped} unchanged line{}", if skipped == 1 { "" } else { "s" });
     }
     out
 }
@@ -131,7 +138,11 @@ fn edit_script<'a>(a: &'a [String], b: &'a [String]) -> Vec<(Edit, &'a str)> {
     let at = |i: usize, j: usize| i * (m + 1) + j;
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[at(i, j)] = if a[i] == b[j] { lcs[at(i + 1, j + 1)] + 1 } else { lcs[at(i + 1, j)].max(lcs[at(i, j + 1)]) };
+            lcs[at(i, j)] = if a[i] == b[j] {
+                lcs[at(i + 1, j + 1)] + 1
+            } else {
+                lcs[at(i + 1, j)].max(lcs[at(i, j + 1)])
+            };
         }
     }
     let (mut i, mut j) = (0, 0);
@@ -156,7 +167,8 @@ fn edit_script<'a>(a: &'a [String], b: &'a [String]) -> Vec<(Edit, &'a str)> {
             k += 1;
             continue;
         }
-        let end = script[k..].iter().position(|(e, _)| *e == Edit::Same).map_or(script.len(), |p| k + p);
+        let end =
+            script[k..].iter().position(|(e, _)| *e == Edit::Same).map_or(script.len(), |p| k + p);
         script[k..end].sort_by_key(|(e, _)| *e == Edit::Insert);
         k = end;
     }
@@ -181,20 +193,41 @@ mod tests {
         let a = lines(&["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
         let mut b = a.clone();
         b[7] = "eight".into();
-        assert_eq!(diff(&a, &b), "--- expected\n+++ actual\n  ... 4 unchanged lines\n  5\n  6\n  7\n- 8\n+ eight\n  9\n");
+        assert_eq!(
+            diff(&a, &b),
+            "--- expected\n+++ actual\n  ... 4 unchanged lines\n  5\n  6\n  7\n- 8\n+ eight\n  9\n"
+        );
     }
 
     #[test]
     fn a_lowerdir_is_one_line_per_layer() {
-        let m = Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options: lines(&["index=off", "lowerdir=/r/2:/r/1"]) };
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: lines(&["index=off", "lowerdir=/r/2:/r/1"]),
+        };
         let mut out = Vec::new();
         mounts_lines(&[m], &mut out);
-        assert_eq!(out, lines(&["mounts", "  [0] overlay overlay", "      index=off", "      lowerdir=", "        /r/2", "        /r/1"]));
+        assert_eq!(
+            out,
+            lines(&[
+                "mounts",
+                "  [0] overlay overlay",
+                "      index=off",
+                "      lowerdir=",
+                "        /r/2",
+                "        /r/1"
+            ])
+        );
     }
 
     #[test]
     fn steps_read_like_the_wit() {
         assert_eq!(step_text(&Step::Mkdir { name: "work".into(), mode: 0o711 }), "mkdir work 0711");
-        assert_eq!(step_text(&Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }), "copy-parent fs clone-or-copy");
+        assert_eq!(
+            step_text(&Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy }),
+            "copy-parent fs clone-or-copy"
+        );
     }
 }

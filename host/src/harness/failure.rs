@@ -104,6 +104,13 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} in {} ({}): {}", self.kind.describe(), self.stage.as_str(), self.kind.as_str(), self.message)
+        write!(
+            f,
+            "{} in {} ({}): {}",
+            self.kind.describe(),
+            self.stage.as_str(),
+            self.kind.as_str(),
+            self.message
+        )
     }
 }

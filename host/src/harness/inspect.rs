@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 /// The interface every policy exports, without its version.
 const POLICY_INTERFACE: &str = "wasmsnap:policy/policy";
@@ -36,7 +36,8 @@ pub fn inspect(label: &str, wasm: &[u8]) -> anyhow::Result<Inspection> {
     // The daemon's engine configuration, so what compiles here loads there.
     let policy_engine = wasmsnap_engine::Engine::new()?;
     let engine = policy_engine.wasmtime();
-    let component = Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("{label} is not a valid component: {e:#}"))?;
+    let component = Component::new(engine, wasm)
+        .map_err(|e| anyhow::anyhow!("{label} is not a valid component: {e:#}"))?;
     let ty = component.component_type();
     let items = |list: &mut dyn Iterator<Item = (&str, ComponentItem)>| -> Vec<Item> {
         list.map(|(name, item)| describe(engine, name, item)).collect()
@@ -50,9 +51,10 @@ pub fn inspect(label: &str, wasm: &[u8]) -> anyhow::Result<Inspection> {
             None => "wasmsnap:policy (unversioned)".to_string(),
         })
     });
-    let supported = wit_package.as_deref().and_then(|p| p.strip_prefix("wasmsnap:policy@")).is_some_and(|v| {
-        wasmsnap_engine::SUPPORTED_WIT.contains(&v)
-    });
+    let supported = wit_package
+        .as_deref()
+        .and_then(|p| p.strip_prefix("wasmsnap:policy@"))
+        .is_some_and(|v| wasmsnap_engine::SUPPORTED_WIT.contains(&v));
     Ok(Inspection {
         policy: label.to_string(),
         size: wasm.len(),
@@ -90,7 +92,10 @@ pub fn text(i: &Inspection) -> String {
     let mut out = String::new();
     let contract = match &i.wit_package {
         Some(p) if i.supported => format!("{p} (supported)"),
-        Some(p) => format!("{p} (NOT supported: this host supports wasmsnap:policy@{})", i.host_supports.join(", ")),
+        Some(p) => format!(
+            "{p} (NOT supported: this host supports wasmsnap:policy@{})",
+            i.host_supports.join(", ")
+        ),
         None => "none: it exports no wasmsnap:policy/policy interface".to_string(),
     };
     out.push_str(&format!("policy:   {}\n", i.policy));

@@ -83,7 +83,9 @@ pub fn test(args: &TestArgs) -> u8 {
 
 fn try_test(args: &TestArgs) -> Result<u8, String> {
     let filter = match &args.filter {
-        Some(f) => Some(Regex::new(f).map_err(|e| format!("--filter {f:?} is not a valid regex: {e}"))?),
+        Some(f) => {
+            Some(Regex::new(f).map_err(|e| format!("--filter {f:?} is not a valid regex: {e}"))?)
+        }
         None => None,
     };
     if args.mount.is_some() && !nix::unistd::geteuid().is_root() {
@@ -95,7 +97,8 @@ fn try_test(args: &TestArgs) -> Result<u8, String> {
     let mut subject = Subject::new(&args.policy, wasm).map_err(|e| format!("{e:#}"))?;
 
     let total = cases.len();
-    let selected: Vec<Case> = cases.into_iter().filter(|c| filter.as_ref().is_none_or(|f| f.is_match(&c.id()))).collect();
+    let selected: Vec<Case> =
+        cases.into_iter().filter(|c| filter.as_ref().is_none_or(|f| f.is_match(&c.id()))).collect();
     let options = RunOptions { update: args.update, mount: args.mount.clone() };
     let mut reports = Vec::with_capacity(selected.len());
     for case in selected {
@@ -113,7 +116,8 @@ fn try_test(args: &TestArgs) -> Result<u8, String> {
         write_updates(&files, &reports)?;
     }
     if let Some(path) = &args.junit {
-        std::fs::write(path, report::junit(&args.policy, &reports)).map_err(|e| format!("write {}: {e}", path.display()))?;
+        std::fs::write(path, report::junit(&args.policy, &reports))
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
     }
     match args.format {
         Format::Text => println!("{}", totals.line()),
@@ -129,7 +133,8 @@ fn load_cases(paths: &[PathBuf]) -> Result<(BTreeMap<PathBuf, String>, Vec<Case>
     let mut all = Vec::new();
     let mut broken: Vec<CaseFileError> = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("read {}: {e}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("read {}: {e}", file.display()))?;
         match cases::parse(&file, &text) {
             Ok(cases) => all.extend(cases),
             Err(e) => broken.push(e),
@@ -138,23 +143,38 @@ fn load_cases(paths: &[PathBuf]) -> Result<(BTreeMap<PathBuf, String>, Vec<Case>
     }
     if !broken.is_empty() {
         let list = broken.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
-        return Err(format!("broken case file{}:\n{list}", if broken.len() == 1 { "" } else { "s" }));
+        return Err(format!(
+            "broken case file{}:\n{list}",
+            if broken.len() == 1 { "" } else { "s" }
+        ));
     }
     Ok((texts, all))
 }
 
-fn write_updates(files: &BTreeMap<PathBuf, String>, reports: &[run::CaseReport]) -> Result<(), String> {
+fn write_updates(
+    files: &BTreeMap<PathBuf, String>,
+    reports: &[run::CaseReport],
+) -> Result<(), String> {
     for (file, text) in files {
         let updates: Vec<update::Update> = reports
             .iter()
             .filter(|r| r.status == Status::Updated && &r.case.file == file)
-            .map(|r| update::Update { index: r.case.index, old: &r.case.expect, outcome: &r.outcome })
+            .map(|r| update::Update {
+                index: r.case.index,
+                old: &r.case.expect,
+                outcome: &r.outcome,
+            })
             .collect();
         if updates.is_empty() {
             continue;
         }
         update::rewrite(file, text, &updates)?;
-        eprintln!("updated {} case{} in {}: review the diff before committing", updates.len(), if updates.len() == 1 { "" } else { "s" }, file.display());
+        eprintln!(
+            "updated {} case{} in {}: review the diff before committing",
+            updates.len(),
+            if updates.len() == 1 { "" } else { "s" },
+            file.display()
+        );
     }
     Ok(())
 }

@@ -71,7 +71,13 @@ impl MountReport {
 
 /// Mount `plan` (the case's answer for `snapshot`) in a fresh scratch root
 /// under `scratch_base` and check it. `policy` gives the parents' layouts.
-pub fn check(policy: &Policy, snapshot: &Snapshot, plan: &Plan, scratch_base: &Path, page_size: usize) -> MountReport {
+pub fn check(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    scratch_base: &Path,
+    page_size: usize,
+) -> MountReport {
     let mut report = MountReport::default();
     let outcome = Scratch::create(scratch_base).and_then(|scratch| {
         let result = run(policy, snapshot, plan, &scratch, page_size, &mut report);
@@ -87,17 +93,33 @@ pub fn check(policy: &Policy, snapshot: &Snapshot, plan: &Plan, scratch_base: &P
     report
 }
 
-fn run(policy: &Policy, s: &Snapshot, plan: &Plan, scratch: &Scratch, page_size: usize, report: &mut MountReport) -> Result<(), String> {
+fn run(
+    policy: &Policy,
+    s: &Snapshot,
+    plan: &Plan,
+    scratch: &Scratch,
+    page_size: usize,
+    report: &mut MountReport,
+) -> Result<(), String> {
     let started = Instant::now();
-    let dirs = SnapshotDirs::open(&scratch.root).map_err(|e| format!("open the scratch root: {e}"))?;
+    let dirs =
+        SnapshotDirs::open(&scratch.root).map_err(|e| format!("open the scratch root: {e}"))?;
     let mut parent_content: Option<PathBuf> = None;
     let mut contents = Vec::with_capacity(s.parent_ids.len());
     // Farthest first: each parent is an active snapshot on the ones below
     // it, then committed.
     for (depth, &id) in s.parent_ids.iter().enumerate().rev() {
-        let parent = Snapshot { id, kind: Kind::Active, parent_ids: s.parent_ids[depth + 1..].to_vec(), labels: Vec::new() };
-        let layout = policy.layout(&parent).map_err(|e| format!("layout of parent {id}: {}", failure(e)))?;
-        dirs.create(id, &layout.steps, parent_content.as_deref()).map_err(|e| format!("create parent {id}: {e}"))?.keep();
+        let parent = Snapshot {
+            id,
+            kind: Kind::Active,
+            parent_ids: s.parent_ids[depth + 1..].to_vec(),
+            labels: Vec::new(),
+        };
+        let layout =
+            policy.layout(&parent).map_err(|e| format!("layout of parent {id}: {}", failure(e)))?;
+        dirs.create(id, &layout.steps, parent_content.as_deref())
+            .map_err(|e| format!("create parent {id}: {e}"))?
+            .keep();
         let content = layout.content.as_ref().map(|name| dirs.dir(id).join(name)).ok_or_else(|| {
             format!("parent {id}: the policy's layout for an active snapshot names no content dir, so it has nothing to commit")
         })?;
@@ -107,7 +129,9 @@ fn run(policy: &Policy, s: &Snapshot, plan: &Plan, scratch: &Scratch, page_size:
         parent_content = Some(content);
     }
     contents.reverse(); // nearest first again
-    dirs.create(s.id, &plan.layout.steps, parent_content.as_deref()).map_err(|e| format!("create snapshot {}: {e}", s.id))?.keep();
+    dirs.create(s.id, &plan.layout.steps, parent_content.as_deref())
+        .map_err(|e| format!("create snapshot {}: {e}", s.id))?
+        .keep();
     let own = plan.layout.content.as_ref().map(|name| dirs.dir(s.id).join(name));
     report.setup_ms = ms(started.elapsed());
 
@@ -129,10 +153,19 @@ fn run(policy: &Policy, s: &Snapshot, plan: &Plan, scratch: &Scratch, page_size:
     Ok(())
 }
 
-fn checks(s: &Snapshot, target: &Path, own: Option<&Path>, parents: &[(SnapshotId, PathBuf)], report: &mut MountReport) {
+fn checks(
+    s: &Snapshot,
+    target: &Path,
+    own: Option<&Path>,
+    parents: &[(SnapshotId, PathBuf)],
+    report: &mut MountReport,
+) {
     if !parents.is_empty() {
-        let missing: Vec<SnapshotId> =
-            parents.iter().filter(|(id, _)| read(&target.join(marker(*id))).as_deref() != Some(&id.to_string())).map(|(id, _)| *id).collect();
+        let missing: Vec<SnapshotId> = parents
+            .iter()
+            .filter(|(id, _)| read(&target.join(marker(*id))).as_deref() != Some(&id.to_string()))
+            .map(|(id, _)| *id)
+            .collect();
         let detail = if missing.is_empty() {
             format!("{} of {} layers", parents.len(), parents.len())
         } else {
@@ -154,18 +187,37 @@ fn checks(s: &Snapshot, target: &Path, own: Option<&Path>, parents: &[(SnapshotI
     let attempt = std::fs::write(target.join(WRITTEN), "written\n");
     if writable {
         let landed_in_own = own.is_some_and(|dir| dir.join(WRITTEN).exists());
-        let leaked: Vec<SnapshotId> = parents.iter().filter(|(_, dir)| dir.join(WRITTEN).exists()).map(|(id, _)| *id).collect();
+        let leaked: Vec<SnapshotId> = parents
+            .iter()
+            .filter(|(_, dir)| dir.join(WRITTEN).exists())
+            .map(|(id, _)| *id)
+            .collect();
         let (passed, detail) = match (&attempt, own) {
             (Err(e), _) => (false, format!("writing to the mount failed: {e}")),
-            (Ok(()), None) => (false, "the layout names no content dir for the write to land in".to_string()),
-            (Ok(()), Some(dir)) if !landed_in_own => (false, format!("the write is not in the snapshot's own {}", dir.display())),
-            (Ok(()), Some(_)) if !leaked.is_empty() => (false, format!("the write reached parent(s) {}", ids_text(&leaked))),
-            (Ok(()), Some(dir)) => (true, format!("landed in snapshot {}'s {}", s.id, dir.file_name().unwrap_or_default().to_string_lossy())),
+            (Ok(()), None) => {
+                (false, "the layout names no content dir for the write to land in".to_string())
+            }
+            (Ok(()), Some(dir)) if !landed_in_own => {
+                (false, format!("the write is not in the snapshot's own {}", dir.display()))
+            }
+            (Ok(()), Some(_)) if !leaked.is_empty() => {
+                (false, format!("the write reached parent(s) {}", ids_text(&leaked)))
+            }
+            (Ok(()), Some(dir)) => (
+                true,
+                format!(
+                    "landed in snapshot {}'s {}",
+                    s.id,
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            ),
         };
         report.check("writes land in the snapshot's own dir", passed, detail);
     } else {
         let (passed, detail) = match &attempt {
-            Err(e) if e.raw_os_error() == Some(libc::EROFS) => (true, "write refused: read-only file system".to_string()),
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                (true, "write refused: read-only file system".to_string())
+            }
             Err(e) => (false, format!("write refused, but not as read-only: {e}")),
             Ok(()) => (false, format!("a {:?} mount accepted a write", s.kind).to_lowercase()),
         };
@@ -204,7 +256,8 @@ struct Scratch {
 impl Scratch {
     fn create(base: &Path) -> Result<Scratch, String> {
         let template = base.join("wasmsnap-harness-XXXXXX");
-        let root = nix::unistd::mkdtemp(&template).map_err(|e| format!("create a scratch dir in {}: {e}", base.display()))?;
+        let root = nix::unistd::mkdtemp(&template)
+            .map_err(|e| format!("create a scratch dir in {}: {e}", base.display()))?;
         Ok(Scratch { root, removed: false })
     }
 
@@ -230,7 +283,10 @@ fn remove_scratch(root: &Path) -> Result<(), String> {
     }
     let still = mounts_under(root).map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
     if !still.is_empty() {
-        return Err(format!("left mounted: {}", still.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")));
+        return Err(format!(
+            "left mounted: {}",
+            still.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
     }
     std::fs::remove_dir_all(root).map_err(|e| format!("remove scratch {}: {e}", root.display()))
 }
@@ -253,7 +309,10 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
             let code = u8::from_str_radix(&field[i + 1..i + 4], 8).unwrap_or(b'?');
             out.push(code);
             i += 4;

@@ -23,7 +23,9 @@ use wasmsnap_plan::Mount;
 pub enum Method {
     Mount2,
     /// The new mount API with this many `lowerdir+` layers.
-    Fsconfig { layers: usize },
+    Fsconfig {
+        layers: usize,
+    },
 }
 
 impl std::fmt::Display for Method {
@@ -64,7 +66,8 @@ impl Mounted {
                 // Busy: detach it, so it is gone once nothing uses it.
                 let detached = umount2(&self.target, MntFlags::MNT_DETACH);
                 if first.is_ok() {
-                    first = Err(io::Error::other(format!("unmount {}: {e}", self.target.display())));
+                    first =
+                        Err(io::Error::other(format!("unmount {}: {e}", self.target.display())));
                 }
                 if detached.is_err() {
                     break;
@@ -130,7 +133,8 @@ fn mount_one(m: &Mount, target: &Path, page_size: usize) -> io::Result<Method> {
         if split.recursive_bind {
             flags |= MsFlags::MS_REC;
         }
-        mount(Some(Path::new(&m.source)), target, None::<&str>, flags, None::<&str>).map_err(|e| ctx(e, "bind", m))?;
+        mount(Some(Path::new(&m.source)), target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| ctx(e, "bind", m))?;
         // A bind ignores ro, nosuid, ... on creation: apply them by remount.
         let extra = split.flags - MsFlags::MS_BIND;
         if !extra.is_empty() {
@@ -147,13 +151,22 @@ fn mount_one(m: &Mount, target: &Path, page_size: usize) -> io::Result<Method> {
         return fsconfig_overlay(m, &split, target);
     }
     let data = (!data.is_empty()).then_some(data);
-    mount(Some(Path::new(&m.source)), target, Some(m.r#type.as_str()), split.flags, data.as_deref())
-        .map_err(|e| ctx(e, &m.r#type, m))?;
+    mount(
+        Some(Path::new(&m.source)),
+        target,
+        Some(m.r#type.as_str()),
+        split.flags,
+        data.as_deref(),
+    )
+    .map_err(|e| ctx(e, &m.r#type, m))?;
     Ok(Method::Mount2)
 }
 
 fn ctx(e: nix::Error, what: &str, m: &Mount) -> io::Error {
-    io::Error::new(io::Error::from(e).kind(), format!("mount {what} {} ({}): {e}", m.source, m.options.join(",")))
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("mount {what} {} ({}): {e}", m.source, m.options.join(",")),
+    )
 }
 
 // The new mount API's ABI (include/uapi/linux/mount.h); stable since 5.2.
@@ -186,7 +199,16 @@ fn fsconfig_overlay(m: &Mount, split: &Split, target: &Path) -> io::Result<Metho
         result.map_err(|e| with_log(&context, e, &format!("fsconfig {option:.80}")))?;
     }
     // SAFETY: plain integer arguments; the result is checked.
-    let created = unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_CMD_CREATE, 0usize, 0usize, 0) };
+    let created = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            0usize,
+            0usize,
+            0,
+        )
+    };
     if created < 0 {
         return Err(with_log(&context, io::Error::last_os_error(), "fsconfig create overlay"));
     }
@@ -202,7 +224,8 @@ fn fsconfig_overlay(m: &Mount, split: &Split, target: &Path) -> io::Result<Metho
         }
     }
     // SAFETY: plain integer arguments; the result is checked.
-    let mfd = unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    let mfd =
+        unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
     let mounted = owned(mfd, "fsmount overlay")?;
     let empty = cstr("")?;
     let target_c = cstr(target.to_str().ok_or_else(|| io::Error::other("non-UTF-8 target"))?)?;
@@ -219,7 +242,10 @@ fn fsconfig_overlay(m: &Mount, split: &Split, target: &Path) -> io::Result<Metho
     };
     if moved < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("move_mount overlay to {}: {e} ({})", target.display(), m.source)));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("move_mount overlay to {}: {e} ({})", target.display(), m.source),
+        ));
     }
     Ok(Method::Fsconfig { layers })
 }
@@ -241,7 +267,14 @@ fn set_string(context: &OwnedFd, key: &str, value: &str) -> io::Result<()> {
     let (key, value) = (cstr(key)?, cstr(value)?);
     // SAFETY: valid fd and NUL-terminated strings; the result is checked.
     let r = unsafe {
-        libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr() as *const c_char, 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr() as *const c_char,
+            0,
+        )
     };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
@@ -249,7 +282,16 @@ fn set_string(context: &OwnedFd, key: &str, value: &str) -> io::Result<()> {
 fn set_flag(context: &OwnedFd, key: &str) -> io::Result<()> {
     let key = cstr(key)?;
     // SAFETY: valid fd and NUL-terminated string; the result is checked.
-    let r = unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_SET_FLAG, key.as_ptr(), 0usize, 0) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            0usize,
+            0,
+        )
+    };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 

@@ -23,7 +23,12 @@ pub struct Totals {
 impl Totals {
     pub fn of(reports: &[CaseReport], filtered_out: usize) -> Totals {
         let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
-        Totals { passed: count(Status::Pass), failed: count(Status::Fail), updated: count(Status::Updated), filtered_out }
+        Totals {
+            passed: count(Status::Pass),
+            failed: count(Status::Fail),
+            updated: count(Status::Updated),
+            filtered_out,
+        }
     }
 
     /// `N passed, N failed` (the closing line CI tools read), then extras.
@@ -51,7 +56,13 @@ pub fn text(r: &CaseReport) -> String {
         Status::Fail => "FAIL",
         Status::Updated => "UPDATED",
     };
-    let mut out = format!("{status:<7} {}:{}  {}  ({:.1} ms)", r.case.file.display(), r.case.line, r.case.name, ms(r.duration));
+    let mut out = format!(
+        "{status:<7} {}:{}  {}  ({:.1} ms)",
+        r.case.file.display(),
+        r.case.line,
+        r.case.name,
+        ms(r.duration)
+    );
     if let Some(m) = &r.mount {
         let _ = write!(out, "  {}", mount_summary(m));
     } else if let Some(why) = r.mount_skipped {
@@ -153,12 +164,17 @@ pub fn json(policy: &str, sha256: &str, reports: &[CaseReport], totals: Totals) 
             problem: r.problem.as_deref(),
             diff: &r.diff,
             failure: r.outcome.as_ref().err(),
-            actual: r.outcome.as_ref().ok().map(|p| JsonPlan { layout: &p.layout, mounts: &p.mounts }),
+            actual: r
+                .outcome
+                .as_ref()
+                .ok()
+                .map(|p| JsonPlan { layout: &p.layout, mounts: &p.mounts }),
             mount: r.mount.as_ref(),
             mount_skipped: r.mount_skipped,
         })
         .collect();
-    serde_json::to_string_pretty(&JsonRun { policy, sha256, cases, totals }).expect("reports serialize")
+    serde_json::to_string_pretty(&JsonRun { policy, sha256, cases, totals })
+        .expect("reports serialize")
 }
 
 /// JUnit XML: one `<testsuite>` per case file, one `<testcase>` per case.
@@ -202,7 +218,12 @@ pub fn junit(policy: &str, reports: &[CaseReport]) -> String {
             if r.status == Status::Fail {
                 let message = r.problem.as_deref().unwrap_or("failed");
                 let body = text(r);
-                let _ = writeln!(out, ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>", xml(message), xml(&body));
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                    xml(message),
+                    xml(&body)
+                );
             } else {
                 let _ = writeln!(out, "/>");
             }

@@ -54,7 +54,16 @@ pub fn run_case(subject: &mut Subject, case: Case, options: &RunOptions) -> Case
         Some(_) if options.update => (Status::Updated, None, String::new()),
         Some((problem, diff)) => (Status::Fail, Some(problem), diff),
     };
-    let mut report = CaseReport { case, status, duration, problem, diff, outcome, mount: None, mount_skipped: None };
+    let mut report = CaseReport {
+        case,
+        status,
+        duration,
+        problem,
+        diff,
+        outcome,
+        mount: None,
+        mount_skipped: None,
+    };
     if let Some(scratch) = &options.mount {
         mount(subject, &mut report, scratch);
     }
@@ -78,7 +87,10 @@ fn mount(subject: &mut Subject, report: &mut CaseReport, scratch: &std::path::Pa
             return;
         }
     };
-    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |p| p as usize);
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as usize);
     // The plan is rendered under the case's fixed root; mount the same
     // plan rendered under the scratch root the check creates.
     let checked = mount_check::check(&policy, &case.snapshot, plan, scratch, page_size);
@@ -120,7 +132,10 @@ pub fn compare(expect: &Expect, outcome: &Result<Plan, Failure>) -> Option<(Stri
             expected_error_lines(e, &mut expected);
             layout_lines(&plan.layout, &mut actual);
             mounts_lines(&plan.mounts, &mut actual);
-            Some(("expected a failure, but the policy gave a plan".into(), diff(&expected, &actual)))
+            Some((
+                "expected a failure, but the policy gave a plan".into(),
+                diff(&expected, &actual),
+            ))
         }
         (None, Err(f)) => {
             plan_lines(expect, &mut expected);
@@ -139,8 +154,13 @@ pub fn compare(expect: &Expect, outcome: &Result<Plan, Failure>) -> Option<(Stri
             if text.is_empty() {
                 return None;
             }
-            let what = match (expect.layout.as_ref().map(|l| *l == plan.layout), expect.mounts.as_ref().map(|m| *m == plan.mounts)) {
-                (Some(false), Some(false)) => "the layout and the mounts differ from the expectation",
+            let what = match (
+                expect.layout.as_ref().map(|l| *l == plan.layout),
+                expect.mounts.as_ref().map(|m| *m == plan.mounts),
+            ) {
+                (Some(false), Some(false)) => {
+                    "the layout and the mounts differ from the expectation"
+                }
                 (Some(false), _) => "the layout differs from the expectation",
                 _ => "the mounts differ from the expectation",
             };
@@ -159,5 +179,7 @@ fn plan_lines(expect: &Expect, out: &mut Vec<String>) {
 }
 
 fn error_matches(e: &ErrorExpect, f: &Failure) -> bool {
-    e.stage.is_none_or(|s| s == f.stage) && e.kind.is_none_or(|k| k == f.kind) && f.message.contains(&e.contains)
+    e.stage.is_none_or(|s| s == f.stage)
+        && e.kind.is_none_or(|k| k == f.kind)
+        && f.message.contains(&e.contains)
 }

@@ -30,17 +30,28 @@ pub struct Subject {
 
 impl Subject {
     pub fn new(label: &str, wasm: Cow<'static, [u8]>) -> anyhow::Result<Subject> {
-        Ok(Subject { label: label.to_string(), wasm, engine: Engine::new()?, loaded: HashMap::new() })
+        Ok(Subject {
+            label: label.to_string(),
+            wasm,
+            engine: Engine::new()?,
+            loaded: HashMap::new(),
+        })
     }
 
     /// The policy initialised with the case's config and facts.
-    pub fn policy(&mut self, config: &[(String, String)], facts: &HostFacts) -> Result<Rc<Policy>, Failure> {
+    pub fn policy(
+        &mut self,
+        config: &[(String, String)],
+        facts: &HostFacts,
+    ) -> Result<Rc<Policy>, Failure> {
         let key = format!("{config:?}{facts:?}");
         let (engine, label, wasm) = (&self.engine, &self.label, &self.wasm);
         self.loaded
             .entry(key)
             .or_insert_with(|| {
-                Policy::load(engine, label, wasm, config, facts, Sandbox::default()).map(Rc::new).map_err(failure)
+                Policy::load(engine, label, wasm, config, facts, Sandbox::default())
+                    .map(Rc::new)
+                    .map_err(failure)
             })
             .clone()
     }
@@ -65,18 +76,28 @@ pub fn plan(policy: &Policy, snapshot: &Snapshot, root: &std::path::Path) -> Res
 pub fn failure(e: PolicyError) -> Failure {
     let stage = |func: &str| Stage::parse(func).unwrap_or(Stage::Init);
     let with_output = |reason: String, output: &str| {
-        if output.trim().is_empty() { reason } else { format!("{reason}\nguest output:\n{}", output.trim_end()) }
+        if output.trim().is_empty() {
+            reason
+        } else {
+            format!("{reason}\nguest output:\n{}", output.trim_end())
+        }
     };
     match &e {
-        PolicyError::Load { reason, .. } => Failure { stage: Stage::Init, kind: FailureKind::Load, message: reason.clone() },
+        PolicyError::Load { reason, .. } => {
+            Failure { stage: Stage::Init, kind: FailureKind::Load, message: reason.clone() }
+        }
         PolicyError::UnsupportedVersion { found, supported, .. } => Failure {
             stage: Stage::Init,
             kind: FailureKind::Version,
-            message: format!("built for wasmsnap:policy@{found}, but this host supports wasmsnap:policy@{supported}"),
+            message: format!(
+                "built for wasmsnap:policy@{found}, but this host supports wasmsnap:policy@{supported}"
+            ),
         },
-        PolicyError::Trap { func, reason, output, .. } => {
-            Failure { stage: stage(func), kind: FailureKind::Trap, message: with_output(reason.clone(), output) }
-        }
+        PolicyError::Trap { func, reason, output, .. } => Failure {
+            stage: stage(func),
+            kind: FailureKind::Trap,
+            message: with_output(reason.clone(), output),
+        },
         PolicyError::Timeout { func, limit, output, .. } => Failure {
             stage: stage(func),
             kind: FailureKind::Timeout,
@@ -85,7 +106,10 @@ pub fn failure(e: PolicyError) -> Failure {
         PolicyError::MemoryLimit { func, limit, asked, output, .. } => Failure {
             stage: stage(func),
             kind: FailureKind::Trap,
-            message: with_output(format!("exceeded its memory limit of {limit} bytes (asked for {asked})"), output),
+            message: with_output(
+                format!("exceeded its memory limit of {limit} bytes (asked for {asked})"),
+                output,
+            ),
         },
         PolicyError::Declared { func, error, .. } => {
             let message = match error {
@@ -95,8 +119,10 @@ pub fn failure(e: PolicyError) -> Failure {
             };
             Failure { stage: stage(func), kind: FailureKind::Declared, message }
         }
-        PolicyError::InvalidPlan { func, error, .. } => {
-            Failure { stage: stage(func), kind: FailureKind::InvalidPlan, message: error.to_string() }
-        }
+        PolicyError::InvalidPlan { func, error, .. } => Failure {
+            stage: stage(func),
+            kind: FailureKind::InvalidPlan,
+            message: error.to_string(),
+        },
     }
 }

@@ -165,7 +165,9 @@ impl<'a> Either<'a> {
             (Either::Value(Value::InlineTable(t)), KeyPart::Key(k)) => {
                 (t.get(k).map(Either::Value), t.key(k).and_then(|k| k.span()))
             }
-            (Either::Value(Value::Array(a)), KeyPart::Index(n)) => (a.get(*n).map(Either::Value), None),
+            (Either::Value(Value::Array(a)), KeyPart::Index(n)) => {
+                (a.get(*n).map(Either::Value), None)
+            }
             _ => (None, None),
         }
     }

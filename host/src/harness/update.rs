@@ -112,7 +112,10 @@ fn mounts_tables(mounts: &[Mount]) -> ArrayOfTables {
         if !m.target.is_empty() {
             t.insert("target", toml_edit::value(m.target.as_str()));
         }
-        t.insert("options", toml_edit::value(multiline(m.options.iter().map(|o| Value::from(o.as_str())))));
+        t.insert(
+            "options",
+            toml_edit::value(multiline(m.options.iter().map(|o| Value::from(o.as_str())))),
+        );
         tables.push(t);
     }
     tables
@@ -139,9 +142,17 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
-            layout: Layout { steps: vec![Step::Mkdir { name: "fs".into(), mode: 0o755 }], content: Some("fs".into()) },
+            layout: Layout {
+                steps: vec![Step::Mkdir { name: "fs".into(), mode: 0o755 }],
+                content: Some("fs".into()),
+            },
             plans: Vec::new(),
-            mounts: vec![Mount { r#type: "bind".into(), source: "/r/snapshots/1/fs".into(), target: String::new(), options: vec!["rw".into(), "rbind".into()] }],
+            mounts: vec![Mount {
+                r#type: "bind".into(),
+                source: "/r/snapshots/1/fs".into(),
+                target: String::new(),
+                options: vec!["rw".into(), "rbind".into()],
+            }],
         }
     }
 
@@ -167,7 +178,8 @@ mod tests {
     fn keeps_checking_only_what_was_checked() {
         let cases = crate::harness::cases::parse(Path::new("t.toml"), FILE).unwrap();
         let outcome = Ok(plan());
-        let text = apply(FILE, &[Update { index: 1, old: &cases[1].expect, outcome: &outcome }]).unwrap();
+        let text =
+            apply(FILE, &[Update { index: 1, old: &cases[1].expect, outcome: &outcome }]).unwrap();
         let again = crate::harness::cases::parse(Path::new("t.toml"), &text).unwrap();
         assert_eq!(again[1].expect.layout.as_ref(), Some(&plan().layout));
         assert_eq!(again[1].expect.mounts, None, "{text}");
@@ -176,7 +188,11 @@ mod tests {
     #[test]
     fn a_failure_becomes_an_error_expectation() {
         let empty = Expect::default();
-        let outcome = Err(Failure { stage: Stage::Layout, kind: FailureKind::Trap, message: "wasm trap: unreachable\nguest output:\npanicked".into() });
+        let outcome = Err(Failure {
+            stage: Stage::Layout,
+            kind: FailureKind::Trap,
+            message: "wasm trap: unreachable\nguest output:\npanicked".into(),
+        });
         let text = apply(FILE, &[Update { index: 0, old: &empty, outcome: &outcome }]).unwrap();
         assert!(text.contains("[case.expect.error]\nin = \"layout\"\nkind = \"trap\"\ncontains = \"wasm trap: unreachable\"\n"), "{text}");
         let again = crate::harness::cases::parse(Path::new("t.toml"), &text).unwrap();

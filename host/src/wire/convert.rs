@@ -40,7 +40,12 @@ pub fn update_info(i: api::Info) -> Result<UpdateInfo, Error> {
         Ok(api::Kind::Active) => Some(Kind::Active),
         Ok(api::Kind::Committed) => Some(Kind::Committed),
         Ok(api::Kind::Unknown) => None,
-        Err(_) => return Err(Error::InvalidArgument(format!("snapshot {:?}: unknown kind {}", i.name, i.kind))),
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot {:?}: unknown kind {}",
+                i.name, i.kind
+            )));
+        }
     };
     Ok(UpdateInfo {
         name: i.name,
@@ -56,6 +61,11 @@ pub fn labels(l: std::collections::HashMap<String, String>) -> BTreeMap<String, 
 
 pub fn mounts(m: Vec<wasmsnap_plan::Mount>) -> Vec<WireMount> {
     m.into_iter()
-        .map(|m| WireMount { r#type: m.r#type, source: m.source, target: m.target, options: m.options })
+        .map(|m| WireMount {
+            r#type: m.r#type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        })
         .collect()
 }

@@ -50,10 +50,11 @@ impl SnapshotsApi {
         // The span is entered on the worker too, so what the call logs (a
         // policy's output, its failure) lands under the request.
         let worker_span = span.clone();
-        let result = tokio::task::spawn_blocking(move || worker_span.in_scope(|| token.run(|| f(&target))))
-            .instrument(span.clone())
-            .await
-            .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+        let result =
+            tokio::task::spawn_blocking(move || worker_span.in_scope(|| token.run(|| f(&target))))
+                .instrument(span.clone())
+                .await
+                .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
         guard.disarm();
         result.map_err(|e| {
             span.in_scope(|| tracing::debug!(error = %e, "{op} failed"));
@@ -79,61 +80,99 @@ type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListSnapshotsResponse, S
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsApi {
-    async fn prepare(&self, req: Request<api::PrepareSnapshotRequest>) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        req: Request<api::PrepareSnapshotRequest>,
+    ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
         let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
-        let mounts = self.call("prepare", &r.snapshotter, &r.key, move |s| s.create(Kind::Active, &key, &parent, labels)).await?;
+        let mounts = self
+            .call("prepare", &r.snapshotter, &r.key, move |s| {
+                s.create(Kind::Active, &key, &parent, labels)
+            })
+            .await?;
         Ok(Response::new(api::PrepareSnapshotResponse { mounts: convert::mounts(mounts) }))
     }
 
-    async fn view(&self, req: Request<api::ViewSnapshotRequest>) -> Result<Response<api::ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        req: Request<api::ViewSnapshotRequest>,
+    ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
         let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
-        let mounts = self.call("view", &r.snapshotter, &r.key, move |s| s.create(Kind::View, &key, &parent, labels)).await?;
+        let mounts = self
+            .call("view", &r.snapshotter, &r.key, move |s| {
+                s.create(Kind::View, &key, &parent, labels)
+            })
+            .await?;
         Ok(Response::new(api::ViewSnapshotResponse { mounts: convert::mounts(mounts) }))
     }
 
-    async fn mounts(&self, req: Request<api::MountsRequest>) -> Result<Response<api::MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        req: Request<api::MountsRequest>,
+    ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         let mounts = self.call("mounts", &r.snapshotter, &r.key, move |s| s.mounts(&key)).await?;
         Ok(Response::new(api::MountsResponse { mounts: convert::mounts(mounts) }))
     }
 
-    async fn commit(&self, req: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn commit(
+        &self,
+        req: Request<api::CommitSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        let (name, key, parent, labels) = (r.name, r.key.clone(), r.parent, convert::labels(r.labels));
-        self.call("commit", &r.snapshotter, &r.key, move |s| s.commit(&name, &key, &parent, labels)).await?;
+        let (name, key, parent, labels) =
+            (r.name, r.key.clone(), r.parent, convert::labels(r.labels));
+        self.call("commit", &r.snapshotter, &r.key, move |s| {
+            s.commit(&name, &key, &parent, labels)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
-    async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn remove(
+        &self,
+        req: Request<api::RemoveSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         self.call("remove", &r.snapshotter, &r.key, move |s| s.remove(&key)).await?;
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, req: Request<api::StatSnapshotRequest>) -> Result<Response<api::StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        req: Request<api::StatSnapshotRequest>,
+    ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         let record = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
         Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(record)) }))
     }
 
-    async fn update(&self, req: Request<api::UpdateSnapshotRequest>) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<api::UpdateSnapshotRequest>,
+    ) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("update: the request has no info"))?;
+        let info =
+            r.info.ok_or_else(|| Status::invalid_argument("update: the request has no info"))?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let key = info.name.clone();
         let info = convert::update_info(info).map_err(status)?;
-        let record = self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
+        let record =
+            self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
         Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(record)) }))
     }
 
     type ListStream = ListStream;
 
-    async fn list(&self, req: Request<api::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<api::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
         let filters = r.filters;
         let records = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
@@ -155,7 +194,10 @@ impl Snapshots for SnapshotsApi {
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn usage(&self, req: Request<api::UsageRequest>) -> Result<Response<api::UsageResponse>, Status> {
+    async fn usage(
+        &self,
+        req: Request<api::UsageRequest>,
+    ) -> Result<Response<api::UsageResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         let usage = self.call("usage", &r.snapshotter, &r.key, move |s| s.usage(&key)).await?;

@@ -41,7 +41,10 @@ mod tests {
     fn active_clones_the_parent() {
         let p = testing::init::<Bind>(&[]).unwrap();
         let l = p.layout(&testing::snapshot(Kind::Active, 1)).unwrap();
-        assert_eq!(l, LayoutBuilder::new().copy_parent("fs", CopyMode::CloneOrCopy).content("fs").build());
+        assert_eq!(
+            l,
+            LayoutBuilder::new().copy_parent("fs", CopyMode::CloneOrCopy).content("fs").build()
+        );
     }
 
     #[test]

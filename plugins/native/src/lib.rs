@@ -37,7 +37,10 @@ mod tests {
         let p = testing::init::<Native>(&[]).unwrap();
         let l = p.layout(&testing::snapshot(Kind::Active, 2)).unwrap();
         assert_eq!(l, LayoutBuilder::new().copy_parent("fs", CopyMode::Copy).content("fs").build());
-        assert_eq!(p.mounts(&testing::snapshot(Kind::Active, 2)).unwrap(), vec![bind(DirRef { snapshot: 3, name: "fs".into() }, false)]);
+        assert_eq!(
+            p.mounts(&testing::snapshot(Kind::Active, 2)).unwrap(),
+            vec![bind(DirRef { snapshot: 3, name: "fs".into() }, false)]
+        );
     }
 
     #[test]
@@ -45,7 +48,10 @@ mod tests {
         let p = testing::init::<Native>(&[]).unwrap();
         let s = testing::snapshot(Kind::View, 2);
         assert!(p.layout(&s).unwrap().steps.is_empty());
-        assert_eq!(p.mounts(&s).unwrap(), vec![bind(DirRef { snapshot: 2, name: "fs".into() }, true)]);
+        assert_eq!(
+            p.mounts(&s).unwrap(),
+            vec![bind(DirRef { snapshot: 2, name: "fs".into() }, true)]
+        );
     }
 
     #[test]
@@ -53,6 +59,9 @@ mod tests {
         let p = testing::init::<Native>(&[]).unwrap();
         let s = testing::snapshot(Kind::View, 0);
         assert_eq!(p.layout(&s).unwrap().content.as_deref(), Some("fs"));
-        assert_eq!(p.mounts(&s).unwrap(), vec![bind(DirRef { snapshot: 1, name: "fs".into() }, true)]);
+        assert_eq!(
+            p.mounts(&s).unwrap(),
+            vec![bind(DirRef { snapshot: 1, name: "fs".into() }, true)]
+        );
     }
 }

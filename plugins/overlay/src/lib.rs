@@ -30,7 +30,9 @@ impl Policy for Overlay {
         let lower = s.parent_dirs("fs");
         let mount = match (s.kind, lower.len()) {
             (_, 0) => bind(s.dir("fs"), s.is_view()),
-            (Kind::Active, _) => overlay(lower, Some((s.dir("fs"), s.dir("work"))), self.options.clone()),
+            (Kind::Active, _) => {
+                overlay(lower, Some((s.dir("fs"), s.dir("work"))), self.options.clone())
+            }
             (_, 1) => bind(lower.into_iter().next().unwrap(), true),
             _ => overlay(lower, None, self.options.clone()),
         };
@@ -64,6 +66,9 @@ mod tests {
 
     #[test]
     fn unknown_config_key_is_refused() {
-        assert!(matches!(testing::init::<Overlay>(&[("mount_option", "x")]), Err(PolicyError::InvalidConfig(_))));
+        assert!(matches!(
+            testing::init::<Overlay>(&[("mount_option", "x")]),
+            Err(PolicyError::InvalidConfig(_))
+        ));
     }
 }

@@ -16,13 +16,20 @@ pub fn engine() -> &'static Engine {
 
 /// A component the build script compiled, by cargo package name.
 pub fn test_policy(package: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("WASMSNAP_POLICY_DIR")).join(format!("{}.wasm", package.replace('-', "_")));
+    let path = PathBuf::from(env!("WASMSNAP_POLICY_DIR"))
+        .join(format!("{}.wasm", package.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Facts of a host with overlay and the index parameter, no userxattr.
 pub fn facts() -> HostFacts {
-    HostFacts { overlay: true, userxattr: false, index_param: true, reflink: false, page_size: 4096 }
+    HostFacts {
+        overlay: true,
+        userxattr: false,
+        index_param: true,
+        reflink: false,
+        page_size: 4096,
+    }
 }
 
 pub fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -21,12 +21,10 @@ pub(super) fn apply(
     let is_symlink = sys::file_type(st) == libc::S_IFLNK;
     chown(dst, st, dst_path)?;
     if !is_symlink {
-        dst.chmod(st.st_mode)
-            .map_err(|e| FsError::io("chmod", dst_path, e))?;
+        dst.chmod(st.st_mode).map_err(|e| FsError::io("chmod", dst_path, e))?;
     }
     copy_xattrs(src, dst, src_path, dst_path)?;
-    dst.set_times(st)
-        .map_err(|e| FsError::io("set times of", dst_path, e))
+    dst.set_times(st).map_err(|e| FsError::io("set times of", dst_path, e))
 }
 
 /// [`apply`] by path, for entries the copy holds no descriptor of.
@@ -69,9 +67,7 @@ fn copy_xattrs(
     src_path: &Path,
     dst_path: &Path,
 ) -> Result<(), FsError> {
-    let names = src
-        .list_xattrs()
-        .map_err(|e| FsError::io("list xattrs of", src_path, e))?;
+    let names = src.list_xattrs().map_err(|e| FsError::io("list xattrs of", src_path, e))?;
     for name in &names {
         let tolerated = is_security(name);
         let value = match src.get_xattr(name) {

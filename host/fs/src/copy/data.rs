@@ -30,12 +30,7 @@ pub(super) struct FileData<'a> {
 
 impl FileData<'_> {
     fn error(&self, op: &'static str, error: io::Error) -> FsError {
-        FsError::CopyData {
-            op,
-            src: self.src_path.into(),
-            dst: self.dst_path.into(),
-            error,
-        }
+        FsError::CopyData { op, src: self.src_path.into(), dst: self.dst_path.into(), error }
     }
 }
 
@@ -139,9 +134,7 @@ fn read_write(
         if n == 0 {
             break;
         }
-        file.dst
-            .write_all_at(&buffer[..n], offset)
-            .map_err(|e| file.error("write", e))?;
+        file.dst.write_all_at(&buffer[..n], offset).map_err(|e| file.error("write", e))?;
         offset += n as u64;
         Shared::count(&shared.bytes_copied, n as u64);
     }

@@ -40,10 +40,7 @@ pub struct CopyOptions {
 impl CopyOptions {
     /// `mode` with the default number of workers, see [`default_workers`].
     pub fn new(mode: CopyMode) -> CopyOptions {
-        CopyOptions {
-            mode,
-            workers: default_workers(),
-        }
+        CopyOptions { mode, workers: default_workers() }
     }
 }
 
@@ -51,9 +48,7 @@ impl CopyOptions {
 /// metadata calls, the workers overlap file data with it (measured in
 /// `examples/copy_bench.rs`).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
 }
 
 /// What a copy did.
@@ -189,10 +184,7 @@ impl Shared {
     }
 
     fn take_error(&self) -> Option<FsError> {
-        self.first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.first_error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn count(counter: &AtomicU64, n: u64) {

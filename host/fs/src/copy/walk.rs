@@ -66,12 +66,7 @@ pub(super) struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     pub(super) fn new(shared: &'a Shared, sender: Option<SyncSender<FileJob>>) -> Walker<'a> {
-        Walker {
-            shared,
-            sender,
-            links: HashMap::new(),
-            dirs: Vec::new(),
-        }
+        Walker { shared, sender, links: HashMap::new(), dirs: Vec::new() }
     }
 
     /// The directories created, parents before children.
@@ -122,11 +117,7 @@ impl<'a> Walker<'a> {
 
     fn add_dir(&mut self, src: &Path, dst: &Path, stat: libc::stat) {
         Shared::count(&self.shared.dirs, 1);
-        self.dirs.push(PendingDir {
-            src: src.to_path_buf(),
-            dst: dst.to_path_buf(),
-            stat,
-        });
+        self.dirs.push(PendingDir { src: src.to_path_buf(), dst: dst.to_path_buf(), stat });
     }
 
     /// Creates the copy of a regular file (or a hard link to an earlier
@@ -142,13 +133,7 @@ impl<'a> Walker<'a> {
         let dst_c = cpath(&dst_path)?;
         let dst = sys::create_new(&dst_c).map_err(|e| FsError::io("create", &dst_path, e))?;
         Shared::count(&self.shared.files, 1);
-        let job = FileJob {
-            src,
-            dst,
-            stat,
-            src_path,
-            dst_path,
-        };
+        let job = FileJob { src, dst, stat, src_path, dst_path };
         match &self.sender {
             Some(sender) => {
                 if let Err(unsent) = sender.send(job) {
@@ -200,13 +185,7 @@ impl<'a> Walker<'a> {
                 });
             }
         }
-        attrs::apply(
-            Node::Path(src_c),
-            Node::Path(&dst_c),
-            stat,
-            src_path,
-            dst_path,
-        )
+        attrs::apply(Node::Path(src_c), Node::Path(&dst_c), stat, src_path, dst_path)
     }
 
     /// If `stat` is a multiply-linked entry already copied, links `dst_path`
@@ -252,11 +231,7 @@ fn expect_type(stat: &libc::stat, expected: libc::mode_t, path: &Path) -> Result
         libc::S_IFDIR => "a directory",
         _ => "a regular file",
     };
-    Err(FsError::WrongType {
-        path: path.to_path_buf(),
-        expected,
-        found: sys::describe_type(stat),
-    })
+    Err(FsError::WrongType { path: path.to_path_buf(), expected, found: sys::describe_type(stat) })
 }
 
 fn cpath(path: &Path) -> Result<std::ffi::CString, FsError> {

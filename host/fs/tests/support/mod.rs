@@ -42,59 +42,30 @@ pub fn c(path: &Path) -> CString {
 pub fn lstat(path: &Path) -> libc::stat {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     let r = unsafe { libc::lstat(c(path).as_ptr(), st.as_mut_ptr()) };
-    assert_eq!(
-        r,
-        0,
-        "lstat {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(r, 0, "lstat {}: {}", path.display(), std::io::Error::last_os_error());
     unsafe { st.assume_init() }
 }
 
 pub fn check(r: libc::c_int, what: &str, path: &Path) {
-    assert!(
-        r >= 0,
-        "{what} {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    assert!(r >= 0, "{what} {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 pub fn lchown(path: &Path, uid: u32, gid: u32) {
-    check(
-        unsafe { libc::lchown(c(path).as_ptr(), uid, gid) },
-        "lchown",
-        path,
-    );
+    check(unsafe { libc::lchown(c(path).as_ptr(), uid, gid) }, "lchown", path);
 }
 
 pub fn chmod(path: &Path, mode: u32) {
-    check(
-        unsafe { libc::chmod(c(path).as_ptr(), mode) },
-        "chmod",
-        path,
-    );
+    check(unsafe { libc::chmod(c(path).as_ptr(), mode) }, "chmod", path);
 }
 
 pub fn mknod(path: &Path, mode: u32, dev: libc::dev_t) {
-    check(
-        unsafe { libc::mknod(c(path).as_ptr(), mode, dev) },
-        "mknod",
-        path,
-    );
+    check(unsafe { libc::mknod(c(path).as_ptr(), mode, dev) }, "mknod", path);
 }
 
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let name = CString::new(name).unwrap();
     let r = unsafe {
-        libc::lsetxattr(
-            c(path).as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
+        libc::lsetxattr(c(path).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
     };
     check(r, "lsetxattr", path);
 }
@@ -102,22 +73,11 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
 /// Sets atime/mtime (seconds, nanoseconds) without following symlinks.
 pub fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let ts = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
+        libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
+        libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
     ];
     let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c(path).as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+        libc::utimensat(libc::AT_FDCWD, c(path).as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
     };
     check(r, "utimensat", path);
 }
@@ -138,12 +98,7 @@ pub fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         assert!(len >= 0, "lgetxattr {}", path.display());
         let mut value = vec![0u8; len as usize];
         let len = unsafe {
-            libc::lgetxattr(
-                p.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
+            libc::lgetxattr(p.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len())
         };
         assert!(len >= 0, "lgetxattr {}", path.display());
         value.truncate(len as usize);

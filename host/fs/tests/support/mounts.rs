@@ -22,14 +22,8 @@ impl Tmpfs {
     pub fn mount(size: &str) -> Result<Tmpfs, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let options = format!("size={size},mode=0755");
-        mount(
-            Some("tmpfs"),
-            dir.path(),
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some(options.as_str()),
-        )
-        .map_err(|e| format!("mount tmpfs on {}: {e}", dir.path().display()))?;
+        mount(Some("tmpfs"), dir.path(), Some("tmpfs"), MsFlags::empty(), Some(options.as_str()))
+            .map_err(|e| format!("mount tmpfs on {}: {e}", dir.path().display()))?;
         Ok(Tmpfs { dir })
     }
 
@@ -67,22 +61,12 @@ impl LoopXfs {
             .map_err(|e| format!("no loop device: {e}"))?
             .trim()
             .to_string();
-        let mut xfs = LoopXfs {
-            mountpoint,
-            device: Some(device.clone()),
-            mounted: false,
-            _dir: dir,
-        };
+        let mut xfs =
+            LoopXfs { mountpoint, device: Some(device.clone()), mounted: false, _dir: dir };
         command("mkfs.xfs", &["-q", "-f", "-m", "reflink=1", &device])
             .map_err(|e| format!("mkfs.xfs: {e}"))?;
-        mount(
-            Some(device.as_str()),
-            &xfs.mountpoint,
-            Some("xfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| format!("mount xfs {device}: {e}"))?;
+        mount(Some(device.as_str()), &xfs.mountpoint, Some("xfs"), MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount xfs {device}: {e}"))?;
         xfs.mounted = true;
         Ok(xfs)
     }
@@ -110,10 +94,7 @@ impl Drop for LoopXfs {
 }
 
 fn command(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd} {}: {}",

@@ -48,26 +48,15 @@ pub fn build_rich_tree(root: &Path) {
     set_xattr(&root.join("plain"), "user.note", b"hello xattr");
     set_xattr(&root.join("plain"), "trusted.note", b"\x00binary\xff");
     set_xattr(&root.join("plain"), "security.wasmsnap-test", b"label");
-    all.push(file(
-        root.join("setuid"),
-        b"#!/bin/sh\n",
-        0o4755,
-        (1000, 2000),
-    ));
+    all.push(file(root.join("setuid"), b"#!/bin/sh\n", 0o4755, (1000, 2000)));
     all.push(file(root.join("setgid"), b"sgid", 0o2750, (0, 3000)));
     all.push(file(root.join("empty"), b"", 0o600, (0, 0)));
     all.push(file(root.join("noperm"), b"secret", 0o000, (1000, 1000)));
-    all.push(file(
-        root.join(OsStr::from_bytes(b"weird \xff name")),
-        b"bytes",
-        0o640,
-        (0, 0),
-    ));
+    all.push(file(root.join(OsStr::from_bytes(b"weird \xff name")), b"bytes", 0o640, (0, 0)));
 
     // Large enough that data moves in several chunks.
-    let big: Vec<u8> = (0..3 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> =
+        (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     all.push(file(root.join("big"), &big, 0o644, (0, 0)));
 
     // 100 MiB with four 4 KiB blocks of data, the rest holes.
@@ -83,12 +72,7 @@ pub fn build_rich_tree(root: &Path) {
 
     all.push(dir(root.join("sticky"), 0o1777));
     let ro = dir(root.join("ro_dir"), 0o755);
-    all.push(file(
-        ro.join("inner"),
-        b"inside a read-only dir",
-        0o444,
-        (0, 0),
-    ));
+    all.push(file(ro.join("inner"), b"inside a read-only dir", 0o444, (0, 0)));
     chmod(&ro, 0o555);
     all.push(ro);
 
@@ -110,12 +94,7 @@ pub fn build_rich_tree(root: &Path) {
 
     // Hard links: a file linked three times across directories, and a fifo
     // linked twice (hard links to non-regular files are links too).
-    let linked = file(
-        root.join("linked"),
-        b"one inode, three names",
-        0o640,
-        (1000, 1000),
-    );
+    let linked = file(root.join("linked"), b"one inode, three names", 0o640, (1000, 1000));
     fs::hard_link(&linked, root.join("d/linked2")).unwrap();
     fs::hard_link(&linked, root.join("opaque/linked3")).unwrap();
     all.push(linked);
@@ -133,16 +112,8 @@ pub fn build_rich_tree(root: &Path) {
     all.extend(["sym", "dangling", "dirsym", "abs"].map(|n| root.join(n)));
 
     // Device nodes (a whiteout is a 0/0 char device), a socket.
-    mknod(
-        &root.join("null"),
-        libc::S_IFCHR | 0o666,
-        libc::makedev(1, 3),
-    );
-    mknod(
-        &root.join("blk"),
-        libc::S_IFBLK | 0o660,
-        libc::makedev(7, 200),
-    );
+    mknod(&root.join("null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    mknod(&root.join("blk"), libc::S_IFBLK | 0o660, libc::makedev(7, 200));
     mknod(&root.join("whiteout"), libc::S_IFCHR, libc::makedev(0, 0));
     mknod(&root.join("sock"), libc::S_IFSOCK | 0o755, 0);
     lchown(&root.join("blk"), 0, 6);
@@ -214,11 +185,7 @@ pub fn assert_same_tree(before: &Entries, src: &Path, dst: &Path) {
     let a = &before.0;
     let after = Entries::of(src).0;
     let b = Entries::of(dst).0;
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "names differ"
-    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "names differ");
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>(),
@@ -246,20 +213,8 @@ pub fn assert_same_tree(before: &Entries, src: &Path, dst: &Path) {
             );
         }
 
-        assert_eq!(
-            sa.st_mode,
-            sb.st_mode,
-            "{} ({:o} vs {:o})",
-            at("mode"),
-            sa.st_mode,
-            sb.st_mode
-        );
-        assert_eq!(
-            (sa.st_uid, sa.st_gid),
-            (sb.st_uid, sb.st_gid),
-            "{}",
-            at("owner")
-        );
+        assert_eq!(sa.st_mode, sb.st_mode, "{} ({:o} vs {:o})", at("mode"), sa.st_mode, sb.st_mode);
+        assert_eq!((sa.st_uid, sa.st_gid), (sb.st_uid, sb.st_gid), "{}", at("owner"));
         assert_eq!(
             (sa.st_mtime, sa.st_mtime_nsec),
             (sb.st_mtime, sb.st_mtime_nsec),
@@ -272,41 +227,26 @@ pub fn assert_same_tree(before: &Entries, src: &Path, dst: &Path) {
             "{}",
             at("atime")
         );
-        assert_eq!(
-            xattrs(&src.join(rel)),
-            xattrs(&dst.join(rel)),
-            "{}",
-            at("xattrs")
-        );
+        assert_eq!(xattrs(&src.join(rel)), xattrs(&dst.join(rel)), "{}", at("xattrs"));
         if kind != libc::S_IFDIR {
             assert_eq!(sa.st_size, sb.st_size, "{}", at("size"));
             assert_eq!(sa.st_nlink, sb.st_nlink, "{}", at("link count"));
             // One source inode maps to exactly one copied inode.
             let (ka, kb) = ((sa.st_dev, sa.st_ino), (sb.st_dev, sb.st_ino));
-            assert_eq!(
-                *links.entry(ka).or_insert(kb),
-                kb,
-                "{}",
-                at("hard link structure")
-            );
+            assert_eq!(*links.entry(ka).or_insert(kb), kb, "{}", at("hard link structure"));
         }
         if kind == libc::S_IFCHR || kind == libc::S_IFBLK {
             assert_eq!(sa.st_rdev, sb.st_rdev, "{}", at("device number"));
         }
     }
     let distinct: std::collections::HashSet<_> = links.values().collect();
-    assert_eq!(
-        distinct.len(),
-        links.len(),
-        "two source inodes were copied to one"
-    );
+    assert_eq!(distinct.len(), links.len(), "two source inodes were copied to one");
 
     for (rel, sa) in a {
         match sa.st_mode & libc::S_IFMT {
-            libc::S_IFREG => assert!(
-                same_content(&src.join(rel), &dst.join(rel)),
-                "content of {rel:?} differs"
-            ),
+            libc::S_IFREG => {
+                assert!(same_content(&src.join(rel), &dst.join(rel)), "content of {rel:?} differs")
+            }
             libc::S_IFLNK => assert_eq!(
                 fs::read_link(src.join(rel)).unwrap(),
                 fs::read_link(dst.join(rel)).unwrap(),
@@ -347,9 +287,8 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> usize {
 /// starts with its own index, so a page copied to the wrong place shows.
 pub fn write_pattern(path: &Path, len: u64) {
     let mut f = fs::File::create(path).unwrap();
-    let mut block: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
+    let mut block: Vec<u8> =
+        (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let mut written = 0u64;
     while written < len {
         let n = block.len().min((len - written) as usize);

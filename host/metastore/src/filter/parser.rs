@@ -73,7 +73,10 @@ impl Parser<'_> {
                         Ch::Char(c) => format!("{c:?}"),
                         _ => "an illegal character".to_owned(),
                     };
-                    return err(self.scanner.ppos, format!("unexpected input {shown}: expected \",\" or the end"));
+                    return err(
+                        self.scanner.ppos,
+                        format!("unexpected input {shown}: expected \",\" or the end"),
+                    );
                 }
             }
         }
@@ -82,7 +85,12 @@ impl Parser<'_> {
     fn selector(&mut self) -> Result<RawSelector> {
         let path = self.fieldpath()?;
         if matches!(self.scanner.peek(), Ch::Char(',') | Ch::Eof) {
-            return Ok(RawSelector { path, operator: Operator::Present, value: Vec::new(), value_pos: 0 });
+            return Ok(RawSelector {
+                path,
+                operator: Operator::Present,
+                value: Vec::new(),
+                value_pos: 0,
+            });
         }
         let operator = self.operator()?;
         let (value_pos, value) = self.value(operator == Operator::Matches)?;
@@ -118,7 +126,10 @@ impl Parser<'_> {
                 "==" => Ok(Operator::Equal),
                 "!=" => Ok(Operator::NotEqual),
                 "~=" => Ok(Operator::Matches),
-                _ => err(pos, format!("unsupported operator {text:?}: expected \"==\", \"!=\" or \"~=\"")),
+                _ => err(
+                    pos,
+                    format!("unsupported operator {text:?}: expected \"==\", \"!=\" or \"~=\""),
+                ),
             },
             Token::Illegal => self.illegal(pos),
             _ => err(pos, "expected an operator (\"==\", \"!=\" or \"~=\")"),
@@ -143,7 +154,10 @@ impl Parser<'_> {
 
     fn unquote(&self, pos: usize, text: &str, allow_alt_quotes: bool) -> Result<Vec<u8>> {
         if !allow_alt_quotes && !text.starts_with('"') {
-            return err(pos, "invalid quote: only \"...\" quotes here (/.../ and |...| only after ~=)");
+            return err(
+                pos,
+                "invalid quote: only \"...\" quotes here (/.../ and |...| only after ~=)",
+            );
         }
         unquote(text).map_or_else(|| err(pos, "bad quoted string"), Ok)
     }

@@ -227,8 +227,9 @@ fn is_value_char(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_graphic();
     }
-    static GRAPHIC: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^[\p{L}\p{M}\p{N}\p{P}\p{S}\p{Zs}]$").expect("a valid class"));
+    static GRAPHIC: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^[\p{L}\p{M}\p{N}\p{P}\p{S}\p{Zs}]$").expect("a valid class")
+    });
     let mut buf = [0u8; 4];
     GRAPHIC.is_match(c.encode_utf8(&mut buf))
 }
@@ -254,7 +255,10 @@ mod tests {
         let got = tokens(r#"labels."containerd.io/snapshot.ref"==sha256:abc,parent=="sha256:def""#);
         let kinds: Vec<Token> = got.iter().map(|t| t.1).collect();
         use Token::*;
-        assert_eq!(kinds, [Field, Separator, Quoted, Operator, Value, Separator, Field, Operator, Quoted, Eof]);
+        assert_eq!(
+            kinds,
+            [Field, Separator, Quoted, Operator, Value, Separator, Field, Operator, Quoted, Eof]
+        );
         assert_eq!(got[4].2, "sha256:abc");
         assert_eq!(got[2].0, 7);
     }

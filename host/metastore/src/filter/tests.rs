@@ -9,7 +9,10 @@ fn rec(name: &str, kind: Kind, parent: Option<&str>, labels: &[(&str, &str)]) ->
         name: name.into(),
         kind,
         parent: parent.map(Into::into),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         created: Timestamp::default(),
         updated: Timestamp::default(),
         usage: None,
@@ -26,15 +29,26 @@ fn corpus() -> Vec<Record> {
         rec("d", View, Some("a"), &[("bar", "true")]),
         rec("e", Active, None, &[("more complex label with \\ and \"", "present")]),
         rec("f", Active, Some("a"), &[("more complex label with \\ and \".post", "present")]),
-        rec("k8s.io/3/extract-1 sha256:x", Active, Some("sha256:p"), &[("containerd.io/snapshot.ref", "sha256:abc")]),
-        rec("sha256:p", Committed, None, &[("foo", "omg_asdf.asdf-qwer"), ("containerd.io/gc.root", "2024")]),
+        rec(
+            "k8s.io/3/extract-1 sha256:x",
+            Active,
+            Some("sha256:p"),
+            &[("containerd.io/snapshot.ref", "sha256:abc")],
+        ),
+        rec(
+            "sha256:p",
+            Committed,
+            None,
+            &[("foo", "omg_asdf.asdf-qwer"), ("containerd.io/gc.root", "2024")],
+        ),
     ]
 }
 
 /// Indexes of the corpus records that `filters` matches.
 fn matching(filters: &[&str]) -> Vec<usize> {
     let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-    let filter = parse_filters(&filters).unwrap_or_else(|e| panic!("{filters:?} should parse: {e}"));
+    let filter =
+        parse_filters(&filters).unwrap_or_else(|e| panic!("{filters:?} should parse: {e}"));
     corpus().iter().enumerate().filter(|(_, r)| filter.matches(r)).map(|(i, _)| i).collect()
 }
 
@@ -167,9 +181,9 @@ fn long_filters_are_cut_in_errors() {
 #[test]
 fn never_panics_on_arbitrary_input() {
     const PIECES: &[&str] = &[
-        "name", "labels", "parent", "kind", ".", ",", "=", "==", "!=", "~=", "!", "~", "\"", "/", "|", "\\", "\\x",
-        "\\u", "\\U", "\\0", "7", "f", "a", " ", "\n", "\0", "é", "\u{FFFD}", "\u{200b}", "(", "[", "*", "{9999}", ":",
-        "x", "'", "`",
+        "name", "labels", "parent", "kind", ".", ",", "=", "==", "!=", "~=", "!", "~", "\"", "/",
+        "|", "\\", "\\x", "\\u", "\\U", "\\0", "7", "f", "a", " ", "\n", "\0", "é", "\u{FFFD}",
+        "\u{200b}", "(", "[", "*", "{9999}", ":", "x", "'", "`",
     ];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut rand = move || {
@@ -181,7 +195,8 @@ fn never_panics_on_arbitrary_input() {
     let record = corpus().remove(2);
     for _ in 0..50_000 {
         let len = rand() % 12;
-        let input: String = (0..len).map(|_| PIECES[(rand() % PIECES.len() as u64) as usize]).collect();
+        let input: String =
+            (0..len).map(|_| PIECES[(rand() % PIECES.len() as u64) as usize]).collect();
         match parse_filters(std::slice::from_ref(&input)) {
             Ok(filter) => {
                 filter.matches(&record);
@@ -197,9 +212,15 @@ fn never_panics_on_arbitrary_input() {
 #[test]
 fn deeply_nested_expressions_are_an_error_not_a_crash() {
     for depth in [65, 200, 100_000] {
-        for pattern in ["a".to_string() + &"+".repeat(depth), "(".repeat(depth) + &")".repeat(depth)] {
+        for pattern in
+            ["a".to_string() + &"+".repeat(depth), "(".repeat(depth) + &")".repeat(depth)]
+        {
             let err = parse_filters(&[format!("name~={pattern}")]).unwrap_err();
-            assert!(err.message.contains("invalid regular expression") && err.message.contains("nested"), "{err}");
+            assert!(
+                err.message.contains("invalid regular expression")
+                    && err.message.contains("nested"),
+                "{err}"
+            );
         }
     }
     parse_filters(&[format!("name~={}", "(a".repeat(20) + &")".repeat(20))]).unwrap();

@@ -91,7 +91,8 @@ fn unquote_char<'a>(s: &'a str, quote: u8, out: &mut Vec<u8>) -> Option<&'a str>
             if !more.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
                 return None;
             }
-            let value = more.bytes().fold(u32::from(escape - b'0'), |v, b| (v << 3) | u32::from(b - b'0'));
+            let value =
+                more.bytes().fold(u32::from(escape - b'0'), |v, b| (v << 3) | u32::from(b - b'0'));
             if value > 255 {
                 return None;
             }

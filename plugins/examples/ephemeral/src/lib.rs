@@ -126,7 +126,12 @@ mod tests {
     fn parentless_active_has_its_own_fs_and_work() {
         let p = testing::init::<Ephemeral>(&[]).unwrap();
         let s = testing::snapshot(Kind::Active, 0);
-        let expected = LayoutBuilder::new().mkdir("fs", 0o755).mkdir("work", 0o711).chown_like_parent("fs").content("fs").build();
+        let expected = LayoutBuilder::new()
+            .mkdir("fs", 0o755)
+            .mkdir("work", 0o711)
+            .chown_like_parent("fs")
+            .content("fs")
+            .build();
         assert_eq!(p.layout(&s).unwrap(), expected);
         assert_eq!(p.mounts(&s).unwrap(), vec![bind(s.dir("fs"), false)]);
     }
@@ -150,6 +155,9 @@ mod tests {
         let Mount::Overlay(o) = &plan[0] else { panic!("{plan:?}") };
         assert_eq!(o.options, ["userxattr", "volatile"]);
         facts.overlay = false;
-        assert!(matches!(testing::init_with::<Ephemeral>(&[], &facts), Err(PolicyError::Unsupported(_))));
+        assert!(matches!(
+            testing::init_with::<Ephemeral>(&[], &facts),
+            Err(PolicyError::Unsupported(_))
+        ));
     }
 }

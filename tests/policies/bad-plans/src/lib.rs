@@ -40,10 +40,18 @@ impl Policy for BadPlans {
             "layout-slash" => LayoutBuilder::new().mkdir("fs/../../escape", 0o755).build(),
             "layout-nul" => LayoutBuilder::new().mkdir("fs\0", 0o755).build(),
             "layout-mode" => LayoutBuilder::new().mkdir("fs", 0o104755).build(),
-            "layout-content" => LayoutBuilder::new().mkdir("fs", 0o755).content("elsewhere").build(),
-            "layout-copy-orphan" => LayoutBuilder::new().copy_parent("fs", CopyMode::Copy).content("fs").build(),
-            "layout-chown-first" => LayoutBuilder::new().chown_like_parent("fs").mkdir("fs", 0o755).build(),
-            "layout-too-many-steps" => (0..1000).fold(LayoutBuilder::new(), |l, i| l.mkdir(&format!("d{i}"), 0o755)).build(),
+            "layout-content" => {
+                LayoutBuilder::new().mkdir("fs", 0o755).content("elsewhere").build()
+            }
+            "layout-copy-orphan" => {
+                LayoutBuilder::new().copy_parent("fs", CopyMode::Copy).content("fs").build()
+            }
+            "layout-chown-first" => {
+                LayoutBuilder::new().chown_like_parent("fs").mkdir("fs", 0o755).build()
+            }
+            "layout-too-many-steps" => (0..1000)
+                .fold(LayoutBuilder::new(), |l, i| l.mkdir(&format!("d{i}"), 0o755))
+                .build(),
             _ => good.build(),
         })
     }
@@ -78,7 +86,11 @@ impl Policy for BadPlans {
             "comma-option" => vec![overlay_with(&["index=off,lowerdir=/etc"])],
             "path-option" => vec![overlay_with(&["xino=/etc/passwd"])],
             "reserved-option" => {
-                vec![Mount::Bind(BindMount { source: s.dir("fs"), readonly: true, options: vec!["rw".into()] })]
+                vec![Mount::Bind(BindMount {
+                    source: s.dir("fs"),
+                    readonly: true,
+                    options: vec!["rw".into()],
+                })]
             }
             "other-bind-absolute" => vec![other("bind", "/etc", &["rbind", "rw"])],
             "other-source-path" => vec![other("tmpfs", "/etc", &[])],
@@ -87,7 +99,9 @@ impl Policy for BadPlans {
             "no-mounts" => vec![],
             "too-many-mounts" => vec![bind(s.dir("fs"), view); 1000],
             "no-lower" => vec![overlay(vec![], Some((s.dir("fs"), s.dir("work"))), vec![])],
-            "duplicate-lower" => vec![overlay(vec![dir(parent, "fs"), dir(parent, "fs")], None, vec![])],
+            "duplicate-lower" => {
+                vec![overlay(vec![dir(parent, "fs"), dir(parent, "fs")], None, vec![])]
+            }
             "upper-without-work" => vec![Mount::Overlay(OverlayMount {
                 lower: vec![dir(parent, "fs")],
                 upper: Some(s.dir("fs")),

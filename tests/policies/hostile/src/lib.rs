@@ -89,8 +89,12 @@ fn act_out<T>(act: &str) -> Result<T, PolicyError> {
             Err(PolicyError::Failed("ESCAPED: slept".into()))
         }
         "recurse" => Err(PolicyError::Failed(format!("ESCAPED: recursed {}", recurse(0)))),
-        "open-file" => reach("open /etc/passwd", || std::fs::read("/etc/passwd").map(|b| format!("{} bytes", b.len()))),
-        "list-root" => reach("list /", || std::fs::read_dir("/").map(|d| format!("{} entries", d.count()))),
+        "open-file" => reach("open /etc/passwd", || {
+            std::fs::read("/etc/passwd").map(|b| format!("{} bytes", b.len()))
+        }),
+        "list-root" => {
+            reach("list /", || std::fs::read_dir("/").map(|d| format!("{} entries", d.count())))
+        }
         "open-socket" => reach("connect 127.0.0.1:22", || {
             std::net::TcpStream::connect("127.0.0.1:22").map(|_| "connected".to_string())
         }),
@@ -117,7 +121,10 @@ fn act_out<T>(act: &str) -> Result<T, PolicyError> {
 }
 
 /// Try to reach outside the sandbox and say how it went.
-fn reach<T>(what: &str, attempt: impl FnOnce() -> std::io::Result<String>) -> Result<T, PolicyError> {
+fn reach<T>(
+    what: &str,
+    attempt: impl FnOnce() -> std::io::Result<String>,
+) -> Result<T, PolicyError> {
     match attempt() {
         Ok(got) => Err(PolicyError::Failed(format!("ESCAPED: {what}: {got}"))),
         Err(e) => Err(PolicyError::Failed(format!("denied: {what}: {e}"))),
@@ -128,7 +135,13 @@ fn reach<T>(what: &str, attempt: impl FnOnce() -> std::io::Result<String>) -> Re
 fn huge_plan(s: &Snapshot) -> Vec<Mount> {
     let options: Vec<String> = (0..8).map(|i| format!("o{i}={}", "x".repeat(60))).collect();
     (0..2048)
-        .map(|_| Mount::Bind(BindMount { source: s.dir("fs"), readonly: s.is_view(), options: options.clone() }))
+        .map(|_| {
+            Mount::Bind(BindMount {
+                source: s.dir("fs"),
+                readonly: s.is_view(),
+                options: options.clone(),
+            })
+        })
         .collect()
 }
 

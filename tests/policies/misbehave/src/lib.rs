@@ -21,13 +21,17 @@ impl Policy for Misbehave {
     fn init(config: &Config, _facts: &HostFacts) -> Result<Self, PolicyError> {
         config.only(&["refuse"])?;
         match config.get("refuse") {
-            Some(reason) => Err(PolicyError::InvalidConfig(format!("refused on request: {reason}"))),
+            Some(reason) => {
+                Err(PolicyError::InvalidConfig(format!("refused on request: {reason}")))
+            }
             None => Ok(Misbehave),
         }
     }
 
     fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
-        if let Some(early) = misbehave(s, "layout", || LayoutBuilder::new().mkdir("..", 0o755).build()) {
+        if let Some(early) =
+            misbehave(s, "layout", || LayoutBuilder::new().mkdir("..", 0o755).build())
+        {
             return early;
         }
         Ok(LayoutBuilder::new().mkdir("fs", 0o755).content("fs").build())
@@ -44,7 +48,11 @@ impl Policy for Misbehave {
 
 /// The early answer of `call` when the label asks it to fail: `invalid`
 /// builds the bad plan returned in place of the good one.
-fn misbehave<T>(s: &Snapshot, call: &str, invalid: impl FnOnce() -> T) -> Option<Result<T, PolicyError>> {
+fn misbehave<T>(
+    s: &Snapshot,
+    call: &str,
+    invalid: impl FnOnce() -> T,
+) -> Option<Result<T, PolicyError>> {
     let how = s.label(LABEL)?.strip_suffix(call)?.strip_suffix('-')?;
     Some(match how {
         "trap" => panic!("misbehave: trap in {call} of snapshot {} as asked", s.id),

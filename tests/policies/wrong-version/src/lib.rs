@@ -9,7 +9,9 @@ wit_bindgen::generate!({
 });
 
 use exports::wasmsnap::policy::policy::Guest;
-use wasmsnap::policy::types::{BindMount, DirRef, HostFacts, Kind, Mount, PolicyError, Snapshot, SnapshotLayout};
+use wasmsnap::policy::types::{
+    BindMount, DirRef, HostFacts, Kind, Mount, PolicyError, Snapshot, SnapshotLayout,
+};
 
 struct WrongVersion;
 
