@@ -257,25 +257,49 @@ impl Snapshotter {
     }
 
     /// Commit active `key` as `name`; its usage is measured and stored.
+    ///
+    /// The usage walk (as long as the container made its upper dir) runs
+    /// before the write transaction, so no other writer waits for it. The
+    /// transaction then commits only if the record is still the one
+    /// measured (same id); a key removed and prepared again meanwhile is
+    /// measured again. Nothing is written before the transaction, so a
+    /// crash anywhere leaves the snapshot active, as before the request.
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
-        // A disk-usage walk: long, so earlier writers are not kept waiting.
-        self.metastore.write_long(|tx| -> Result<_> {
-            let active = tx.get(key)?;
-            self.lost.check(&self.name, key, [active.id])?;
-            if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
-                return Err(Error::InvalidArgument(format!(
-                    "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
-                    active.parent.as_deref().unwrap_or("")
-                )));
-            }
-            let usage = match self.content_dir(&active) {
-                Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
+        for _ in 0..CREATE_ATTEMPTS {
+            let measured = self.stat(key)?;
+            self.check_commit(&measured, key, parent)?;
+            let usage = match self.content_dir(&measured) {
+                Some(dir) if measured.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
                 _ => Usage { size: 0, inodes: 0 },
             };
-            tx.commit(key, name, labels, usage)?;
-            crate::cancel::check("commit", key)?;
-            Ok(())
-        })
+            let committed = self.metastore.write(|tx| -> Result<_> {
+                let active = tx.get(key)?;
+                if active.id != measured.id {
+                    return Ok(false);
+                }
+                self.check_commit(&active, key, parent)?;
+                tx.commit(key, name, labels.clone(), usage)?;
+                crate::cancel::check("commit", key)?;
+                Ok(true)
+            })?;
+            if committed {
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{key:?} kept being removed and created again while it was being committed; retry"
+        )))
+    }
+
+    fn check_commit(&self, active: &Record, key: &str, parent: &str) -> Result<()> {
+        self.lost.check(&self.name, key, [active.id])?;
+        if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
+            return Err(Error::InvalidArgument(format!(
+                "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
+                active.parent.as_deref().unwrap_or("")
+            )));
+        }
+        Ok(())
     }
 
     /// Remove a snapshot: the record first (durably, before the reply),

@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use wasmsnap_plan::{SnapshotId, Step};
@@ -18,6 +17,7 @@ use wasmsnap_plan::{SnapshotId, Step};
 use crate::FsError;
 use crate::claims::{Claim, Claims};
 use crate::layout;
+use crate::remove::remove_tree;
 use crate::spares::{self, Shape, Spare, Spares};
 use crate::sys;
 
@@ -78,12 +78,7 @@ impl SnapshotDirs {
         let ordered_journal = sys::has_ordered_metadata_journal(&handle);
         // Spares of an earlier run are not known to this one: start empty.
         let spares_dir = root.join(SPARES);
-        match remove_tree(&spares_dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(FsError::io("remove", &spares_dir, e));
-            }
-            _ => {}
-        }
+        remove_tree(&spares_dir)?;
         let c =
             sys::cpath(&spares_dir).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
         sys::mkdir_exact(&c, 0o700).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
@@ -278,7 +273,7 @@ impl SnapshotDirs {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(FsError::io("rename", &path, e)),
         }
-        remove_tree(&away).map_err(|e| FsError::io("remove", &away, e))
+        remove_tree(&away)
     }
 
     /// Removes every entry under `snapshots/` that is not a kept id and that
@@ -300,7 +295,7 @@ impl SnapshotDirs {
             let path = self.snapshots.join(&entry.name);
             let result = match id {
                 Some(id) => self.remove(id),
-                None => remove_tree(&path).map_err(|e| FsError::io("remove", &path, e)),
+                None => remove_tree(&path),
             };
             match result {
                 Ok(()) => report.removed.push(path),
@@ -518,20 +513,6 @@ impl Drop for TempTree<'_> {
         {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove a temp dir; cleanup will");
         }
-    }
-}
-
-/// Deletes a tree (or a single file) without following symlinks; a missing
-/// path is fine.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
     }
 }
 

@@ -39,6 +39,11 @@ pub enum FsError {
     #[error("{}: another operation is creating this snapshot directory", path.display())]
     Busy { path: PathBuf },
 
+    /// A tree being walked holds something the walk will not enter (a
+    /// mount point, a nesting deeper than the walk's limit).
+    #[error("{}: {reason}", path.display())]
+    Unwalkable { path: PathBuf, reason: &'static str },
+
     #[error("layout step names an invalid entry {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
 

@@ -5,16 +5,23 @@
 //!   (temp dir, steps, flush, rename), removes it, cleans up orphans;
 //! - [`copy`]: the copy engine behind the `copy-parent` step;
 //! - [`usage`]: disk usage as containerd counts it.
+//!
+//! Every walk of a tree a container can write (usage, copy, remove) goes
+//! through `walk`: by directory fd, never following a symlink or leaving
+//! the device, never opening a device node.
 
 mod claims;
 pub mod copy;
 mod dirs;
 mod error;
 mod layout;
+mod remove;
 mod spares;
 mod sys;
 mod usage;
+mod walk;
 
 pub use dirs::{CleanupReport, NewDir, SnapshotDirs};
 pub use error::FsError;
 pub use usage::{Usage, usage};
+pub use walk::WalkStats;

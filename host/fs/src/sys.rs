@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-use nix::dir::{Dir, Type};
+use nix::dir::Dir;
 
 pub(crate) fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -50,11 +50,6 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 
 pub(crate) fn file_type(st: &libc::stat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT
-}
-
-/// A file's identity, for hard-link and du de-duplication.
-pub(crate) fn inode_key(st: &libc::stat) -> (u64, u64) {
-    (st.st_dev, st.st_ino)
 }
 
 pub(crate) fn describe_type(st: &libc::stat) -> &'static str {
@@ -293,10 +288,9 @@ pub(crate) fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One directory entry: its name and, when the file system reports it, its type.
+/// One directory entry's name.
 pub(crate) struct Entry {
     pub name: OsString,
-    pub kind: Option<Type>,
 }
 
 /// Reads a directory's entries (without `.` and `..`), never following a
@@ -319,7 +313,7 @@ pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
         if name == b"." || name == b".." {
             continue;
         }
-        entries.push(Entry { name: OsString::from_vec(name.to_vec()), kind: entry.file_type() });
+        entries.push(Entry { name: OsString::from_vec(name.to_vec()) });
     }
     Ok(entries)
 }

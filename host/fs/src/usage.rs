@@ -1,12 +1,20 @@
 //! Disk usage of a tree, as containerd's `fs.DiskUsage` counts it: every
-//! inode once (hard links and the same file reached twice count once),
-//! `st_blocks * 512` bytes each, symlinks not followed.
+//! inode once (hard links count once), `st_blocks * 512` bytes each,
+//! symlinks not followed.
+//!
+//! The tree is usually an active snapshot's upper dir, written by a
+//! container while this runs: it is walked by fd (see `walk`), and only the
+//! root failing is an error. An entry that vanishes, fails or sits on
+//! another device is left out and counted in a debug log, so a container
+//! can neither make Usage fail nor make it measure anything outside.
 
-use std::collections::HashSet;
+use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use crate::FsError;
 use crate::sys;
+use crate::walk::{self, Entry, Flow, HardLinks, Left, Visitor};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -19,45 +27,68 @@ pub struct Usage {
 /// `st_blocks` is in 512-byte units whatever the file system's block size.
 const BLOCK_UNIT: i64 = 512;
 
-/// Measures the tree at `path`. Entries that vanish while it walks (an
-/// active snapshot is being written to) are skipped; `path` itself must exist.
+/// Measures the tree at `path`, which must exist.
 pub fn usage(path: &Path) -> Result<Usage, FsError> {
-    let mut seen = HashSet::new();
-    let mut usage = Usage::default();
-    let mut count = |st: &libc::stat| {
-        if seen.insert(sys::inode_key(st)) {
-            usage.inodes += 1;
-            usage.size += st.st_blocks * BLOCK_UNIT;
-        }
-    };
-
     let root = sys::cpath(path).map_err(|e| FsError::io("measure", path, e))?;
     let st = sys::lstat(&root).map_err(|e| FsError::io("stat", path, e))?;
-    count(&st);
     if sys::file_type(&st) != libc::S_IFDIR {
-        return Ok(usage);
+        return Ok(Usage { size: st.st_blocks * BLOCK_UNIT, inodes: 1 });
+    }
+    let mut measure = Measure { usage: Usage::default(), links: HardLinks::new() };
+    walk::walk(path, &mut measure)?;
+    Ok(measure.usage)
+}
+
+struct Measure {
+    usage: Usage,
+    links: HardLinks<()>,
+}
+
+impl Measure {
+    fn count(&mut self, st: &libc::stat) {
+        // Directories' nlink counts their subdirectories, not hard links.
+        let is_dir = sys::file_type(st) == libc::S_IFDIR;
+        if !is_dir && self.links.earlier(st, || ()).is_some() {
+            return;
+        }
+        self.usage.inodes += 1;
+        self.usage.size += st.st_blocks * BLOCK_UNIT;
+    }
+}
+
+impl Visitor for Measure {
+    type Dir = ();
+
+    fn root(&mut self, _fd: BorrowedFd<'_>, stat: &libc::stat) -> Result<(), FsError> {
+        self.count(stat);
+        Ok(())
     }
 
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match sys::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && dir != path => continue,
-            Err(e) => return Err(FsError::io("read directory", &dir, e)),
-        };
-        for entry in entries {
-            let child = dir.join(&entry.name);
-            let c = sys::cpath(&child).map_err(|e| FsError::io("measure", &child, e))?;
-            let st = match sys::lstat(&c) {
-                Ok(st) => st,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(FsError::io("stat", &child, e)),
-            };
-            count(&st);
-            if sys::file_type(&st) == libc::S_IFDIR {
-                stack.push(child);
-            }
-        }
+    fn visit(&mut self, _parent: &mut (), entry: &Entry<'_>) -> Result<Flow<()>, FsError> {
+        self.count(&entry.stat);
+        Ok(if entry.dir.is_some() { Flow::Descend(()) } else { Flow::Next })
     }
-    Ok(usage)
+
+    fn leave(&mut self, _dir: (), _left: &Left<'_>) -> Result<(), FsError> {
+        Ok(())
+    }
+
+    fn failed(&mut self, op: &'static str, path: &Path, error: io::Error) -> Result<(), FsError> {
+        tracing::debug!(path = %path.display(), op, error = %error, "usage: entry left out");
+        Ok(())
+    }
+
+    fn other_device(&mut self, _path: &Path) -> Result<(), FsError> {
+        Ok(())
+    }
+
+    fn too_deep(
+        &mut self,
+        _parent: BorrowedFd<'_>,
+        _name: &std::ffi::CStr,
+        path: &Path,
+    ) -> Result<(), FsError> {
+        tracing::warn!(path = %path.display(), limit = walk::MAX_DEPTH, "usage: directory nested too deep; its contents are not counted");
+        Ok(())
+    }
 }

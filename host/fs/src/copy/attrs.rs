@@ -27,17 +27,6 @@ pub(super) fn apply(
     dst.set_times(st).map_err(|e| FsError::io("set times of", dst_path, e))
 }
 
-/// [`apply`] by path, for entries the copy holds no descriptor of.
-pub(super) fn apply_to_path(
-    src_path: &Path,
-    dst_path: &Path,
-    st: &libc::stat,
-) -> Result<(), FsError> {
-    let src = sys::cpath(src_path).map_err(|e| FsError::io("copy attributes of", src_path, e))?;
-    let dst = sys::cpath(dst_path).map_err(|e| FsError::io("copy attributes to", dst_path, e))?;
-    apply(Node::Path(&src), Node::Path(&dst), st, src_path, dst_path)
-}
-
 fn chown(dst: Node<'_>, st: &libc::stat, dst_path: &Path) -> Result<(), FsError> {
     match dst.chown(st.st_uid, st.st_gid) {
         Ok(()) => Ok(()),

@@ -6,9 +6,14 @@
 //! symlinks, device nodes, fifos, sockets, hard links and empty regular
 //! files), so the tree's shape and hard links are settled in one place.
 //! Regular files' data and attributes go to a small pool of workers, which
-//! only touch the inodes they were handed, never a directory. Directories
-//! get their attributes last, deepest first, once nothing will add entries
-//! to them (adding an entry would move their mtime).
+//! only touch the inodes they were handed, never a directory. A directory
+//! gets its attributes when the walk leaves it, once nothing will add
+//! entries to it (adding an entry would move its mtime).
+//!
+//! The source may be written by a container meanwhile: it is walked by fd
+//! (see `crate::walk`), so the copy never leaves the source tree, never
+//! opens a device, fifo or socket (they are made with mknod from the
+//! stat), and leaves out entries that vanish.
 
 mod attrs;
 mod data;
@@ -83,7 +88,7 @@ pub fn copy_tree_with(src: &Path, dst: &Path, options: &CopyOptions) -> Result<C
     let (sender, receiver) = mpsc::sync_channel::<FileJob>(QUEUE_DEPTH);
     let receiver = Mutex::new(receiver);
 
-    let dirs = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let sender = if options.workers == 0 {
             None
         } else {
@@ -92,20 +97,15 @@ pub fn copy_tree_with(src: &Path, dst: &Path, options: &CopyOptions) -> Result<C
             }
             Some(sender)
         };
-        let mut walker = Walker::new(&shared, sender);
-        if let Err(e) = walker.walk(src, dst) {
+        let mut walker = Walker::new(&shared, sender, dst);
+        if let Err(e) = walker.walk(src) {
             shared.fail(e);
         }
         // Dropping the walker drops the sender: the workers drain and stop.
-        walker.into_dirs()
     });
 
     if let Some(e) = shared.take_error() {
         return Err(e);
-    }
-    // Deepest first: a child's attributes never move its parent's times.
-    for dir in dirs.iter().rev() {
-        attrs::apply_to_path(&dir.src, &dir.dst, &dir.stat)?;
     }
     Ok(shared.stats())
 }

@@ -1,19 +1,19 @@
 //! The walking thread: creates every entry of the copy, in the source's
-//! directory order, and hands regular files' data to the workers.
+//! directory order, and hands regular files' data to the workers. Each
+//! directory gets its attributes once all its entries exist.
 
-use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
-
-use nix::dir::Type;
 
 use super::data::{self, FileData};
 use super::{Shared, attrs};
 use crate::FsError;
 use crate::sys::{self, Node};
+use crate::walk::{self, Entry, Flow, HardLinks, Left, Visitor};
 
 /// A regular file opened on both sides, waiting for its data and attributes.
 pub(super) struct FileJob {
@@ -48,120 +48,75 @@ impl FileJob {
     }
 }
 
-/// A directory whose attributes are set once the whole tree is in place.
-pub(super) struct PendingDir {
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    pub stat: libc::stat,
-}
-
 pub(super) struct Walker<'a> {
     shared: &'a Shared,
     /// `None`: copy file data on this thread.
     sender: Option<SyncSender<FileJob>>,
-    /// (dev, inode) of each multiply-linked source entry -> its first copy.
-    links: HashMap<(u64, u64), PathBuf>,
-    dirs: Vec<PendingDir>,
+    /// Multiply-linked source entries -> their first copy.
+    links: HardLinks<PathBuf>,
+    /// Where the source's root is copied to.
+    dst: PathBuf,
 }
 
 impl<'a> Walker<'a> {
-    pub(super) fn new(shared: &'a Shared, sender: Option<SyncSender<FileJob>>) -> Walker<'a> {
-        Walker { shared, sender, links: HashMap::new(), dirs: Vec::new() }
+    pub(super) fn new(
+        shared: &'a Shared,
+        sender: Option<SyncSender<FileJob>>,
+        dst: &Path,
+    ) -> Walker<'a> {
+        Walker { shared, sender, links: HardLinks::new(), dst: dst.to_path_buf() }
     }
 
-    /// The directories created, parents before children.
-    pub(super) fn into_dirs(self) -> Vec<PendingDir> {
-        self.dirs
-    }
-
-    pub(super) fn walk(&mut self, src: &Path, dst: &Path) -> Result<(), FsError> {
-        let src_c = cpath(src)?;
-        let stat = sys::lstat(&src_c).map_err(|e| FsError::io("stat", src, e))?;
-        expect_type(&stat, libc::S_IFDIR, src)?;
-        prepare_top(dst)?;
-        self.add_dir(src, dst, stat);
-
-        // Depth first with an explicit stack: trees can be deeper than a
-        // thread's stack would like.
-        let mut stack = vec![(src.to_path_buf(), dst.to_path_buf())];
-        while let Some((src_dir, dst_dir)) = stack.pop() {
-            let entries =
-                sys::read_dir(&src_dir).map_err(|e| FsError::io("read directory", &src_dir, e))?;
-            for entry in entries {
-                if self.shared.failed() {
-                    return Ok(()); // a worker failed; its error is the one to report
-                }
-                let src_path = src_dir.join(&entry.name);
-                let dst_path = dst_dir.join(&entry.name);
-                if entry.kind == Some(Type::File) {
-                    self.regular(src_path, dst_path)?;
-                    continue;
-                }
-                let src_c = cpath(&src_path)?;
-                let stat = sys::lstat(&src_c).map_err(|e| FsError::io("stat", &src_path, e))?;
-                match sys::file_type(&stat) {
-                    libc::S_IFDIR => {
-                        let dst_c = cpath(&dst_path)?;
-                        sys::mkdir_exact(&dst_c, 0o700)
-                            .map_err(|e| FsError::io("mkdir", &dst_path, e))?;
-                        self.add_dir(&src_path, &dst_path, stat);
-                        stack.push((src_path, dst_path));
-                    }
-                    libc::S_IFREG => self.regular(src_path, dst_path)?,
-                    _ => self.other(&src_c, &src_path, &dst_path, &stat)?,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn add_dir(&mut self, src: &Path, dst: &Path, stat: libc::stat) {
-        Shared::count(&self.shared.dirs, 1);
-        self.dirs.push(PendingDir { src: src.to_path_buf(), dst: dst.to_path_buf(), stat });
+    /// Copies the tree at `src`, walked by fd (see `crate::walk`): a
+    /// container writing to it meanwhile can neither lead the copy out of
+    /// it nor make it open a device; entries that vanish are left out.
+    pub(super) fn walk(&mut self, src: &Path) -> Result<(), FsError> {
+        walk::walk(src, self).map(drop)
     }
 
     /// Creates the copy of a regular file (or a hard link to an earlier
     /// copy) and queues its data.
-    fn regular(&mut self, src_path: PathBuf, dst_path: PathBuf) -> Result<(), FsError> {
-        let src_c = cpath(&src_path)?;
-        let src = sys::open_source(&src_c).map_err(|e| FsError::io("open", &src_path, e))?;
-        let stat = sys::fstat(src.as_fd()).map_err(|e| FsError::io("stat", &src_path, e))?;
-        expect_type(&stat, libc::S_IFREG, &src_path)?;
+    fn regular(&mut self, entry: &Entry<'_>, dst_path: PathBuf) -> Result<Flow<PathBuf>, FsError> {
+        let src = match entry.open_regular() {
+            Ok(Some(src)) => src,
+            Ok(None) => return Ok(Flow::Vanished),
+            Err(e) => return Err(FsError::io("open", entry.path, e)),
+        };
+        let stat = sys::fstat(src.as_fd()).map_err(|e| FsError::io("stat", entry.path, e))?;
         if self.linked_earlier(&stat, &dst_path)? {
-            return Ok(());
+            return Ok(Flow::Next);
         }
         let dst_c = cpath(&dst_path)?;
         let dst = sys::create_new(&dst_c).map_err(|e| FsError::io("create", &dst_path, e))?;
         Shared::count(&self.shared.files, 1);
-        let job = FileJob { src, dst, stat, src_path, dst_path };
+        let job = FileJob { src, dst, stat, src_path: entry.path.to_path_buf(), dst_path };
         match &self.sender {
             Some(sender) => {
                 if let Err(unsent) = sender.send(job) {
                     // No worker left to receive (they all stopped): do it here.
                     unsent.0.run(self.shared)?;
                 }
-                Ok(())
             }
-            None => job.run(self.shared),
+            None => job.run(self.shared)?,
         }
+        Ok(Flow::Next)
     }
 
-    /// Symlinks, device nodes, fifos and sockets: created and finished here.
-    fn other(
-        &mut self,
-        src_c: &CStr,
-        src_path: &Path,
-        dst_path: &Path,
-        stat: &libc::stat,
-    ) -> Result<(), FsError> {
+    /// Symlinks, device nodes, fifos and sockets: created and finished
+    /// here, from the stat alone (a device, fifo or socket is never opened).
+    fn other(&mut self, entry: &Entry<'_>, dst_path: &Path) -> Result<Flow<PathBuf>, FsError> {
+        let stat = &entry.stat;
         if self.linked_earlier(stat, dst_path)? {
-            return Ok(());
+            return Ok(Flow::Next);
         }
         let dst_c = cpath(dst_path)?;
         match sys::file_type(stat) {
             libc::S_IFLNK => {
-                let target = std::fs::read_link(src_path)
-                    .map_err(|e| FsError::io("read link", src_path, e))?;
+                let target = match entry.read_link() {
+                    Ok(Some(target)) => target,
+                    Ok(None) => return Ok(Flow::Vanished),
+                    Err(e) => return Err(FsError::io("read link", entry.path, e)),
+                };
                 std::os::unix::fs::symlink(&target, dst_path)
                     .map_err(|e| FsError::io("symlink", dst_path, e))?;
                 Shared::count(&self.shared.symlinks, 1);
@@ -179,34 +134,69 @@ impl<'a> Walker<'a> {
             }
             _ => {
                 return Err(FsError::WrongType {
-                    path: src_path.to_path_buf(),
+                    path: entry.path.to_path_buf(),
                     expected: "a file type that can be copied",
                     found: sys::describe_type(stat),
                 });
             }
         }
-        attrs::apply(Node::Path(src_c), Node::Path(&dst_c), stat, src_path, dst_path)
+        // Xattrs are read through the parent's fd, never following the name.
+        let src_c = entry.proc_path();
+        attrs::apply(Node::Path(&src_c), Node::Path(&dst_c), stat, entry.path, dst_path)?;
+        Ok(Flow::Next)
     }
 
     /// If `stat` is a multiply-linked entry already copied, links `dst_path`
     /// to that copy and says so; else remembers `dst_path` as its copy.
     fn linked_earlier(&mut self, stat: &libc::stat, dst_path: &Path) -> Result<bool, FsError> {
-        if stat.st_nlink <= 1 {
-            return Ok(false);
-        }
-        let key = sys::inode_key(stat);
-        match self.links.get(&key) {
+        match self.links.earlier(stat, || dst_path.to_path_buf()) {
             Some(first) => {
-                std::fs::hard_link(first, dst_path)
+                std::fs::hard_link(&first, dst_path)
                     .map_err(|e| FsError::io("hard link", dst_path, e))?;
                 Shared::count(&self.shared.hard_links, 1);
                 Ok(true)
             }
-            None => {
-                self.links.insert(key, dst_path.to_path_buf());
-                Ok(false)
-            }
+            None => Ok(false),
         }
+    }
+}
+
+impl Visitor for Walker<'_> {
+    /// The directory's copy.
+    type Dir = PathBuf;
+
+    fn root(&mut self, _fd: BorrowedFd<'_>, _stat: &libc::stat) -> Result<PathBuf, FsError> {
+        prepare_top(&self.dst)?;
+        Shared::count(&self.shared.dirs, 1);
+        Ok(self.dst.clone())
+    }
+
+    fn visit(&mut self, parent: &mut PathBuf, entry: &Entry<'_>) -> Result<Flow<PathBuf>, FsError> {
+        if self.shared.failed() {
+            return Ok(Flow::Stop); // a worker failed; its error is the one to report
+        }
+        let dst_path = parent.join(OsStr::from_bytes(entry.name.to_bytes()));
+        match entry.file_type() {
+            libc::S_IFDIR => {
+                let dst_c = cpath(&dst_path)?;
+                sys::mkdir_exact(&dst_c, 0o700).map_err(|e| FsError::io("mkdir", &dst_path, e))?;
+                Shared::count(&self.shared.dirs, 1);
+                Ok(Flow::Descend(dst_path))
+            }
+            libc::S_IFREG => self.regular(entry, dst_path),
+            _ => self.other(entry, &dst_path),
+        }
+    }
+
+    /// Every entry of the directory exists in the copy, so nothing will
+    /// move its times any more: its attributes now (children before
+    /// parents, and workers only touch files' own inodes).
+    fn leave(&mut self, dst: PathBuf, left: &Left<'_>) -> Result<(), FsError> {
+        if self.shared.failed() {
+            return Ok(());
+        }
+        let dst_c = cpath(&dst)?;
+        attrs::apply(Node::Fd(left.fd), Node::Path(&dst_c), &left.stat, left.path, &dst)
     }
 }
 

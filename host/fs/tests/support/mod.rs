@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod mounts;
+pub mod race;
 pub mod tree;
 
 use std::ffi::CString;
