@@ -13,19 +13,21 @@ use support::mounts::LoopXfs;
 use support::race::{self, Canary, Swapper};
 use wasmsnap_fs::copy::copy_tree;
 use wasmsnap_fs::{SnapshotDirs, usage};
-use wasmsnap_plan::{CopyMode, Step};
+use wasmsnap_plan::CopyMode;
 
 const RUNS: usize = 200;
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A canary and a hostile tree at `<base>/tree`, with the swapper racing in it.
-fn hostile(base: &Path) -> (Canary, Swapper, std::path::PathBuf) {
+/// A canary and a hostile tree at `<base>/tree`, with the swapper racing in
+/// it; `filler` empty files per subdirectory widen the race window.
+fn hostile(base: &Path, filler: usize) -> (Canary, Swapper, std::path::PathBuf) {
     let canary = Canary::new(&base.join("canary"));
     let tree = base.join("tree");
     std::fs::create_dir(&tree).unwrap();
-    let a = race::build_tree(&tree, &canary);
+    let a = race::build_tree_with(&tree, &canary, filler);
     let swapper = Swapper::start();
     swapper.race_in(Some(&a));
+    swapper.wait_swaps(100);
     (canary, swapper, tree)
 }
 
@@ -35,12 +37,15 @@ fn usage_stays_in_the_tree_while_it_races() {
         return;
     }
     let base = tempfile::tempdir().unwrap();
-    let (canary, swapper, tree) = hostile(base.path());
+    let (canary, swapper, tree) = hostile(base.path(), 200);
     let started = Instant::now();
     let measured = race::within(LIMIT, "usage", move || {
         (0..RUNS).map(|i| (i, usage(&tree))).collect::<Vec<_>>()
     });
     eprintln!("usage: {RUNS} walks in {:?}, {} swaps", started.elapsed(), swapper.swaps());
+    canary.assert_untouched("usage");
+    let failed = measured.iter().filter(|(_, u)| u.is_err()).count();
+    eprintln!("usage: {failed} of {RUNS} walks failed");
     for (i, u) in measured {
         let u = u.unwrap_or_else(|e| panic!("walk {i}: usage failed: {e}"));
         assert!(u.size < race::bound_bytes() as i64, "walk {i} counted the canary: {u:?}");
@@ -50,7 +55,7 @@ fn usage_stays_in_the_tree_while_it_races() {
 }
 
 fn copies_stay_in_the_tree(base: &Path, mode: CopyMode) {
-    let (canary, swapper, tree) = hostile(base);
+    let (canary, swapper, tree) = hostile(base, 0);
     let copies = base.join("copies");
     std::fs::create_dir(&copies).unwrap();
     let started = Instant::now();
@@ -66,6 +71,10 @@ fn copies_stay_in_the_tree(base: &Path, mode: CopyMode) {
             .collect::<Vec<_>>()
     });
     eprintln!("copy ({mode:?}): {RUNS} copies in {:?}, {} swaps", started.elapsed(), swapper.swaps());
+    canary.assert_untouched("copy");
+    let failed = results.iter().filter(|(_, copied, _)| copied.is_err()).count();
+    let leaked = results.iter().filter(|(_, _, leaked)| leaked.is_some()).count();
+    eprintln!("copy: {failed} of {RUNS} copies failed, {leaked} hold the canary");
     for (i, copied, leaked) in results {
         copied.unwrap_or_else(|e| panic!("copy {i} failed: {e}"));
         assert_eq!(leaked, None, "copy {i} holds the canary's content");
@@ -108,8 +117,8 @@ fn remove_stays_in_the_tree_while_it_races() {
     let started = Instant::now();
     let dirs = race::within(LIMIT, "remove", move || {
         for id in 0..RUNS as u64 {
-            let steps = [Step::Mkdir { name: "fs".into(), mode: 0o755 }];
-            dirs.create(id, &steps, None).unwrap().keep();
+            // Made directly: a create's fsyncs would only slow the test.
+            std::fs::create_dir_all(dirs.dir(id).join("fs")).unwrap();
             let a = race::build_tree(&dirs.dir(id).join("fs"), &canary);
             swapper.race_in(Some(&a));
             std::thread::sleep(Duration::from_micros(200));

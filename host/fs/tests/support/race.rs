@@ -3,7 +3,8 @@
 //!
 //! - A canary directory outside the tree, shaped like the tree's middle
 //!   directory and holding a big file, watched with inotify
-//!   (`IN_OPEN | IN_ACCESS`): any read of it, by any process, is seen.
+//!   with fanotify (`FAN_OPEN | FAN_ACCESS`, with the opener's pid): any
+//!   open or read of it by the walker's process is seen.
 //! - The tree: `a/mid/` (a directory) beside `a/mid-link` (a symlink to
 //!   the canary), which a thread keeps exchanging (`RENAME_EXCHANGE`), so a
 //!   walker that joined paths below `a/mid` lands in the canary; and
@@ -27,7 +28,7 @@ pub const CANARY_MARK: &str = "CANARY-SECRET";
 /// by at least this much.
 pub const CANARY_BYTES: u64 = 32 << 20;
 /// Subdirectories of `mid` (and of the canary).
-const SUBDIRS: usize = 4;
+const SUBDIRS: usize = 8;
 
 fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
@@ -37,12 +38,14 @@ fn ok(r: libc::c_int, what: &str, path: &Path) {
     assert!(r >= 0, "{what} {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
-/// The canary and its inotify watch.
+/// The canary and its fanotify watch.
 pub struct Canary {
     pub dir: PathBuf,
-    inotify: OwnedFd,
-    /// Watch descriptor -> what it watches.
-    watched: Mutex<Vec<(i32, PathBuf)>>,
+    fanotify: OwnedFd,
+    /// The processes whose opens count: this one (the crate's walkers run
+    /// in it) and the daemon under test. Others on the machine (a `find` of
+    /// `/tmp`) are not the walkers' doing.
+    pids: Mutex<Vec<i32>>,
 }
 
 impl Canary {
@@ -61,12 +64,14 @@ impl Canary {
         let r = unsafe { libc::fallocate(big.as_raw_fd(), 0, 0, CANARY_BYTES as libc::off_t) };
         ok(r, "fallocate", &dir.join("big"));
         drop(big);
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        ok(fd, "inotify_init1", dir);
+        let flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
+        let event_flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_LARGEFILE;
+        let fd = unsafe { libc::fanotify_init(flags, event_flags as libc::c_uint) };
+        ok(fd, "fanotify_init", dir);
         let canary = Canary {
             dir: dir.to_path_buf(),
-            inotify: unsafe { OwnedFd::from_raw_fd(fd) },
-            watched: Mutex::new(Vec::new()),
+            fanotify: unsafe { OwnedFd::from_raw_fd(fd) },
+            pids: Mutex::new(vec![std::process::id() as i32]),
         };
         canary.watch(dir);
         for i in 0..SUBDIRS {
@@ -76,46 +81,63 @@ impl Canary {
         canary
     }
 
-    /// Watches one more inode (a directory's entries too) for opens and reads.
-    pub fn watch(&self, path: &Path) {
-        let mask = libc::IN_OPEN | libc::IN_ACCESS | libc::IN_DONT_FOLLOW;
-        let wd = unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), c(path).as_ptr(), mask) };
-        ok(wd, "inotify_add_watch", path);
-        self.watched.lock().unwrap().push((wd, path.to_path_buf()));
+    /// Counts opens by process `pid` too (the daemon).
+    pub fn watch_pid(&self, pid: u32) {
+        self.pids.lock().unwrap().push(pid as i32);
     }
 
-    /// Every open or read seen since the last call, as "path (name)".
+    /// Watches one more inode (a directory's entries too) for opens and reads.
+    pub fn watch(&self, path: &Path) {
+        let mask = libc::FAN_OPEN | libc::FAN_ACCESS | libc::FAN_ONDIR | libc::FAN_EVENT_ON_CHILD;
+        let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW;
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.fanotify.as_raw_fd(),
+                flags,
+                mask,
+                libc::AT_FDCWD,
+                c(path).as_ptr(),
+            )
+        };
+        ok(r, "fanotify_mark", path);
+    }
+
+    /// Every open or read by a counted process since the last call, as
+    /// "pid: path (mask)".
     pub fn touched(&self) -> Vec<String> {
+        let pids = self.pids.lock().unwrap().clone();
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let size = std::mem::size_of::<libc::fanotify_event_metadata>();
         loop {
             let n = unsafe {
-                libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                libc::read(self.fanotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
             };
             if n <= 0 {
                 return out;
             }
             let mut at = 0;
-            while at < n as usize {
-                let ev = unsafe { &*(buf.as_ptr().add(at) as *const libc::inotify_event) };
-                let name_len = ev.len as usize;
-                let name_bytes = &buf[at + std::mem::size_of::<libc::inotify_event>()..][..name_len];
-                let name = String::from_utf8_lossy(name_bytes).trim_end_matches('\0').to_string();
-                at += std::mem::size_of::<libc::inotify_event>() + name_len;
-                if ev.mask & (libc::IN_OPEN | libc::IN_ACCESS) == 0 {
-                    continue; // IN_IGNORED when a watched node is removed
+            while at + size <= n as usize {
+                let ev: libc::fanotify_event_metadata =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                at += (ev.event_len as usize).max(size);
+                let what = if ev.fd >= 0 {
+                    let path = std::fs::read_link(format!("/proc/self/fd/{}", ev.fd))
+                        .map_or_else(|e| format!("fd {} ({e})", ev.fd), |p| p.display().to_string());
+                    unsafe { libc::close(ev.fd) };
+                    path
+                } else {
+                    "?".to_string()
+                };
+                if pids.contains(&ev.pid) {
+                    out.push(format!("pid {}: {what} (mask {:#x})", ev.pid, ev.mask));
                 }
-                let watched = self.watched.lock().unwrap();
-                let what = watched
-                    .iter()
-                    .find(|(wd, _)| *wd == ev.wd)
-                    .map_or_else(|| format!("wd {}", ev.wd), |(_, p)| p.display().to_string());
-                out.push(format!("{what} ({name}) mask {:#x}", ev.mask));
             }
         }
     }
 
-    /// Fails the test if anything opened or read the canary or a watched node.
+    /// Fails the test if a counted process opened or read the canary or a
+    /// watched node.
     pub fn assert_untouched(&self, context: &str) {
         let touched = self.touched();
         assert!(touched.is_empty(), "{context}: opened or read: {touched:?}");
@@ -123,9 +145,14 @@ impl Canary {
 }
 
 /// Builds the hostile tree in `root` (an existing directory) and watches
-/// its fifo and device nodes on `canary`'s inotify. Returns `root/a`, the
-/// directory the swapper works in.
+/// its fifo and device nodes on `canary`'s fanotify. Returns `root/a`, the
+/// directory the swapper works in. `filler` more empty files in each of
+/// `mid`'s subdirectories make a walk take longer (a wider race window).
 pub fn build_tree(root: &Path, canary: &Canary) -> PathBuf {
+    build_tree_with(root, canary, 0)
+}
+
+pub fn build_tree_with(root: &Path, canary: &Canary, filler: usize) -> PathBuf {
     let a = root.join("a");
     std::fs::create_dir(&a).unwrap();
     let mid = a.join("mid");
@@ -134,9 +161,12 @@ pub fn build_tree(root: &Path, canary: &Canary) -> PathBuf {
         let sub = mid.join(format!("d{i}"));
         std::fs::create_dir(&sub).unwrap();
         std::fs::create_dir(sub.join("deeper")).unwrap();
-        for j in 0..4 {
+        for j in 0..8 {
             std::fs::write(sub.join(format!("f{j}")), vec![b'x'; 100]).unwrap();
             std::fs::write(sub.join("deeper").join(format!("g{j}")), b"y").unwrap();
+        }
+        for j in 0..filler {
+            std::fs::File::create(sub.join(format!("e{j}"))).unwrap();
         }
     }
     std::os::unix::fs::symlink(&canary.dir, a.join("mid-link")).unwrap();
@@ -204,13 +234,13 @@ impl Swapper {
                         std::thread::yield_now();
                         continue;
                     };
-                    for _ in 0..64 {
-                        let done = exchange(&a.join("mid"), &a.join("mid-link"))
-                            && exchange(&a.join("flip"), &a.join("flip-dev"));
-                        if done {
-                            swaps.fetch_add(1, Ordering::Relaxed);
-                        }
+                    let done = exchange(&a.join("mid"), &a.join("mid-link"))
+                        && exchange(&a.join("flip"), &a.join("flip-dev"));
+                    if done {
+                        swaps.fetch_add(1, Ordering::Relaxed);
                     }
+                    // After each exchange, not after an even number of them:
+                    // a walker scheduled in between must find either state.
                     std::thread::yield_now();
                 }
             })
@@ -221,6 +251,16 @@ impl Swapper {
     /// Races in `a` (from [`build_tree`]) from now on; `None` pauses.
     pub fn race_in(&self, a: Option<&Path>) {
         *self.target.lock().unwrap() = a.map(Path::to_path_buf);
+    }
+
+    /// Waits until the swapper has exchanged at least `n` more times.
+    pub fn wait_swaps(&self, n: u64) {
+        let start = self.swaps();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.swaps() < start + n {
+            assert!(std::time::Instant::now() < deadline, "the swapper does not swap");
+            std::thread::yield_now();
+        }
     }
 
     pub fn swaps(&self) -> u64 {
