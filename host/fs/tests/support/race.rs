@@ -239,9 +239,10 @@ impl Swapper {
                     if done {
                         swaps.fetch_add(1, Ordering::Relaxed);
                     }
-                    // After each exchange, not after an even number of them:
-                    // a walker scheduled in between must find either state.
-                    std::thread::yield_now();
+                    // A pause after each exchange, not after an even number
+                    // of them (a walker scheduled in between must find either
+                    // state), short against a walk, and leaving the CPU to it.
+                    std::thread::sleep(std::time::Duration::from_micros(20));
                 }
             })
         };
