@@ -9,13 +9,27 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::mounts::LoopXfs;
+use support::mounts::{LoopXfs, Tmpfs};
 use support::race::{self, Canary, Swapper};
 use wasmsnap_fs::copy::copy_tree;
 use wasmsnap_fs::{SnapshotDirs, usage};
 use wasmsnap_plan::CopyMode;
 
 const RUNS: usize = 200;
+
+/// A tmpfs for the trees: the test measures the walkers, not a busy disk.
+fn scratch(test: &str) -> Option<Tmpfs> {
+    if !support::have_root(test) {
+        return None;
+    }
+    match Tmpfs::mount("256m") {
+        Ok(tmpfs) => Some(tmpfs),
+        Err(reason) => {
+            support::cannot_run(test, &reason);
+            None
+        }
+    }
+}
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A canary and a hostile tree at `<base>/tree`, with the swapper racing in
@@ -33,10 +47,7 @@ fn hostile(base: &Path, filler: usize) -> (Canary, Swapper, std::path::PathBuf) 
 
 #[test]
 fn usage_stays_in_the_tree_while_it_races() {
-    if !support::have_root("usage_stays_in_the_tree_while_it_races") {
-        return;
-    }
-    let base = tempfile::tempdir().unwrap();
+    let Some(base) = scratch("usage_stays_in_the_tree_while_it_races") else { return };
     let (canary, swapper, tree) = hostile(base.path(), 200);
     let started = Instant::now();
     let measured = race::within(LIMIT, "usage", move || {
@@ -85,10 +96,7 @@ fn copies_stay_in_the_tree(base: &Path, mode: CopyMode) {
 
 #[test]
 fn copy_stays_in_the_tree_while_it_races() {
-    if !support::have_root("copy_stays_in_the_tree_while_it_races") {
-        return;
-    }
-    let base = tempfile::tempdir().unwrap();
+    let Some(base) = scratch("copy_stays_in_the_tree_while_it_races") else { return };
     copies_stay_in_the_tree(base.path(), CopyMode::Copy);
 }
 
@@ -107,10 +115,7 @@ fn clone_stays_in_the_tree_while_it_races() {
 
 #[test]
 fn remove_stays_in_the_tree_while_it_races() {
-    if !support::have_root("remove_stays_in_the_tree_while_it_races") {
-        return;
-    }
-    let base = tempfile::tempdir().unwrap();
+    let Some(base) = scratch("remove_stays_in_the_tree_while_it_races") else { return };
     let canary = Canary::new(&base.path().join("canary"));
     let dirs = SnapshotDirs::open(&base.path().join("root")).unwrap();
     let swapper = Swapper::start();
