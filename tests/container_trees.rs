@@ -148,10 +148,17 @@ async fn usage_commit_remove_stay_in_the_tree_while_it_races() {
         assert!(active < race::bound_bytes() as i64, "usage {i} counted the canary: {active}");
         commit(&mut c, S, &name, &key).await;
         let committed = usage(&mut c, S, &name).await;
-        assert!(committed < race::bound_bytes() as i64, "commit {i} counted the canary: {committed}");
+        assert!(
+            committed < race::bound_bytes() as i64,
+            "commit {i} counted the canary: {committed}"
+        );
         remove(&mut c, S, &name).await;
     }
-    eprintln!("usage/commit/remove: {RUNS} rounds in {:?}, {} swaps", started.elapsed(), swapper.swaps());
+    eprintln!(
+        "usage/commit/remove: {RUNS} rounds in {:?}, {} swaps",
+        started.elapsed(),
+        swapper.swaps()
+    );
     finish(&d, &mut c, S, &canary).await;
 }
 

@@ -85,7 +85,12 @@ impl Visitor for Remover<'_> {
         Ok(())
     }
 
-    fn too_deep(&mut self, parent: BorrowedFd<'_>, name: &CStr, path: &Path) -> Result<(), FsError> {
+    fn too_deep(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        path: &Path,
+    ) -> Result<(), FsError> {
         // The root by path: it is ours (`rm-*`), not written by a container.
         let away = self.root.join(format!("deep-{}", sys::random_suffix()));
         let away_c = sys::cpath(&away).map_err(|e| FsError::io("move up", &away, e))?;

@@ -65,8 +65,11 @@ pub(crate) trait Visitor {
     fn root(&mut self, fd: BorrowedFd<'_>, stat: &libc::stat) -> Result<Self::Dir, FsError>;
 
     /// One entry of the directory whose state is `parent`.
-    fn visit(&mut self, parent: &mut Self::Dir, entry: &Entry<'_>)
-    -> Result<Flow<Self::Dir>, FsError>;
+    fn visit(
+        &mut self,
+        parent: &mut Self::Dir,
+        entry: &Entry<'_>,
+    ) -> Result<Flow<Self::Dir>, FsError>;
 
     /// Every entry of a directory was visited. For the root, `left.parent`
     /// and `left.name` are `None`.
@@ -287,8 +290,8 @@ pub(crate) fn walk<V: Visitor>(root: &Path, visitor: &mut V) -> Result<WalkStats
             Flow::Stop => return Ok(stats),
             Flow::Descend(state) => {
                 let fd = sub.expect("only a directory entry is descended into");
-                let stream =
-                    DirStream::new(fd).map_err(|e| FsError::io("read directory", &entry_path, e))?;
+                let stream = DirStream::new(fd)
+                    .map_err(|e| FsError::io("read directory", &entry_path, e))?;
                 stack.push(Frame { stream, state, name: Some(name), stat: st });
                 path = entry_path;
             }
@@ -430,8 +433,7 @@ fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Res
         if !NO_OPENAT2.load(Ordering::Relaxed) {
             let mut how: libc::open_how = unsafe { std::mem::zeroed() };
             how.flags = (flags | extra) as u64;
-            how.resolve =
-                libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+            how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
             let r = unsafe {
                 libc::syscall(
                     libc::SYS_openat2,

@@ -81,7 +81,11 @@ fn copies_stay_in_the_tree(base: &Path, mode: CopyMode) {
             })
             .collect::<Vec<_>>()
     });
-    eprintln!("copy ({mode:?}): {RUNS} copies in {:?}, {} swaps", started.elapsed(), swapper.swaps());
+    eprintln!(
+        "copy ({mode:?}): {RUNS} copies in {:?}, {} swaps",
+        started.elapsed(),
+        swapper.swaps()
+    );
     canary.assert_untouched("copy");
     let failed = results.iter().filter(|(_, copied, _)| copied.is_err()).count();
     let leaked = results.iter().filter(|(_, _, leaked)| leaked.is_some()).count();
@@ -108,7 +112,9 @@ fn clone_stays_in_the_tree_while_it_races() {
     }
     let xfs = match LoopXfs::new(512 << 20) {
         Ok(xfs) => xfs,
-        Err(reason) => return support::cannot_run("clone_stays_in_the_tree_while_it_races", &reason),
+        Err(reason) => {
+            return support::cannot_run("clone_stays_in_the_tree_while_it_races", &reason);
+        }
     };
     copies_stay_in_the_tree(xfs.path(), CopyMode::CloneOrCopy);
 }
@@ -131,7 +137,10 @@ fn remove_stays_in_the_tree_while_it_races() {
             swapper.race_in(None);
             assert!(!dirs.dir(id).exists(), "remove {id} left the directory");
             for entry in ["big", race::CANARY_MARK, "d0/deeper"] {
-                assert!(canary.dir.join(entry).exists(), "remove {id} removed the canary's {entry}");
+                assert!(
+                    canary.dir.join(entry).exists(),
+                    "remove {id} removed the canary's {entry}"
+                );
             }
             canary.assert_untouched(&format!("remove {id}"));
         }

@@ -71,6 +71,9 @@ impl<'a> Walker<'a> {
     /// container writing to it meanwhile can neither lead the copy out of
     /// it nor make it open a device; entries that vanish are left out.
     pub(super) fn walk(&mut self, src: &Path) -> Result<(), FsError> {
+        // The root is the daemon's own path: a symlink there is named as one.
+        let stat = sys::lstat(&cpath(src)?).map_err(|e| FsError::io("stat", src, e))?;
+        expect_type(&stat, libc::S_IFDIR, src)?;
         walk::walk(src, self).map(drop)
     }
 

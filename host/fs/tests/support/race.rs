@@ -122,8 +122,10 @@ impl Canary {
                     unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
                 at += (ev.event_len as usize).max(size);
                 let what = if ev.fd >= 0 {
-                    let path = std::fs::read_link(format!("/proc/self/fd/{}", ev.fd))
-                        .map_or_else(|e| format!("fd {} ({e})", ev.fd), |p| p.display().to_string());
+                    let path = std::fs::read_link(format!("/proc/self/fd/{}", ev.fd)).map_or_else(
+                        |e| format!("fd {} ({e})", ev.fd),
+                        |p| p.display().to_string(),
+                    );
                     unsafe { libc::close(ev.fd) };
                     path
                 } else {
