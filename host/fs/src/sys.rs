@@ -182,8 +182,9 @@ pub(crate) fn mkdir_exact(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
     Node::Path(path).chmod(mode)
 }
 
-/// Opens a file to copy from: never follows a symlink, never blocks on a
-/// fifo that raced in, and leaves the source's atime alone where allowed.
+/// Opens a file of a tree the daemon made itself (to fsync it): never
+/// follows a symlink, never blocks on a fifo. Trees a container writes are
+/// opened through `walk` instead.
 pub(crate) fn open_source(path: &CStr) -> io::Result<File> {
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let fd = match retry(|| check(unsafe { libc::open(path.as_ptr(), flags | libc::O_NOATIME) })) {
@@ -294,8 +295,9 @@ pub(crate) struct Entry {
 }
 
 /// Reads a directory's entries (without `.` and `..`), never following a
-/// symlink in the directory's own path, and leaving its atime alone where
-/// allowed (a copy or a du must not change the tree it reads).
+/// symlink in the directory's own path. For the daemon's own directories
+/// (`snapshots/`, a temp tree); trees a container writes are read through
+/// `walk`, by fd.
 pub(crate) fn read_dir(path: &Path) -> io::Result<Vec<Entry>> {
     let c = cpath(path)?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;

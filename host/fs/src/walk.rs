@@ -381,7 +381,9 @@ impl<T: Clone> HardLinks<T> {
             }
             return None;
         }
-        self.seen.insert(key, (first(), st.st_nlink as u64 - 1));
+        #[allow(clippy::unnecessary_cast)] // st_nlink is u32 on some targets
+        let others = st.st_nlink as u64 - 1;
+        self.seen.insert(key, (first(), others));
         None
     }
 }
