@@ -202,3 +202,52 @@ async fn bind_prepare_clone_or_copy_stays_in_the_parent_while_it_races() {
         prepares_stay_in_the_parent("bind").await;
     }
 }
+
+/// Commit measures the active snapshot before its write transaction: a
+/// Prepare of another key started while a Commit walks a big upper dir
+/// finishes first, instead of waiting for the walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_walk_does_not_block_other_writers() {
+    if !is_root("commit_walk_does_not_block_other_writers") {
+        return;
+    }
+    const S: &str = "native";
+    let (d, _root) = daemon_on_tmpfs();
+    let mut c = d.client().await;
+    let fs = prepare(&mut c, S, "big", "").await;
+    for i in 0..100 {
+        let dir = fs.join(format!("d{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        for j in 0..2000 {
+            std::fs::File::create(dir.join(j.to_string())).unwrap();
+        }
+    }
+    let started = Instant::now();
+    let req = api::UsageRequest { snapshotter: S.into(), key: "big".into() };
+    let measured = call!("usage big", c.usage(req)).inodes;
+    let walk = started.elapsed();
+    assert_eq!(measured, 1 + 100 + 100 * 2000);
+    assert!(walk > Duration::from_millis(200), "the walk ({walk:?}) is too short to tell");
+
+    let committing = {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            commit(&mut c, S, "big-committed", "big").await;
+            Instant::now()
+        })
+    };
+    // Into the Commit's walk, then another writer.
+    tokio::time::sleep(walk / 4).await;
+    prepare(&mut c, S, "other", "").await;
+    let prepared = Instant::now();
+    let committed = committing.await.unwrap();
+    eprintln!(
+        "walk {walk:?}; prepare done {:?} after start, commit done {:?} after start",
+        prepared - started,
+        committed - started
+    );
+    assert!(
+        prepared < committed,
+        "the Prepare waited for the Commit's walk ({walk:?}): the write lock is held across it"
+    );
+}
