@@ -10,7 +10,6 @@
 
 use crate::common;
 
-#[allow(dead_code)]
 #[path = "../../host/fs/tests/support/race.rs"]
 mod race;
 
