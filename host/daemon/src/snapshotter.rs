@@ -292,7 +292,7 @@ impl Snapshotter {
     }
 
     pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
-        Ok(self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })?)
+        self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })
     }
 
     /// Every record matching the filters (ORed; none = all).
@@ -391,7 +391,7 @@ fn retry_while_parent_changes<T>(
             return Ok(done);
         }
     }
-    Err(Error::Unavailable(format!(
+    Err(Error::ParentChanging(format!(
         "the parent of {key:?} kept changing while it was being created; retry"
     )))
 }

@@ -50,29 +50,46 @@ impl SnapshotsApi {
         // The span is entered on the worker too, so what the call logs (a
         // policy's output, its failure) lands under the request.
         let worker_span = span.clone();
-        let result =
-            tokio::task::spawn_blocking(move || worker_span.in_scope(|| token.run(|| f(&target))))
-                .instrument(span.clone())
-                .await
-                .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
-        guard.disarm();
-        result.map_err(|e| {
-            span.in_scope(|| tracing::debug!(error = %e, "{op} failed"));
-            status(e)
+        let result = tokio::task::spawn_blocking(move || {
+            worker_span.in_scope(|| {
+                let result = token.run(|| f(&target));
+                // Logged here, on the worker: the operator sees a policy's
+                // failure (and its output) even when the client went away.
+                if let Err(e) = &result {
+                    log_failure(op, e);
+                }
+                result
+            })
         })
+        .instrument(span)
+        .await
+        .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+        guard.disarm();
+        result.map_err(status)
     }
 }
 
-/// Core errors to gRPC codes, as containerd's errdefs maps them.
+fn log_failure(op: &str, e: &Error) {
+    if e.is_policy_failure() {
+        tracing::warn!(error = %e.message(), "policy failed");
+    } else {
+        tracing::debug!(error = %e.message(), "{op} failed");
+    }
+}
+
+/// Core errors to gRPC codes, as containerd's errdefs maps them; the
+/// message is the whole chain of causes.
 pub fn status(e: Error) -> Status {
+    let message = e.message();
     match e {
-        Error::NotFound(m) => Status::not_found(m),
-        Error::AlreadyExists(m) => Status::already_exists(m),
-        Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
-        Error::Cancelled(m) => Status::cancelled(m),
-        Error::Unavailable(m) => Status::unavailable(m),
-        Error::Internal(m) => Status::unknown(m),
+        Error::NotFound(_) => Status::not_found(message),
+        Error::AlreadyExists(_) => Status::already_exists(message),
+        Error::FailedPrecondition(_) => Status::failed_precondition(message),
+        Error::InvalidArgument(_) => Status::invalid_argument(message),
+        Error::Cancelled(_) => Status::cancelled(message),
+        // Both can pass with a retry: containerd's errdefs Unavailable.
+        Error::PolicyUnavailable { .. } | Error::ParentChanging(_) => Status::unavailable(message),
+        Error::PolicyFailed { .. } | Error::Storage(_) | Error::Fs(_) => Status::unknown(message),
     }
 }
 
