@@ -41,6 +41,10 @@ pub enum Error {
     /// attempt; a retry can succeed.
     #[error("{0}")]
     ParentChanging(String),
+    /// A Commit found its key removed and made again, between measuring it
+    /// and its transaction, on every attempt; a retry can succeed.
+    #[error("{0}")]
+    KeyChanging(String),
     /// The metastore's database failed (I/O, corruption, a newer schema).
     #[error("snapshot records")]
     Storage(#[source] MetaError),

@@ -260,7 +260,7 @@ impl Snapshotter {
                 return Ok(());
             }
         }
-        Err(Error::Unavailable(format!(
+        Err(Error::KeyChanging(format!(
             "{key:?} kept being removed and created again while it was being committed; retry"
         )))
     }

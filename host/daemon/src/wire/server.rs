@@ -88,7 +88,9 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument(_) => Status::invalid_argument(message),
         Error::Cancelled(_) => Status::cancelled(message),
         // Both can pass with a retry: containerd's errdefs Unavailable.
-        Error::PolicyUnavailable { .. } | Error::ParentChanging(_) => Status::unavailable(message),
+        Error::PolicyUnavailable { .. } | Error::ParentChanging(_) | Error::KeyChanging(_) => {
+            Status::unavailable(message)
+        }
         Error::PolicyFailed { .. } | Error::Storage(_) | Error::Fs(_) => Status::unknown(message),
     }
 }
