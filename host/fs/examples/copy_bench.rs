@@ -88,9 +88,11 @@ fn main() {
             src
         }
     };
+    let t = Instant::now();
     let usage = wasmsnap_fs::usage(&src).expect("usage");
+    let walked = t.elapsed();
     println!(
-        "tree: {} entries, {:.0} MiB under {} ({})",
+        "tree: {} entries, {:.0} MiB under {} ({}); usage walk {walked:.1?}",
         usage.inodes,
         usage.size as f64 / (1 << 20) as f64,
         src.display(),
