@@ -16,18 +16,19 @@
 //! background. Mounts answers from a cache of rendered plans, and Usage of
 //! an active snapshot from a short-lived cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::info::{Info, InfoUpdate, Labels, Usage};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
 
@@ -39,8 +40,6 @@ const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
 /// Prepare/View attempts when the parent changes between the look-up and
 /// the record's transaction (removed and made again meanwhile).
 const CREATE_ATTEMPTS: usize = 3;
-
-pub type Labels = BTreeMap<String, String>;
 
 pub struct Snapshotter {
     name: String,
@@ -82,7 +81,7 @@ impl Snapshotter {
         std::fs::create_dir_all(root)?;
         let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
-        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
         Ok(Snapshotter {
             name: name.to_string(),
@@ -240,11 +239,13 @@ impl Snapshotter {
     /// crash anywhere leaves the snapshot active, as before the request.
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
         for _ in 0..CREATE_ATTEMPTS {
-            let measured = self.stat(key)?;
+            let measured = self.metastore.read(|tx| tx.get(key))?;
             self.check_commit(&measured, key, parent)?;
             let usage = match self.content_dir(&measured) {
-                Some(dir) if measured.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
-                _ => Usage { size: 0, inodes: 0 },
+                Some(dir) if measured.kind == Kind::Active => {
+                    Usage::from(wasmsnap_fs::usage(&dir)?)
+                }
+                _ => Usage::default(),
             };
             let committed = self.metastore.write(|tx| -> Result<_> {
                 let active = tx.get(key)?;
@@ -252,7 +253,7 @@ impl Snapshotter {
                     return Ok(false);
                 }
                 self.check_commit(&active, key, parent)?;
-                tx.commit(key, name, labels.clone(), usage)?;
+                tx.commit(key, name, labels.clone(), usage.into())?;
                 crate::cancel::check("commit", key)?;
                 Ok(true)
             })?;
@@ -287,22 +288,24 @@ impl Snapshotter {
         Ok(())
     }
 
-    pub fn stat(&self, key: &str) -> Result<Record> {
-        Ok(self.metastore.read(|tx| tx.get(key))?)
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.metastore.read(|tx| tx.get(key))?.into())
     }
 
-    pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
-        self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })
+    /// containerd's Update: only labels change (see `WriteTx::update`).
+    pub fn update(&self, info: InfoUpdate, fieldpaths: &[String]) -> Result<Info> {
+        let record = self.metastore.write(|tx| tx.update(info.into(), fieldpaths))?;
+        Ok(Info::from(record))
     }
 
     /// Every record matching the filters (ORed; none = all).
-    pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
         let filter = parse_filters(filters)
             .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
         let mut out = Vec::new();
         self.metastore.read(|tx| {
             tx.list(&filter, |r| {
-                out.push(r);
+                out.push(Info::from(r));
                 Ok(())
             })
         })?;
@@ -312,9 +315,9 @@ impl Snapshotter {
     /// Disk usage: stored at commit for committed snapshots, measured for
     /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
-        let record = self.stat(key)?;
+        let record = self.metastore.read(|tx| tx.get(key))?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
-            return Ok(usage);
+            return Ok(usage.into());
         }
         match (record.kind, self.content_dir(&record)) {
             (Kind::Active, Some(dir)) => {
@@ -328,14 +331,14 @@ impl Snapshotter {
                     return Ok(usage);
                 }
                 let measured_at = Instant::now();
-                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
                 self.active_usage
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(record.id, (measured_at, usage));
                 Ok(usage)
             }
-            _ => Ok(Usage { size: 0, inodes: 0 }),
+            _ => Ok(Usage::default()),
         }
     }
 
@@ -356,14 +359,6 @@ impl Snapshotter {
             tracing::info!(snapshotter = %self.name, ?report, "cleanup");
             Ok(())
         })
-    }
-
-    /// Check a record's view of the parent chain (used by recovery checks).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
-    ) -> Result<R> {
-        Ok(self.metastore.read(f)?)
     }
 
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {
@@ -407,8 +402,4 @@ fn policy_snapshot(
     let labels =
         labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
     Snapshot { id, kind, parent_ids, labels }
-}
-
-fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
-    Usage { size: u.size, inodes: u.inodes }
 }

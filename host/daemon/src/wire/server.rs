@@ -14,9 +14,9 @@ use super::convert;
 use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
 use crate::cancel;
 use crate::error::Error;
+use crate::info::Kind;
 use crate::service::Service;
 use crate::snapshotter::Snapshotter;
-use wasmsnap_plan::Kind;
 
 /// containerd's List batches, as its own snapshot service sends them.
 const LIST_BATCH: usize = 100;
@@ -167,8 +167,8 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
-        let record = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
-        Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(record)) }))
+        let info = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
+        Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
     async fn update(
@@ -181,9 +181,9 @@ impl Snapshots for SnapshotsApi {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let key = info.name.clone();
         let info = convert::update_info(info).map_err(status)?;
-        let record =
+        let info =
             self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
-        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(record)) }))
+        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
     type ListStream = ListStream;
@@ -194,11 +194,11 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
         let filters = r.filters;
-        let records = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
-        let mut batches = Vec::with_capacity(records.len().div_ceil(LIST_BATCH));
+        let snapshots = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
+        let mut batches = Vec::with_capacity(snapshots.len().div_ceil(LIST_BATCH));
         let (mut info, mut bytes) = (Vec::new(), 0);
-        for record in records {
-            let one = convert::info(record);
+        for snapshot in snapshots {
+            let one = convert::info(snapshot);
             let len = prost::Message::encoded_len(&one);
             if info.len() == LIST_BATCH || (!info.is_empty() && bytes + len > LIST_BATCH_BYTES) {
                 batches.push(Ok(api::ListSnapshotsResponse { info: std::mem::take(&mut info) }));
