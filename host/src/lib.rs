@@ -8,7 +8,7 @@
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
-//! [`daemon`] (socket, signals), [`reload`] (SIGHUP), [`cli`], and the policy testing
+//! [`daemon`] (signals), [`socket`], [`notify`] (systemd readiness), [`reload`] (SIGHUP), [`cli`], and the policy testing
 //! [`harness`] behind `wasmsnap policy test`.
 
 mod background;
@@ -21,8 +21,10 @@ pub mod error;
 pub mod harness;
 pub mod loader;
 mod mount_cache;
+pub mod notify;
 pub mod recovery;
 pub mod reload;
 pub mod service;
 pub mod snapshotter;
+pub mod socket;
 pub mod wire;
