@@ -225,3 +225,38 @@ fn a_file_that_is_not_a_socket_at_the_address_stops_the_start_and_stays() {
         assert!(!m.contains("READY=1"), "READY=1 from a daemon that did not start: {m}");
     }
 }
+
+/// The unit's settings, as `Key=value` lines (comments dropped).
+fn unit_settings(unit: &str) -> Vec<&str> {
+    unit.lines().filter(|l| l.contains('=') && !l.starts_with('#')).collect()
+}
+
+#[test]
+fn the_unit_waits_for_ready_and_keeps_containerd_ordered_after_it() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/wasmsnap.service");
+    let unit = std::fs::read_to_string(&path).unwrap();
+    let settings = unit_settings(&unit);
+    for wanted in [
+        "Type=notify",
+        "After=local-fs.target",
+        "Before=containerd.service",
+        "WantedBy=multi-user.target containerd.service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(settings.contains(&wanted), "{} lacks {wanted}", path.display());
+    }
+    // Readiness is the daemon's to say: no polling for the socket file.
+    assert!(!settings.iter().any(|s| s.starts_with("ExecStartPost=")));
+
+    // systemd itself parses it (warnings are printed, the exit code stays 0).
+    let Ok(_) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: unit not verified by systemd");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("wasmsnap.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/wasmsnap", &common::bin())).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
