@@ -30,5 +30,7 @@ mod grpc_api;
 mod hostile_policies;
 /// `wasmsnap policy test` and `policy inspect` as the real binary.
 mod policy_harness;
+/// The socket appears only when it accepts; systemd readiness (NOTIFY_SOCKET).
+mod readiness;
 /// Concurrent clients for a bounded time: no deadlock, flat resources.
 mod soak;

@@ -1,14 +1,15 @@
-//! `wasmsnap serve`: the daemon's life. Load the policies (through the
-//! compile cache under the root), bind the unix socket, serve until SIGTERM
-//! or SIGINT, then stop accepting, let in-flight requests finish and
-//! return. SIGHUP reloads the config file (see `reload`).
+//! `wasmsnap serve`: the daemon's life. Open the snapshotters (recovery
+//! runs there) and load their policies (through the compile cache under the
+//! root), listen on the unix socket (see `socket`), tell systemd it is ready
+//! (see `notify`), serve until SIGTERM or SIGINT, then stop accepting, let
+//! in-flight requests finish and return. SIGHUP reloads the config file (see
+//! `reload`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -16,8 +17,10 @@ use wasmsnap_engine::Engine;
 
 use crate::config::Config;
 use crate::loader::{open_snapshotters, policy_cache_dir};
+use crate::notify::Notifier;
 use crate::reload::{Overrides, Reloader};
 use crate::service::Service;
+use crate::socket;
 use crate::wire::SnapshotsApi;
 use crate::wire::proto::snapshots::snapshots_server::SnapshotsServer;
 
@@ -37,19 +40,28 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     // (a reload sent while it starts is kept for after). SIGTERM and SIGINT
     // keep theirs until the socket is bound: nothing is served yet.
     let hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
+    let notifier = Notifier::from_env();
+    notifier.status("starting: recovering snapshotters, loading policies");
     let engine = engine(&config.root)?;
     let service = Service::new(open_snapshotters(&engine, &config)?);
     forget_unused_compilations(&engine, &service);
-    tracing::info!(
-        root = %config.root.display(),
-        address = %config.address.display(),
-        snapshotters = ?service.names().collect::<Vec<_>>(),
-        startup = ?started.elapsed(),
-        "serving"
-    );
     let reloader =
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
-    runtime.block_on(run(service, &config.address, hup, reloader))
+    let life = Life { notifier, started, root: config.root.clone() };
+    runtime.block_on(run(service, &config.address, hup, reloader, life))
+}
+
+/// What `run` reports on: to the log and to systemd.
+struct Life {
+    notifier: Notifier,
+    started: Instant,
+    root: PathBuf,
+}
+
+/// `STATUS=` for systemd: what is served, where.
+fn serving_status(service: &Service, address: &Path) -> String {
+    let names: Vec<&str> = service.names().collect();
+    format!("serving {} on {}", names.join(", "), address.display())
 }
 
 /// The engine, with compiled policies kept under the root. A cache that
@@ -89,11 +101,24 @@ async fn run(
     address: &Path,
     hup: Signal,
     reloader: Arc<Reloader>,
+    life: Life,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let listener = bind(address)?;
-    let reloads = tokio::spawn(reload_on_hangup(hup, reloader));
+    let (listener, socket_file) = socket::listen(address)?;
+    listener.set_nonblocking(true).context("make the socket non-blocking")?;
+    let listener = UnixListener::from_std(listener).context("hand the socket to the runtime")?;
+    // The socket accepts from here on (connections wait in its backlog).
+    let status = serving_status(&service, address);
+    tracing::info!(
+        root = %life.root.display(),
+        address = %address.display(),
+        snapshotters = ?service.names().collect::<Vec<_>>(),
+        startup = ?life.started.elapsed(),
+        "serving"
+    );
+    life.notifier.ready(&status);
+    let reloads = tokio::spawn(reload_on_hangup(hup, reloader, life.notifier.clone(), status));
     let api = SnapshotsServer::new(SnapshotsApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -106,8 +131,12 @@ async fn run(
     );
     tokio::pin!(server);
     let result = tokio::select! {
-        r = &mut server => r,
+        r = &mut server => {
+            life.notifier.stopping();
+            r
+        }
         _ = shutdown_signal(&mut term, &mut int) => {
+            life.notifier.stopping();
             let _ = stop_tx.send(());
             // In-flight requests finish; a client that keeps its connection
             // open past the grace period does not keep us alive.
@@ -121,29 +150,10 @@ async fn run(
         }
     };
     reloads.abort();
-    let _ = std::fs::remove_file(address);
+    socket_file.remove_file();
     result.context("gRPC server")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Bind `address`, creating its parent and replacing a stale socket (one
-/// nobody answers on); mode 0660 like containerd's own socket.
-fn bind(address: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(parent) = address.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    if address.exists() {
-        if std::os::unix::net::UnixStream::connect(address).is_ok() {
-            bail!("{} is in use by another process", address.display());
-        }
-        std::fs::remove_file(address)
-            .with_context(|| format!("remove stale socket {}", address.display()))?;
-    }
-    let listener =
-        UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
-    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
 }
 
 async fn shutdown_signal(term: &mut Signal, int: &mut Signal) {
@@ -156,23 +166,35 @@ async fn shutdown_signal(term: &mut Signal, int: &mut Signal) {
 
 /// Reload the config at every SIGHUP, one reload at a time (signals that
 /// arrive during one coalesce into the next). Requests go on meanwhile.
-async fn reload_on_hangup(mut hup: Signal, reloader: Arc<Reloader>) {
+/// systemd hears `RELOADING=1` before and `READY=1` after each, with the
+/// outcome in `STATUS=`.
+async fn reload_on_hangup(
+    mut hup: Signal,
+    reloader: Arc<Reloader>,
+    notifier: Notifier,
+    serving: String,
+) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
+        notifier.reloading();
         let r = reloader.clone();
-        match tokio::task::spawn_blocking(move || r.reload()).await {
+        let outcome = match tokio::task::spawn_blocking(move || r.reload()).await {
             Ok(Ok(done)) => {
                 for note in &done.ignored {
                     tracing::warn!(setting = %note, "reload: not applied");
                 }
                 tracing::info!(changed = ?done.changed, unchanged = ?done.unchanged, "reloaded");
+                format!("last reload changed {:?}", done.changed)
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "reload failed: every snapshotter keeps its running policy")
+                tracing::error!(error = %format!("{e:#}"), "reload failed: every snapshotter keeps its running policy");
+                "last reload failed, nothing changed (see the log)".to_string()
             }
             Err(e) => {
-                tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy")
+                tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy");
+                "last reload failed, nothing changed (see the log)".to_string()
             }
-        }
+        };
+        notifier.ready(&format!("{serving}; {outcome}"));
     }
 }

@@ -10,8 +10,9 @@
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
-//! [`daemon`] (socket, signals), [`reload`] (SIGHUP), [`recovery`] (at
-//! open), [`cancel`] (a caller that went away).
+//! [`daemon`] (signals, shutdown), [`socket`] (appears only when it
+//! accepts), [`notify`] (systemd readiness), [`reload`] (SIGHUP),
+//! [`recovery`] (at open), [`cancel`] (a caller that went away).
 
 mod background;
 mod cancel;
@@ -21,8 +22,10 @@ mod error;
 mod info;
 pub mod loader;
 mod mount_cache;
+mod notify;
 mod recovery;
 pub mod reload;
 mod service;
 mod snapshotter;
+mod socket;
 pub mod wire;
