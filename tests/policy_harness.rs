@@ -331,8 +331,14 @@ fn update_records_the_actual_plans_and_keeps_the_rest_of_the_file() {
         rewritten.starts_with("# my cases\n[[case]]\nname = \"new\" # a comment\n"),
         "{rewritten}"
     );
-    assert!(rewritten.contains("\"upperdir=/var/lib/wasmsnap/snapshots/3/fs\""), "{rewritten}");
-    assert!(rewritten.contains("source = \"/var/lib/wasmsnap/snapshots/1/fs\""), "{rewritten}");
+    assert!(
+        rewritten.contains("\"upperdir=/var/lib/wasmsnap/overlay/snapshots/3/fs\""),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("source = \"/var/lib/wasmsnap/overlay/snapshots/1/fs\""),
+        "{rewritten}"
+    );
     // The stale case checked mounts only, and still does.
     let stale = &rewritten[rewritten.find("name = \"stale\"").unwrap()..];
     assert!(!stale.contains("[case.expect.layout]"), "{rewritten}");

@@ -229,17 +229,8 @@ impl Config {
             );
         }
         for (name, s) in &self.snapshotters {
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !valid {
-                bail!(
-                    "snapshotters.{name:?}: a snapshotter name may use only letters, digits, '-', '_' and '.'"
-                );
-            }
-            if name.starts_with('.') {
-                bail!(
-                    "snapshotters.{name:?}: a snapshotter name may not start with '.' (reserved for the host's own directories under the root)"
-                );
+            if let Err(e) = check_snapshotter_name(name) {
+                bail!("snapshotters.{name:?}: {e}");
             }
             if s.policy.is_empty() {
                 bail!(
@@ -298,3 +289,19 @@ fn locate(text: &str, e: &toml::de::Error) -> anyhow::Error {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+/// A snapshotter name: the directory `<root>/<name>` and the name
+/// containerd's requests carry.
+pub fn check_snapshotter_name(name: &str) -> Result<(), &'static str> {
+    let valid =
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return Err("a snapshotter name may use only letters, digits, '-', '_' and '.'");
+    }
+    if name.starts_with('.') {
+        return Err(
+            "a snapshotter name may not start with '.' (reserved for the host's own directories under the root)",
+        );
+    }
+    Ok(())
+}

@@ -38,12 +38,13 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     // keep theirs until the socket is bound: nothing is served yet.
     let hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let engine = engine(&config.root)?;
-    let service = Service::new(open_snapshotters(&engine, &config)?);
+    let service = Service::new(open_snapshotters(&engine, &config));
     forget_unused_compilations(&engine, &service);
     tracing::info!(
         root = %config.root.display(),
         address = %config.address.display(),
         snapshotters = ?service.names().collect::<Vec<_>>(),
+        unavailable = ?service.unavailable(),
         startup = ?started.elapsed(),
         "serving"
     );
@@ -66,11 +67,14 @@ fn engine(root: &Path) -> anyhow::Result<Engine> {
     }
 }
 
-/// Drop cache entries of components no snapshotter uses any more.
+/// Drop cache entries of components no serving snapshotter uses: those of
+/// policies no longer configured, and of one that failed to start (a start
+/// that fails leaves nothing behind; a reload compiles it again).
 fn forget_unused_compilations(engine: &Engine, service: &Service) {
     let Some(cache) = engine.disk_cache() else { return };
     let used: Vec<[u8; 32]> = service
-        .all()
+        .serving()
+        .iter()
         .filter_map(|s| hex::decode(&s.policy().info().sha256).ok()?.try_into().ok())
         .collect();
     match cache.retain(&used) {

@@ -157,8 +157,8 @@ impl Snapshotter {
                 parent_ids: base.parent_ids.clone(),
                 labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             };
-            let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+            let (layout, plans) =
+                policy.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref())
             {
                 Ok(new_dir) => new_dir,

@@ -12,4 +12,4 @@ pub mod validate;
 
 pub use model::*;
 pub use render::{Mount, render_mounts, snapshot_dir};
-pub use validate::{Limits, ValidationError, validate_layout, validate_mounts};
+pub use validate::{Limits, ValidationError, validate_layout, validate_mounts, validate_plan};
