@@ -13,7 +13,10 @@
 //! When mount(2) refuses a filesystem mount, the kernel's reason is only in
 //! dmesg, and errno is a bare EINVAL. The same options are then given to a
 //! probe through the new mount API, whose context fd reads back what the
-//! filesystem logged (`e overlayfs: ...`), and the error carries that.
+//! filesystem logged (`e overlay: Unknown parameter ...`), and the error
+//! carries that. Some refusals (overlayfs' "at least 2 lowerdir are
+//! needed") go to the kernel log only: those are read from /dev/kmsg,
+//! the records the probe added that name the filesystem.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::io;
@@ -185,6 +188,7 @@ fn ctx(e: nix::Error, what: &str, m: &Mount) -> io::Error {
 /// and what the filesystem logged there. `None` if the probe says nothing.
 fn kernel_reason(m: &Mount, split: &Split) -> Option<String> {
     let fs_type = cstr(&m.r#type).ok()?;
+    let kmsg = Kmsg::at_end();
     // SAFETY: a valid NUL-terminated string; the result is checked.
     let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) };
     let context = owned(fd, "fsopen").ok()?;
@@ -213,8 +217,50 @@ fn kernel_reason(m: &Mount, split: &Split) -> Option<String> {
         };
         refused = created < 0;
     }
-    let log = kernel_log(&context);
+    let mut log = kernel_log(&context);
+    if log.is_empty() {
+        log = kmsg.map(|k| k.read_about(&m.r#type)).unwrap_or_default();
+    }
     (refused && !log.is_empty()).then(|| format!("kernel: {}", log.join("; ")))
+}
+
+/// The kernel log (/dev/kmsg, root only), from its end when opened.
+struct Kmsg(OwnedFd);
+
+impl Kmsg {
+    fn at_end() -> Option<Kmsg> {
+        let path = cstr("/dev/kmsg").ok()?;
+        // SAFETY: a valid NUL-terminated path; the result is checked.
+        let fd =
+            unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        let kmsg = Kmsg(owned(fd.into(), "open /dev/kmsg").ok()?);
+        // SAFETY: a valid fd; on /dev/kmsg, SEEK_END skips to the next record.
+        unsafe { libc::lseek(kmsg.0.as_raw_fd(), 0, libc::SEEK_END) };
+        Some(kmsg)
+    }
+
+    /// Messages logged since [`at_end`](Self::at_end) that mention
+    /// `fs_type` (`overlay` matches `overlayfs: ...`); at most 8.
+    fn read_about(&self, fs_type: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        // One record per read; a bound, since others may log meanwhile.
+        for _ in 0..256 {
+            // SAFETY: reading into a buffer we own, of the given length.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            // `<prio>,<seq>,<usec>,<flags>;<message>\n` then continuation lines.
+            let record = String::from_utf8_lossy(&buf[..n as usize]);
+            let Some((_, rest)) = record.split_once(';') else { continue };
+            let message = rest.lines().next().unwrap_or_default().trim();
+            if message.starts_with(fs_type) && out.len() < 8 {
+                out.push(message.chars().filter(|c| !c.is_control()).take(1024).collect());
+            }
+        }
+        out
+    }
 }
 
 // The new mount API's ABI (include/uapi/linux/mount.h); stable since 5.2.
@@ -413,8 +459,9 @@ mod tests {
         let e = refused(&["lowerdir=$A"]);
         assert!(e.contains("EINVAL"), "{e}");
         assert!(e.contains("[kernel: overlayfs: at least 2 lowerdir are needed"), "{e}");
-        let e = refused(&["lowerdir=$A:$B", "redirect_dir=sideways"]);
-        assert!(e.contains("[kernel: ") && e.contains("redirect_dir"), "{e}");
+        // One the filesystem logs on the context.
+        let e = refused(&["lowerdir=$A:$B", "no_such_overlay_option"]);
+        assert!(e.contains("[kernel: overlay: Unknown parameter 'no_such_overlay_option'"), "{e}");
     }
 
     #[test]
