@@ -8,8 +8,8 @@ use serde::Serialize;
 use wasmsnap_engine::{Engine, Policy, Sandbox};
 use wasmsnap_plan::{Kind, Layout, Mount, Snapshot, render_mounts};
 
-use crate::harness;
-use crate::loader::read_policy;
+use wasmsnap_engine::read_policy;
+use wasmsnap_harness as harness;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -67,7 +67,7 @@ pub enum PolicyCommand {
         id: Option<u64>,
         /// The daemon's root, as `serve --root`: mounts are rendered under
         /// `<root>/<snapshotter>/snapshots/<id>`, as the daemon renders them.
-        #[arg(long, default_value = crate::config::DEFAULT_ROOT)]
+        #[arg(long, default_value = wasmsnap_daemon::config::DEFAULT_ROOT)]
         root: PathBuf,
         /// The name the daemon serves the policy under [default: the policy's name]
         #[arg(long)]
