@@ -24,6 +24,8 @@ mod fast_paths;
 mod fuzz_corpus;
 /// The daemon over its real gRPC socket: every RPC, every error code.
 mod grpc_api;
+/// docs/policy-authoring.md's commands, run as written from an empty directory.
+mod guide;
 /// The harness renders byte for byte what the daemon returns over gRPC.
 mod harness_matches_daemon;
 /// Hostile policies next to a healthy one; pins, versions, the compile cache, SIGHUP.
