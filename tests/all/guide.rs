@@ -175,7 +175,10 @@ fn the_policy_authoring_guide_runs_as_written() {
 
 #[test]
 fn normalise_ignores_timings_only() {
-    assert_eq!(normalise("PASS  x.toml:4  a  (0.4 ms; init 12.1 ms)"), "PASS  x.toml:4  a  (N ms; init N ms)");
+    assert_eq!(
+        normalise("PASS  x.toml:4  a  (0.4 ms; init 12.1 ms)"),
+        "PASS  x.toml:4  a  (N ms; init N ms)"
+    );
     assert_eq!(normalise("[setup 74 ms, mount+check 3 ms]"), "[setup N ms, mount+check N ms]");
     assert_eq!(normalise("3 passed, 0 failed"), "3 passed, 0 failed");
 }
