@@ -36,9 +36,15 @@ const RPC_LIMIT: Duration = Duration::from_secs(10);
 /// One test at a time: the battery's 2 s bound includes a 1 s spin, and a
 /// daemon compiling policies beside it on this 2-core machine can delay
 /// the epoch ticks that stop the spin.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
+}
+
+/// [`serial`] for async tests: waits without holding up the runtime.
+async fn serial_async() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn repo() -> PathBuf {
@@ -412,7 +418,7 @@ async fn keep_asking(mut c: Client, stop: Arc<AtomicBool>) -> (usize, Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_act_fails_its_request_and_nothing_else() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&battery_config());
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -564,7 +570,7 @@ fn strip_ansi(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sha256_mismatch_leaves_that_snapshotter_unavailable_naming_both_digests() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let wasm = hostile_wasm();
     let actual = sha256_of(&wasm);
     let pinned = "0".repeat(64);
@@ -607,7 +613,7 @@ async fn a_sha256_mismatch_leaves_that_snapshotter_unavailable_naming_both_diges
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let wasm = test_policy(wasmsnap_test_artifacts::WRONG_VERSION);
     let (_dir, file) =
         config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
@@ -622,7 +628,7 @@ async fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_whose_init_hangs_or_panics_is_unavailable_and_config_check_fails() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let wasm = hostile_wasm().display().to_string();
     for (act, says) in [
         ("loop", "init exceeded its time limit of 200ms"),
@@ -682,7 +688,7 @@ fn start_timed(d: &mut Daemon, args: &[&str]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&battery_config());
     let args = ["--config", file.to_str().unwrap()];
     let mut d = Daemon::start_with(&args);
@@ -827,7 +833,7 @@ fn hangup(d: &Daemon) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broken() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&swap_config("volatile"));
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -944,7 +950,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let config = |timeout_ms: u64| {
         format!(
             "[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ call_timeout_ms = {timeout_ms} }}\n",
