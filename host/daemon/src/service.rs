@@ -48,7 +48,7 @@ impl Service {
     pub fn get(&self, name: &str) -> Result<Arc<Snapshotter>, Error> {
         match self.slot(name)? {
             Slot::Serving(s) => Ok(s),
-            Slot::Unavailable(reason) => Err(Error::Unavailable(format!(
+            Slot::Unavailable(reason) => Err(Error::SnapshotterUnavailable(format!(
                 "snapshotter {name:?} is unavailable: {reason} (fix it and reload with SIGHUP)"
             ))),
         }
