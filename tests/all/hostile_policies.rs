@@ -4,8 +4,9 @@
 //! within 2 s with an error naming the snapshotter, the policy and the
 //! reason, while the healthy snapshotter keeps answering and neither the
 //! root's directory tree nor any metastore changes. Then what happens
-//! around loading: sha256 and version mismatches refuse the start, a
-//! damaged compile-cache entry is rebuilt, a restart compiles nothing, and
+//! around loading: a sha256 or version mismatch, or an init that fails,
+//! leaves that snapshotter unavailable (every call says why) while the
+//! others serve, and `config check` fails; a damaged compile-cache entry is rebuilt, a restart compiles nothing, and
 //! SIGHUP swaps good policies under load and keeps the old ones when the
 //! new config or policy is broken.
 
@@ -504,22 +505,38 @@ async fn every_hostile_act_fails_its_request_and_nothing_else() {
     );
 }
 
-/// `wasmsnap serve` run to its end (it must refuse to start), and how long.
-fn serve_refused(config: &Path) -> (Output, Duration) {
-    let dir = tempfile::tempdir().unwrap();
+/// `wasmsnap serve` with `config`: it starts, but snapshotter `name`
+/// answers every call with Unavailable; returns the daemon, that message
+/// and how long the start took.
+async fn serve_unavailable(config: &Path, name: &str) -> (Daemon, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(common::BIN)
-        .args(["serve", "--root"])
-        .arg(dir.path().join("root"))
-        .arg("--address")
-        .arg(dir.path().join("wasmsnap.sock"))
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run wasmsnap serve");
-    assert!(!out.status.success(), "serve started:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!dir.path().join("wasmsnap.sock").exists(), "it listened");
-    (out, started.elapsed())
+    let d = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let took = started.elapsed();
+    let mut c = d.client().await;
+    let err = prepare(&mut c, name, "k", "", labels(&[])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let listed =
+        match c.list(api::ListSnapshotsRequest { snapshotter: name.into(), filters: vec![] }).await
+        {
+            Err(e) => e,
+            Ok(stream) => stream.into_inner().message().await.unwrap_err(),
+        };
+    assert_eq!(listed.code(), Code::Unavailable, "{listed:?}");
+    assert_eq!(listed.message(), err.message());
+    assert!(
+        err.message().starts_with(&format!("snapshotter {name:?} is unavailable: ")),
+        "{}",
+        err.message()
+    );
+    // Said at error level when it started.
+    let logs = strip_ansi(&d.logs());
+    assert!(
+        logs.lines().any(|l| l.contains("ERROR")
+            && l.contains(&format!("snapshotter={name}"))
+            && l.contains("snapshotter not served")),
+        "{logs}"
+    );
+    (d, err.message().to_string(), took)
 }
 
 fn config_check(config: &Path) -> Output {
@@ -551,9 +568,9 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-#[test]
-fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
-    let _serial = serial();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha256_mismatch_leaves_that_snapshotter_unavailable_naming_both_digests() {
+    let _serial = serial_async().await;
     let wasm = hostile_wasm();
     let actual = sha256_of(&wasm);
     let pinned = "0".repeat(64);
@@ -565,8 +582,13 @@ fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
         "snapshotter \"pinned\": policy {} has sha256 {actual}, but the config pins {pinned}",
         wasm.display()
     );
-    let (out, _) = serve_refused(&file);
-    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let (d, message, _) = serve_unavailable(&file, "pinned").await;
+    assert!(message.contains(&expected), "{message}");
+    // The other snapshotter serves.
+    let mut c = d.client().await;
+    prepare(&mut c, "ok", "k", "", labels(&[])).await.unwrap();
+    assert_eq!(list(&mut c, "ok").await.len(), 1);
+    drop(d);
     let out = config_check(&file);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
@@ -589,9 +611,9 @@ fn a_sha256_mismatch_refuses_to_start_naming_both_digests() {
     )));
 }
 
-#[test]
-fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
-    let _serial = serial();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
+    let _serial = serial_async().await;
     let wasm = test_policy(wasmsnap_test_artifacts::WRONG_VERSION);
     let (_dir, file) =
         config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
@@ -599,14 +621,14 @@ fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
         "snapshotter \"future\": policy {}: built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0",
         wasm.display()
     );
-    let (out, _) = serve_refused(&file);
-    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let (_d, message, _) = serve_unavailable(&file, "future").await;
+    assert!(message.contains(&expected), "{message}");
     assert!(stderr(&config_check(&file)).contains(&expected));
 }
 
-#[test]
-fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
-    let _serial = serial();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_whose_init_hangs_or_panics_is_unavailable_and_config_check_fails() {
+    let _serial = serial_async().await;
     let wasm = hostile_wasm().display().to_string();
     for (act, says) in [
         ("loop", "init exceeded its time limit of 200ms"),
@@ -615,10 +637,13 @@ fn a_policy_whose_init_hangs_or_panics_refuses_the_start() {
         let (_dir, file) = config_file(&format!(
             "[snapshotters.bad]\npolicy = {wasm:?}\nconfig = {{ do = {act:?}, in = \"init\" }}\nlimits = {{ call_timeout_ms = 200 }}\n"
         ));
-        let (out, took) = serve_refused(&file);
+        let (_d, message, took) = serve_unavailable(&file, "bad").await;
+        assert!(message.contains(says), "{act}: {message}");
+        assert!(message.contains(&format!("policy {wasm}")), "{act}: {message}");
+        println!("init {act}: started in {took:?}; calls get: {message}");
+        let out = config_check(&file);
+        assert_eq!(out.status.code(), Some(1), "{act}");
         assert!(stderr(&out).contains(says), "{act}: {}", stderr(&out));
-        assert!(stderr(&out).contains("snapshotter \"bad\""), "{act}: {}", stderr(&out));
-        println!("init {act}: refused in {took:?}: {}", stderr(&out).trim());
     }
 }
 

@@ -26,6 +26,10 @@ mod fast_paths;
 mod fuzz_corpus;
 /// The daemon over its real gRPC socket: every RPC, every error code.
 mod grpc_api;
+/// docs/policy-authoring.md's commands, run as written from an empty directory.
+mod guide;
+/// The harness renders byte for byte what the daemon returns over gRPC.
+mod harness_matches_daemon;
 /// Hostile policies next to a healthy one; pins, versions, the compile cache, SIGHUP.
 mod hostile_policies;
 /// `wasmsnap policy test` and `policy inspect` as the real binary.
@@ -34,3 +38,5 @@ mod policy_harness;
 mod readiness;
 /// Concurrent clients for a bounded time: no deadlock, flat resources.
 mod soak;
+/// A broken policy or metastore leaves only its snapshotter unavailable.
+mod unavailable;

@@ -245,7 +245,8 @@ fn a_plan_the_kernel_refuses_fails_the_case_and_leaves_nothing_behind() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("[mount failed]"), "{out}");
     assert!(out.contains("mounting the plan failed"), "{out}");
-    assert!(out.contains("no_such_overlay_option"), "{out}");
+    // The kernel's own reason, not a bare EINVAL.
+    assert!(out.contains("[kernel: overlay: Unknown parameter 'no_such_overlay_option'"), "{out}");
     scratch.assert_clean();
 }
 
@@ -327,8 +328,14 @@ fn update_records_the_actual_plans_and_keeps_the_rest_of_the_file() {
         rewritten.starts_with("# my cases\n[[case]]\nname = \"new\" # a comment\n"),
         "{rewritten}"
     );
-    assert!(rewritten.contains("\"upperdir=/var/lib/wasmsnap/snapshots/3/fs\""), "{rewritten}");
-    assert!(rewritten.contains("source = \"/var/lib/wasmsnap/snapshots/1/fs\""), "{rewritten}");
+    assert!(
+        rewritten.contains("\"upperdir=/var/lib/wasmsnap/overlay/snapshots/3/fs\""),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("source = \"/var/lib/wasmsnap/overlay/snapshots/1/fs\""),
+        "{rewritten}"
+    );
     // The stale case checked mounts only, and still does.
     let stale = &rewritten[rewritten.find("name = \"stale\"").unwrap()..];
     assert!(!stale.contains("[case.expect.layout]"), "{rewritten}");
@@ -420,4 +427,136 @@ fn inspect_shows_contract_exports_size_and_sha256() {
     let o = wasmsnap(&["policy", "inspect", "Cargo.toml"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not a valid component"), "{}", stderr(&o));
+}
+
+#[test]
+fn inspect_tries_the_link_and_names_an_import_the_sandbox_lacks() {
+    // The overlay policy with one WASI import renamed (everywhere, so the
+    // component stays valid): it compiles, but the daemon cannot link it.
+    let bytes = wasmsnap_engine::builtin("overlay").unwrap();
+    let (from, to) = (b"wasi:cli/environment@0.2.6", b"wasi:cli/environmenz@0.2.6");
+    let mut patched = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from) {
+            patched.extend_from_slice(to);
+            i += from.len();
+        } else {
+            patched.push(bytes[i]);
+            i += 1;
+        }
+    }
+    assert_ne!(patched, bytes, "the import to rename is not there");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "unlinkable.wasm", "");
+    std::fs::write(&path, &patched).unwrap();
+
+    let o = wasmsnap(&["policy", "inspect", &path]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.contains("(supported)"), "{out}");
+    assert!(
+        out.contains(
+            "contract: wasmsnap:policy@0.1.0 (NOT loadable: cannot link it into the sandbox"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("wasi:cli/environmenz@0.2.6"), "{out}");
+    let o = wasmsnap(&["policy", "inspect", "--format", "json", &path]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(json["link_error"].as_str().unwrap().contains("wasi:cli/environmenz@0.2.6"), "{json}");
+    // The load says the same.
+    let file = write(
+        dir.path(),
+        "c.toml",
+        "[[case]]\nname = \"x\"\nkind = \"active\"\n[case.expect.error]\nkind = \"load\"\ncontains = \"wasi:cli/environmenz@0.2.6\"\n",
+    );
+    assert_all_pass(&wasmsnap(&["policy", "test", &path, &file]));
+}
+
+#[test]
+fn init_is_timed_apart_from_the_calls() {
+    // init spins until its 1 s deadline: the case line must say so.
+    let policy = extra_policy(wasmsnap_test_artifacts::HOSTILE);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "slow.toml",
+        "[[case]]\nname = \"init spins\"\nkind = \"active\"\nconfig = { do = \"loop\", in = \"init\" }\n[case.expect.error]\nin = \"init\"\nkind = \"timeout\"\ncontains = \"time limit\"\n\n[[case]]\nname = \"same config, init not run again\"\nkind = \"view\"\nconfig = { do = \"loop\", in = \"init\" }\n[case.expect.error]\nin = \"init\"\ncontains = \"time limit\"\n",
+    );
+    let o = wasmsnap(&["policy", "test", &policy, &file]);
+    let out = stdout(&o);
+    assert_all_pass(&o);
+    let first = out.lines().find(|l| l.contains("init spins")).unwrap();
+    let init_ms: f64 = first
+        .split("; init ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no init time in {first:?}"));
+    assert!(init_ms >= 900.0, "{first}");
+    let second = out.lines().find(|l| l.contains("not run again")).unwrap();
+    assert!(!second.contains("; init "), "{second}");
+
+    let o = wasmsnap(&["policy", "test", "--format", "json", &policy, &file]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["cases"][0]["init_ms"].as_f64().unwrap() >= 900.0, "{report}");
+    assert!(report["cases"][1].get("init_ms").is_none(), "{report}");
+}
+
+#[test]
+fn plan_takes_every_kind_and_modes_read_as_in_case_files() {
+    for kind in ["active", "view", "committed"] {
+        let o =
+            wasmsnap(&["policy", "plan", "builtin:overlay", "--kind", kind, "--parents", "2,1"]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(plan["snapshot"]["kind"], kind);
+    }
+    let o = wasmsnap(&[
+        "policy",
+        "plan",
+        "builtin:overlay",
+        "--kind",
+        "active",
+        "--parents",
+        "1",
+        "--root",
+        "/srv/ws",
+        "--snapshotter",
+        "fast",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["layout"]["steps"][0]["mode"], "0755", "{plan}");
+    assert_eq!(plan["layout"]["steps"][1]["mode"], "0711", "{plan}");
+    let options = plan["mounts"][0]["options"].to_string();
+    assert!(options.contains("upperdir=/srv/ws/fast/snapshots/2/fs"), "{options}");
+    // And in a case's JSON report.
+    let o = wasmsnap(&[
+        "policy",
+        "test",
+        "--format",
+        "json",
+        "builtin:overlay",
+        "plugins/overlay/tests/overlay.toml",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("\"mode\":\"0755\"") && !text.contains("\"mode\":493"), "{text:.2000}");
+}
+
+#[test]
+fn a_plan_the_kernel_would_refuse_is_refused_by_name() {
+    let policy = extra_policy(wasmsnap_test_artifacts::BAD_PLANS);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "refused.toml",
+        "[defaults]\nkind = \"view\"\nparents = 2\n\n[[case]]\nname = \"one read-only lower\"\nconfig = { case = \"single-lower\" }\n[case.expect.error]\nkind = \"invalid-plan\"\ncontains = \"[overlay-single-lower]\"\n\n[[case]]\nname = \"a directory the layout does not make\"\nkind = \"active\"\nconfig = { case = \"unmade-dir\" }\n[case.expect.error]\nin = \"mounts\"\nkind = \"invalid-plan\"\ncontains = \"[own-dir-not-created]\"\n",
+    );
+    let o = wasmsnap(&["policy", "test", "--format", "json", &policy, &file]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["passed"], 2, "{report}");
+    let message = report["cases"][0]["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("mount that layer as a read-only bind"), "{message}");
 }

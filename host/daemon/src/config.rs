@@ -229,17 +229,8 @@ impl Config {
             );
         }
         for (name, s) in &self.snapshotters {
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !valid {
-                bail!(
-                    "snapshotters.{name:?}: a snapshotter name may use only letters, digits, '-', '_' and '.'"
-                );
-            }
-            if name.starts_with('.') {
-                bail!(
-                    "snapshotters.{name:?}: a snapshotter name may not start with '.' (reserved for the host's own directories under the root)"
-                );
+            if let Err(e) = wasmsnap_plan::check_snapshotter_name(name) {
+                bail!("snapshotters.{name:?}: {e}");
             }
             if s.policy.is_empty() {
                 bail!(

@@ -43,7 +43,7 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let notifier = Notifier::from_env();
     notifier.status("starting: recovering snapshotters, loading policies");
     let engine = engine(&config.root)?;
-    let service = Service::new(open_snapshotters(&engine, &config)?);
+    let service = Service::new(open_snapshotters(&engine, &config));
     forget_unused_compilations(&engine, &service);
     let reloader =
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
@@ -61,7 +61,12 @@ struct Life {
 /// `STATUS=` for systemd: what is served, where.
 fn serving_status(service: &Service, address: &Path) -> String {
     let names: Vec<&str> = service.names().collect();
-    format!("serving {} on {}", names.join(", "), address.display())
+    let unavailable = service.unavailable();
+    let mut status = format!("serving {} on {}", names.join(", "), address.display());
+    if !unavailable.is_empty() {
+        status.push_str(&format!("; unavailable: {}", unavailable.join(", ")));
+    }
+    status
 }
 
 /// The engine, with compiled policies kept under the root. A cache that
@@ -78,11 +83,14 @@ fn engine(root: &Path) -> anyhow::Result<Engine> {
     }
 }
 
-/// Drop cache entries of components no snapshotter uses any more.
+/// Drop cache entries of components no serving snapshotter uses: those of
+/// policies no longer configured, and of one that failed to start (a start
+/// that fails leaves nothing behind; a reload compiles it again).
 fn forget_unused_compilations(engine: &Engine, service: &Service) {
     let Some(cache) = engine.disk_cache() else { return };
     let used: Vec<[u8; 32]> = service
-        .all()
+        .serving()
+        .iter()
         .filter_map(|s| hex::decode(&s.policy().info().sha256).ok()?.try_into().ok())
         .collect();
     match cache.retain(&used) {
@@ -114,6 +122,7 @@ async fn run(
         root = %life.root.display(),
         address = %address.display(),
         snapshotters = ?service.names().collect::<Vec<_>>(),
+        unavailable = ?service.unavailable(),
         startup = ?life.started.elapsed(),
         "serving"
     );

@@ -37,6 +37,11 @@ pub enum Error {
         #[source]
         source: Box<PolicyError>,
     },
+    /// The snapshotter could not be opened (its policy did not load, its
+    /// metastore could not be opened): every call gets this until a reload
+    /// opens it. The message names the policy or the file, and why.
+    #[error("{0}")]
+    SnapshotterUnavailable(String),
     /// A Prepare or View found its parent removed or replaced on every
     /// attempt; a retry can succeed.
     #[error("{0}")]

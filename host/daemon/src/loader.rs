@@ -60,16 +60,49 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Every configured snapshotter, opened under `<root>/<name>`.
-pub fn open_snapshotters(engine: &Engine, config: &Config) -> anyhow::Result<Vec<Snapshotter>> {
+/// Every configured snapshotter, opened under `<root>/<name>`, or the
+/// reason it could not be (logged at error level): one broken policy or
+/// metastore does not keep the others from serving.
+pub fn open_snapshotters(
+    engine: &Engine,
+    config: &Config,
+) -> Vec<(String, Result<Snapshotter, String>)> {
     config
         .snapshotters
         .iter()
         .map(|(name, cfg)| {
-            let root = config.root.join(name);
-            let policy = load_policy(engine, name, cfg, &root)?;
-            Snapshotter::open(name, &root, policy)
-                .with_context(|| format!("open snapshotter {name:?} at {}", root.display()))
+            let opened = open_snapshotter(engine, name, cfg, &config.root).map_err(|e| {
+                let reason = format!("{e:#}");
+                tracing::error!(
+                    snapshotter = %name,
+                    error = %reason,
+                    "snapshotter not served: every call to it answers Unavailable until a reload (SIGHUP) opens it"
+                );
+                reason
+            });
+            (name.clone(), opened)
         })
         .collect()
+}
+
+/// Load snapshotter `name`'s policy and open its store under
+/// `<root>/<name>`. If that fails, a `<root>/<name>` this call created is
+/// removed again: a failed start leaves nothing behind.
+pub fn open_snapshotter(
+    engine: &Engine,
+    name: &str,
+    cfg: &SnapshotterConfig,
+    root: &Path,
+) -> anyhow::Result<Snapshotter> {
+    let dir = root.join(name);
+    let existed = dir.symlink_metadata().is_ok();
+    let opened = load_policy(engine, name, cfg, &dir).and_then(|policy| {
+        Snapshotter::open(name, &dir, policy)
+            .with_context(|| format!("open snapshotter {name:?} at {}", dir.display()))
+    });
+    if opened.is_err() && !existed {
+        // Only an empty directory: whatever was written into it stays.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    opened
 }

@@ -10,6 +10,10 @@
 //! they started with; the next call takes the new one. If the file or any
 //! policy is broken, nothing changes and the error says why.
 //!
+//! A snapshotter that could not be opened (see `service`) is opened again
+//! at every reload, with the new config; it joins the reload's all or
+//! nothing: if it still fails, nothing changes and the error says why.
+//!
 //! What a reload does not change, and says so in the log: `root` and
 //! `address` (the metastores are open and the socket is bound), `log_level`,
 //! and the set of names served: containerd learns its proxy snapshotters
@@ -24,8 +28,9 @@ use anyhow::Context;
 use wasmsnap_engine::{Engine, Policy};
 
 use crate::config::Config;
-use crate::loader::{load_policy_bytes, read_policy, sha256_hex};
-use crate::service::Service;
+use crate::loader::{load_policy_bytes, open_snapshotter, read_policy, sha256_hex};
+use crate::service::{Service, Slot};
+use crate::snapshotter::Snapshotter;
 
 /// What the command line set, which wins over the file at every reload too.
 #[derive(Clone, Debug, Default)]
@@ -95,10 +100,25 @@ impl Reloader {
         let mut done = Reloaded { ignored: restart_only(&running, &next), ..Reloaded::default() };
 
         let mut swaps: Vec<(String, Policy)> = Vec::new();
+        let mut revived: Vec<Snapshotter> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         for (name, cfg) in &next.snapshotters {
-            let Some(before) = running.snapshotters.get(name) else { continue };
-            let snapshotter = self.service.get(name)?;
+            if !running.snapshotters.contains_key(name) {
+                continue;
+            }
+            let snapshotter = match self.service.slot(name)? {
+                Slot::Serving(s) => s,
+                // Not open since the start (or the last reload): try again,
+                // config changed or not (its metastore may have been mended).
+                Slot::Unavailable(_) => {
+                    match open_snapshotter(&self.engine, name, cfg, &running.root) {
+                        Ok(s) => revived.push(s),
+                        Err(e) => errors.push(format!("snapshotter {name:?}: {e:#}")),
+                    }
+                    continue;
+                }
+            };
+            let before = &running.snapshotters[name];
             let wasm = match read_policy(&cfg.policy) {
                 Ok(wasm) => wasm,
                 Err(e) => {
@@ -130,6 +150,17 @@ impl Reloader {
                 "reload: new policy in place; calls in flight finish on the old one"
             );
             snapshotter.set_policy(policy);
+            applied.snapshotters.insert(name.clone(), next.snapshotters[&name].clone());
+            done.changed.push(name);
+        }
+        for snapshotter in revived {
+            let name = snapshotter.name().to_string();
+            tracing::info!(
+                snapshotter = %name,
+                policy = %snapshotter.policy().info().label,
+                "reload: snapshotter opened; it serves from now on"
+            );
+            self.service.revive(snapshotter);
             applied.snapshotters.insert(name.clone(), next.snapshotters[&name].clone());
             done.changed.push(name);
         }

@@ -150,8 +150,9 @@ impl Snapshotter {
         let (policy, generation) = self.current_policy();
         let id = self.metastore.reserve_id()?;
         let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels);
-        let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        // Layout and mounts checked together: a mount of an own directory
+        // needs a layout that makes it.
+        let (layout, plans) = policy.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
             Ok(new_dir) => new_dir,
             // The parent was removed meanwhile and its directory with it

@@ -82,6 +82,14 @@ impl Engine {
         &self.inner
     }
 
+    /// Compile `wasm` now (or find it compiled), so that a later
+    /// [`Policy::load`](crate::Policy::load) of it only instantiates and
+    /// runs `init`.
+    pub fn precompile(&self, wasm: &[u8]) -> anyhow::Result<()> {
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(wasm).into();
+        self.compile(digest, wasm).map(drop).map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+
     /// Compile `wasm` (sha256 `digest`), or reuse an earlier compilation.
     pub(crate) fn compile(&self, digest: [u8; 32], wasm: &[u8]) -> wasmtime::Result<Component> {
         if let Some(c) = self.lock_compiled().iter().find(|(d, _)| *d == digest) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmsnap_plan::{
-    HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts,
+    HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts, validate_plan,
 };
 use wasmtime::{Store, Trap};
 
@@ -69,6 +69,44 @@ impl Policy {
         facts: &HostFacts,
         sandbox: Sandbox,
     ) -> Result<Policy, PolicyError> {
+        let (digest, wit_version, pre) = Self::link(engine, label, wasm)?;
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let policy = Policy {
+            info: PolicyInfo {
+                label: label.to_string(),
+                wit_version,
+                sha256: hex::encode(digest),
+                size: wasm.len(),
+            },
+            engine: engine.clone(),
+            pre,
+            config: config.to_vec(),
+            facts: convert::facts(facts),
+            sandbox,
+            deadline_ticks: deadline_ticks(sandbox.call_timeout),
+            limits: Limits::default(),
+            idle: Mutex::new(Vec::new()),
+            max_idle: (2 * workers).max(4),
+        };
+        // init runs now, so a bad config refuses the load, not a request.
+        let first = policy.fresh()?;
+        policy.put_back(first);
+        Ok(policy)
+    }
+
+    /// Compile `wasm`, check its contract version and link it into the
+    /// sandbox, without instantiating it: what [`load`](Self::load) does
+    /// before `init`. An import the sandbox does not provide is named in
+    /// the error (`policy inspect` uses this).
+    pub fn check_link(engine: &Engine, label: &str, wasm: &[u8]) -> Result<(), PolicyError> {
+        Self::link(engine, label, wasm).map(drop)
+    }
+
+    fn link(
+        engine: &Engine,
+        label: &str,
+        wasm: &[u8],
+    ) -> Result<([u8; 32], &'static str, SnapshotPolicyPre<HostState>), PolicyError> {
         let load_error = |reason: String| PolicyError::Load { label: label.to_string(), reason };
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let component = engine
@@ -96,28 +134,7 @@ impl Policy {
             .instantiate_pre(&component)
             .and_then(SnapshotPolicyPre::new)
             .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
-        let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        let policy = Policy {
-            info: PolicyInfo {
-                label: label.to_string(),
-                wit_version,
-                sha256: hex::encode(digest),
-                size: wasm.len(),
-            },
-            engine: engine.clone(),
-            pre,
-            config: config.to_vec(),
-            facts: convert::facts(facts),
-            sandbox,
-            deadline_ticks: deadline_ticks(sandbox.call_timeout),
-            limits: Limits::default(),
-            idle: Mutex::new(Vec::new()),
-            max_idle: (2 * workers).max(4),
-        };
-        // init runs now, so a bad config refuses the load, not a request.
-        let first = policy.fresh()?;
-        policy.put_back(first);
-        Ok(policy)
+        Ok((digest, wit_version, pre))
     }
 
     pub fn info(&self) -> &PolicyInfo {
@@ -156,6 +173,16 @@ impl Policy {
         let mounts = convert::mounts(mounts);
         validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
         Ok(mounts)
+    }
+
+    /// `layout` then `mounts` for a new snapshot (Prepare, View), each
+    /// validated, and checked together: a mount of the snapshot's own
+    /// directory needs a layout that creates it.
+    pub fn plan(&self, s: &Snapshot) -> Result<(Layout, Vec<MountPlan>), PolicyError> {
+        let layout = self.layout(s)?;
+        let mounts = self.mounts(s)?;
+        validate_plan(s, &layout, &mounts).map_err(|error| self.invalid("mounts", error))?;
+        Ok((layout, mounts))
     }
 
     /// Run `f` on an initialised instance under the call's deadline.

@@ -95,6 +95,25 @@ fn overlay_shapes() {
     refused("no-lower", Kind::Active, 2, "overlay-no-lower");
     refused("duplicate-lower", Kind::View, 2, "duplicate-lower");
     refused("upper-without-work", Kind::Active, 2, "upper-without-work");
+    // The kernel's "at least 2 lowerdir are needed while upperdir nonexistent".
+    refused("single-lower", Kind::View, 2, "overlay-single-lower");
+}
+
+#[test]
+fn a_mount_of_an_own_directory_the_layout_does_not_make() {
+    let s = labelled(Kind::Active, 1, CASE, "unmade-dir");
+    // Each alone is valid: only the two together show the missing directory.
+    bad_plans().layout(&s).unwrap();
+    bad_plans().mounts(&s).unwrap();
+    let err = bad_plans().plan(&s).unwrap_err();
+    let text = err.to_string();
+    match &err {
+        PolicyError::InvalidPlan { func, error, .. } => {
+            assert_eq!((*func, error.rule()), ("mounts", "own-dir-not-created"), "{text}");
+        }
+        other => panic!("not an invalid plan: {other}"),
+    }
+    assert!(text.contains("mounts directory \"data\" of snapshot 2 itself"), "{text}");
 }
 
 #[test]

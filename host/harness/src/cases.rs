@@ -14,8 +14,9 @@ use wasmsnap_plan::{CopyMode, HostFacts, Kind, Layout, Mount, Snapshot, Snapshot
 use super::failure::{FailureKind, Stage};
 use wasmsnap_toml_place::{KeyPath, line_col, path_at, span_of};
 
-/// The root mounts are rendered under unless a file sets `defaults.root`:
-/// fixed, so expected mounts are exact strings.
+/// The daemon's root mounts are rendered under unless a file sets
+/// `defaults.root`: fixed, so expected mounts are exact strings. As in the
+/// daemon, a snapshotter's snapshots live in `<root>/<snapshotter>/snapshots/`.
 pub const DEFAULT_ROOT: &str = "/var/lib/wasmsnap";
 
 /// The most parents a count may ask for (the kernel stacks 500 overlay
@@ -55,8 +56,11 @@ pub struct Case {
     pub snapshot: Snapshot,
     pub config: Vec<(String, String)>,
     pub facts: HostFacts,
-    /// The root mounts are rendered under.
+    /// The daemon's root (`--root`, `root =`).
     pub root: PathBuf,
+    /// The snapshotter's name, if the file sets one (`defaults.snapshotter`);
+    /// else the run's default (`--snapshotter`, or the policy's name).
+    pub snapshotter: Option<String>,
     /// `false`: `--mount` skips this case (its facts are not this host's).
     pub mount: bool,
     pub expect: Expect,
@@ -66,6 +70,13 @@ impl Case {
     /// `FILE::NAME`, what `--filter` matches and reports print.
     pub fn id(&self) -> String {
         format!("{}::{}", self.file.display(), self.name)
+    }
+
+    /// Where the daemon serving this policy as its snapshotter (`default`
+    /// unless the file names one) keeps it, and renders mounts under:
+    /// `<root>/<snapshotter>`.
+    pub fn store_root(&self, default: &str) -> PathBuf {
+        self.root.join(self.snapshotter.as_deref().unwrap_or(default))
     }
 }
 
@@ -109,6 +120,7 @@ struct RawDefaults {
     kind: Option<String>,
     parents: Option<toml::Value>,
     root: Option<String>,
+    snapshotter: Option<String>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -323,6 +335,11 @@ fn resolve(
             "root must be an absolute path".into(),
         ));
     }
+    if let Some(name) = &defaults.snapshotter {
+        wasmsnap_plan::check_snapshotter_name(name).map_err(|e| {
+            at.error(KeyPath::default().key("defaults").key("snapshotter"), e.into())
+        })?;
+    }
     let expect = match &rc.expect {
         None => Expect::default(),
         Some(e) => resolve_expect(at, e, path.clone().key("expect"))?,
@@ -336,6 +353,7 @@ fn resolve(
         config: config.into_iter().collect(),
         facts,
         root,
+        snapshotter: defaults.snapshotter.clone(),
         mount: rc.mount.or(defaults.mount).unwrap_or(true),
         expect,
     })

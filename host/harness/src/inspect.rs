@@ -1,5 +1,6 @@
 //! `wasmsnap policy inspect`: what a policy component is, read from its
-//! component type (no instance is created, nothing runs).
+//! component type, and whether it links into the daemon's sandbox (no
+//! instance is created, nothing runs).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -18,6 +19,10 @@ pub struct Inspection {
     pub wit_package: Option<String>,
     /// Whether this host can load that version.
     pub supported: bool,
+    /// Why it cannot be linked into the sandbox (an import the host does
+    /// not provide), if its version is supported but the link fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_error: Option<String>,
     pub host_supports: Vec<&'static str>,
     pub exports: Vec<Item>,
     pub imports: Vec<Item>,
@@ -55,7 +60,14 @@ pub fn inspect(label: &str, wasm: &[u8]) -> anyhow::Result<Inspection> {
         .as_deref()
         .and_then(|p| p.strip_prefix("wasmsnap:policy@"))
         .is_some_and(|v| wasmsnap_engine::SUPPORTED_WIT.contains(&v));
+    // The load's own link step, so "supported" means the daemon loads it
+    // (up to what `init` says of the config).
+    let link_error = match wasmsnap_engine::Policy::check_link(&policy_engine, label, wasm) {
+        Err(wasmsnap_engine::PolicyError::Load { reason, .. }) if supported => Some(reason),
+        _ => None,
+    };
     Ok(Inspection {
+        link_error,
         policy: label.to_string(),
         size: wasm.len(),
         sha256: hex::encode(Sha256::digest(wasm)),
@@ -91,7 +103,10 @@ fn describe(engine: &wasmtime::Engine, name: &str, item: ComponentItem) -> Item 
 pub fn text(i: &Inspection) -> String {
     let mut out = String::new();
     let contract = match &i.wit_package {
-        Some(p) if i.supported => format!("{p} (supported)"),
+        Some(p) if i.supported => match &i.link_error {
+            None => format!("{p} (supported)"),
+            Some(e) => format!("{p} (NOT loadable: {e})"),
+        },
         Some(p) => format!(
             "{p} (NOT supported: this host supports wasmsnap:policy@{})",
             i.host_supports.join(", ")

@@ -67,6 +67,29 @@ pub struct TestArgs {
     pub update: bool,
     /// Mount each plan (needs root) in scratch roots under this directory.
     pub mount: Option<PathBuf>,
+    /// The snapshotter name mounts are rendered for, where a case file sets
+    /// none [default: the policy's name].
+    pub snapshotter: Option<String>,
+}
+
+/// The snapshotter name a policy is rendered for: `given`, or the policy's
+/// name (`builtin:NAME` is NAME, a file its name without extension).
+pub fn snapshotter_name(policy: &str, given: Option<&str>) -> Result<String, String> {
+    let name = match given {
+        Some(n) => n.to_string(),
+        None => match policy.strip_prefix("builtin:") {
+            Some(n) => n.to_string(),
+            None => std::path::Path::new(policy)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        },
+    };
+    wasmsnap_plan::check_snapshotter_name(&name).map_err(|e| {
+        let hint = if given.is_some() { "" } else { " (name one with --snapshotter)" };
+        format!("snapshotter {name:?}: {e}{hint}")
+    })?;
+    Ok(name)
 }
 
 /// Run the cases; returns the exit status.
@@ -93,7 +116,9 @@ fn try_test(args: &TestArgs) -> Result<u8, String> {
     let (files, cases) = load_cases(&args.paths)?;
     let wasm = wasmsnap_engine::read_policy(&args.policy).map_err(|e| format!("{e:#}"))?;
     let sha256 = wasmsnap_engine::sha256_hex(&wasm);
-    let mut subject = Subject::new(&args.policy, wasm).map_err(|e| format!("{e:#}"))?;
+    let snapshotter = snapshotter_name(&args.policy, args.snapshotter.as_deref())?;
+    let mut subject =
+        Subject::new(&args.policy, wasm, &snapshotter).map_err(|e| format!("{e:#}"))?;
 
     let total = cases.len();
     let selected: Vec<Case> =

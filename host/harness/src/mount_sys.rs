@@ -9,6 +9,14 @@
 //!   move_mount, giving the layers one at a time with `lowerdir+` (Linux
 //!   6.8), so no single string is bounded by the page size;
 //! - anything else: mount(2) with its type, source, flags and data.
+//!
+//! When mount(2) refuses a filesystem mount, the kernel's reason is only in
+//! dmesg, and errno is a bare EINVAL. The same options are then given to a
+//! probe through the new mount API, whose context fd reads back what the
+//! filesystem logged (`e overlay: Unknown parameter ...`), and the error
+//! carries that. Some refusals (overlayfs' "at least 2 lowerdir are
+//! needed") go to the kernel log only: those are read from /dev/kmsg,
+//! the records the probe added that name the filesystem.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::io;
@@ -150,15 +158,21 @@ fn mount_one(m: &Mount, target: &Path, page_size: usize) -> io::Result<Method> {
     if m.r#type == "overlay" && data.len() + 1 > page_size {
         return fsconfig_overlay(m, &split, target);
     }
-    let data = (!data.is_empty()).then_some(data);
+    let data_opt = (!data.is_empty()).then_some(data);
     mount(
         Some(Path::new(&m.source)),
         target,
         Some(m.r#type.as_str()),
         split.flags,
-        data.as_deref(),
+        data_opt.as_deref(),
     )
-    .map_err(|e| ctx(e, &m.r#type, m))?;
+    .map_err(|e| {
+        let error = ctx(e, &m.r#type, m);
+        match kernel_reason(m, &split) {
+            Some(reason) => io::Error::new(error.kind(), format!("{error} [{reason}]")),
+            None => error,
+        }
+    })?;
     Ok(Method::Mount2)
 }
 
@@ -167,6 +181,87 @@ fn ctx(e: nix::Error, what: &str, m: &Mount) -> io::Error {
         io::Error::from(e).kind(),
         format!("mount {what} {} ({}): {e}", m.source, m.options.join(",")),
     )
+}
+
+/// Why the kernel refuses to mount `m`: its options given to a fresh fs
+/// context (nothing is mounted: the context is dropped after `create`),
+/// and what the filesystem logged there. `None` if the probe says nothing.
+fn kernel_reason(m: &Mount, split: &Split) -> Option<String> {
+    let fs_type = cstr(&m.r#type).ok()?;
+    let kmsg = Kmsg::at_end();
+    // SAFETY: a valid NUL-terminated string; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) };
+    let context = owned(fd, "fsopen").ok()?;
+    let mut refused = set_string(&context, "source", &m.source).is_err();
+    for option in &split.data {
+        if refused {
+            break;
+        }
+        refused = match option.split_once('=') {
+            Some((key, value)) => set_string(&context, key, value),
+            None => set_flag(&context, option),
+        }
+        .is_err();
+    }
+    if !refused {
+        // SAFETY: plain integer arguments; the result is checked.
+        let created = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                context.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                0usize,
+                0usize,
+                0,
+            )
+        };
+        refused = created < 0;
+    }
+    let mut log = kernel_log(&context);
+    if log.is_empty() {
+        log = kmsg.map(|k| k.read_about(&m.r#type)).unwrap_or_default();
+    }
+    (refused && !log.is_empty()).then(|| format!("kernel: {}", log.join("; ")))
+}
+
+/// The kernel log (/dev/kmsg, root only), from its end when opened.
+struct Kmsg(OwnedFd);
+
+impl Kmsg {
+    fn at_end() -> Option<Kmsg> {
+        let path = cstr("/dev/kmsg").ok()?;
+        // SAFETY: a valid NUL-terminated path; the result is checked.
+        let fd = unsafe {
+            libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        };
+        let kmsg = Kmsg(owned(fd.into(), "open /dev/kmsg").ok()?);
+        // SAFETY: a valid fd; on /dev/kmsg, SEEK_END skips to the next record.
+        unsafe { libc::lseek(kmsg.0.as_raw_fd(), 0, libc::SEEK_END) };
+        Some(kmsg)
+    }
+
+    /// Messages logged since [`at_end`](Self::at_end) that mention
+    /// `fs_type` (`overlay` matches `overlayfs: ...`); at most 8.
+    fn read_about(&self, fs_type: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        // One record per read; a bound, since others may log meanwhile.
+        for _ in 0..256 {
+            // SAFETY: reading into a buffer we own, of the given length.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            // `<prio>,<seq>,<usec>,<flags>;<message>\n` then continuation lines.
+            let record = String::from_utf8_lossy(&buf[..n as usize]);
+            let Some((_, rest)) = record.split_once(';') else { continue };
+            let message = rest.lines().next().unwrap_or_default().trim();
+            if message.starts_with(fs_type) && out.len() < 8 {
+                out.push(message.chars().filter(|c| !c.is_control()).take(1024).collect());
+            }
+        }
+        out
+    }
 }
 
 // The new mount API's ABI (include/uapi/linux/mount.h); stable since 5.2.
@@ -298,18 +393,33 @@ fn set_flag(context: &OwnedFd, key: &str) -> io::Result<()> {
 /// `e` with the messages the filesystem logged on the context (overlayfs
 /// explains a refused option there).
 fn with_log(context: &OwnedFd, e: io::Error, what: &str) -> io::Error {
+    let log = kernel_log(context);
+    let detail =
+        if log.is_empty() { String::new() } else { format!(" [kernel: {}]", log.join("; ")) };
+    io::Error::new(e.kind(), format!("{what}: {e}{detail}"))
+}
+
+/// The messages logged on an fs context, one per read(2), each `e `, `w `
+/// or `i ` (error, warning, info) and the text; the kernel keeps the last
+/// few. Read until none is left.
+fn kernel_log(context: &OwnedFd) -> Vec<String> {
     let mut log = Vec::new();
     let mut buf = [0u8; 1024];
-    loop {
+    // The kernel's ring holds 8 messages: a bound that cannot loop forever.
+    for _ in 0..16 {
         // SAFETY: reading into a buffer we own, of the given length.
         let n = unsafe { libc::read(context.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             break;
         }
-        log.push(String::from_utf8_lossy(&buf[..n as usize]).trim().to_string());
+        let line = String::from_utf8_lossy(&buf[..n as usize]).trim().to_string();
+        let text = match line.split_once(' ') {
+            Some(("e" | "w" | "i", text)) => text.to_string(),
+            _ => line,
+        };
+        log.push(text.chars().filter(|c| !c.is_control()).collect());
     }
-    let detail = if log.is_empty() { String::new() } else { format!(" [{}]", log.join("; ")) };
-    io::Error::new(e.kind(), format!("{what}: {e}{detail}"))
+    log
 }
 
 #[cfg(test)]
@@ -318,6 +428,41 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A mount the kernel refuses, on real directories; the error.
+    fn refused(options: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "mnt"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let p = |d: &str| dir.path().join(d).display().to_string();
+        let options: Vec<String> =
+            options.iter().map(|o| o.replace("$A", &p("a")).replace("$B", &p("b"))).collect();
+        let m = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options,
+            target: String::new(),
+        };
+        let mut mounted = Mounted::new(&dir.path().join("mnt"));
+        let e = mounted.mount(&m, 4096).expect_err("the kernel refuses it");
+        e.to_string()
+    }
+
+    #[test]
+    fn a_refused_mount_names_the_kernels_reason() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to mount");
+            return;
+        }
+        // mount(2) alone says EINVAL; the probe reads what overlayfs logged.
+        let e = refused(&["lowerdir=$A"]);
+        assert!(e.contains("EINVAL"), "{e}");
+        assert!(e.contains("[kernel: overlayfs: at least 2 lowerdir are needed"), "{e}");
+        // One the filesystem logs on the context.
+        let e = refused(&["lowerdir=$A:$B", "no_such_overlay_option"]);
+        assert!(e.contains("[kernel: overlay: Unknown parameter 'no_such_overlay_option'"), "{e}");
     }
 
     #[test]

@@ -56,8 +56,14 @@ pub fn text(r: &CaseReport) -> String {
         Status::Fail => "FAIL",
         Status::Updated => "UPDATED",
     };
+    // init is timed apart: it runs once per config and facts, and a slow
+    // one must show (an init that spins until its deadline takes 1 s).
+    let init = match r.init {
+        Some(d) => format!("; init {:.1} ms", ms(d)),
+        None => String::new(),
+    };
     let mut out = format!(
-        "{status:<7} {}:{}  {}  ({:.1} ms)",
+        "{status:<7} {}:{}  {}  ({:.1} ms{init})",
         r.case.file.display(),
         r.case.line,
         r.case.name,
@@ -125,6 +131,9 @@ struct JsonCase<'a> {
     name: &'a str,
     status: &'static str,
     duration_ms: f64,
+    /// Instantiation and `init`, when this case ran them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<&'a str>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -161,6 +170,7 @@ pub fn json(policy: &str, sha256: &str, reports: &[CaseReport], totals: Totals) 
                 Status::Updated => "updated",
             },
             duration_ms: ms(r.duration),
+            init_ms: r.init.map(ms),
             problem: r.problem.as_deref(),
             diff: &r.diff,
             failure: r.outcome.as_ref().err(),

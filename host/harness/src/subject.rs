@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use wasmsnap_engine::{DeclaredError, Engine, Policy, PolicyError, Sandbox};
 use wasmsnap_plan::{HostFacts, Layout, Mount, MountPlan, Snapshot, render_mounts};
@@ -23,17 +24,31 @@ pub struct Plan {
 pub struct Subject {
     pub label: String,
     pub wasm: Cow<'static, [u8]>,
+    /// The snapshotter name mounts are rendered for, unless a case file
+    /// names one: the daemon keeps it under `<root>/<snapshotter>`.
+    pub snapshotter: String,
     engine: Engine,
     /// Loaded instances by (config, facts): `init` depends on both.
     loaded: HashMap<String, Result<Rc<Policy>, Failure>>,
 }
 
 impl Subject {
-    pub fn new(label: &str, wasm: Cow<'static, [u8]>) -> anyhow::Result<Subject> {
+    /// The component is compiled here, once, so that what a case's load
+    /// costs afterwards is instantiation and `init`.
+    pub fn new(
+        label: &str,
+        wasm: Cow<'static, [u8]>,
+        snapshotter: &str,
+    ) -> anyhow::Result<Subject> {
+        let engine = Engine::new()?;
+        // A component that does not compile fails each case's load, which
+        // says why.
+        let _ = engine.precompile(&wasm);
         Ok(Subject {
             label: label.to_string(),
             wasm,
-            engine: Engine::new()?,
+            snapshotter: snapshotter.to_string(),
+            engine,
             loaded: HashMap::new(),
         })
     }
@@ -44,30 +59,42 @@ impl Subject {
         config: &[(String, String)],
         facts: &HostFacts,
     ) -> Result<Rc<Policy>, Failure> {
+        self.load(config, facts).0
+    }
+
+    /// [`policy`](Self::policy), and how long `init` (with instantiation)
+    /// took if this call ran it: the first case of each config and facts.
+    pub fn load(
+        &mut self,
+        config: &[(String, String)],
+        facts: &HostFacts,
+    ) -> (Result<Rc<Policy>, Failure>, Option<Duration>) {
         let key = format!("{config:?}{facts:?}");
-        let (engine, label, wasm) = (&self.engine, &self.label, &self.wasm);
-        self.loaded
-            .entry(key)
-            .or_insert_with(|| {
-                Policy::load(engine, label, wasm, config, facts, Sandbox::default())
-                    .map(Rc::new)
-                    .map_err(failure)
-            })
-            .clone()
+        if let Some(loaded) = self.loaded.get(&key) {
+            return (loaded.clone(), None);
+        }
+        let started = Instant::now();
+        let loaded =
+            Policy::load(&self.engine, &self.label, &self.wasm, config, facts, Sandbox::default())
+                .map(Rc::new)
+                .map_err(failure);
+        let took = started.elapsed();
+        self.loaded.insert(key, loaded.clone());
+        (loaded, Some(took))
     }
 
     /// `init`, `layout` and `mounts` for the case's snapshot, as Prepare or
-    /// View would call them; the first failure stops.
+    /// View would call them; the first failure stops. Mounts are rendered
+    /// where the daemon would: `<root>/<snapshotter>`.
     pub fn evaluate(&mut self, case: &Case) -> Result<Plan, Failure> {
         let policy = self.policy(&case.config, &case.facts)?;
-        plan(&policy, &case.snapshot, &case.root)
+        plan(&policy, &case.snapshot, &case.store_root(&self.snapshotter))
     }
 }
 
 /// `layout` and `mounts` of `snapshot`, mounts rendered under `root`.
 pub fn plan(policy: &Policy, snapshot: &Snapshot, root: &std::path::Path) -> Result<Plan, Failure> {
-    let layout = policy.layout(snapshot).map_err(failure)?;
-    let plans = policy.mounts(snapshot).map_err(failure)?;
+    let (layout, plans) = policy.plan(snapshot).map_err(failure)?;
     let mounts = render_mounts(root, &plans);
     Ok(Plan { layout, plans, mounts })
 }

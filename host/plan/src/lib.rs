@@ -11,5 +11,5 @@ pub mod render;
 pub mod validate;
 
 pub use model::*;
-pub use render::{Mount, render_mounts, snapshot_dir};
-pub use validate::{Limits, ValidationError, validate_layout, validate_mounts};
+pub use render::{Mount, check_snapshotter_name, render_mounts, snapshot_dir};
+pub use validate::{Limits, ValidationError, validate_layout, validate_mounts, validate_plan};

@@ -45,9 +45,20 @@ pub enum CopyMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "step")]
 pub enum Step {
-    Mkdir { name: String, mode: u32 },
-    CopyParent { name: String, mode: CopyMode },
-    ChownLikeParent { name: String },
+    /// `mode` is written as an octal string (`"0755"`), as case files and
+    /// the harness's text show it.
+    Mkdir {
+        name: String,
+        #[serde(with = "octal_mode")]
+        mode: u32,
+    },
+    CopyParent {
+        name: String,
+        mode: CopyMode,
+    },
+    ChownLikeParent {
+        name: String,
+    },
 }
 
 /// What to create for a new snapshot.
@@ -85,4 +96,43 @@ pub enum MountPlan {
         source: String,
         options: Vec<String>,
     },
+}
+
+/// A permission mode as an octal string, `"0755"`; a number is read too.
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(u32),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(t) => u32::from_str_radix(t.strip_prefix("0o").unwrap_or(&t), 8)
+                .map_err(|_| D::Error::custom(format!("mode {t:?} is not an octal number"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mkdir_mode_is_octal_text_in_json() {
+        let step = Step::Mkdir { name: "fs".into(), mode: 0o755 };
+        let json = serde_json::to_string(&step).unwrap();
+        assert_eq!(json, r#"{"step":"mkdir","name":"fs","mode":"0755"}"#);
+        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);
+        let number = r#"{"step":"mkdir","name":"fs","mode":493}"#;
+        assert_eq!(serde_json::from_str::<Step>(number).unwrap(), step);
+    }
 }

@@ -20,6 +20,23 @@ pub struct Mount {
     pub options: Vec<String>,
 }
 
+/// A snapshotter name: the directory `<root>/<name>` the daemon keeps that
+/// snapshotter's snapshots in (so the rendered paths contain it), and the
+/// name containerd's requests carry.
+pub fn check_snapshotter_name(name: &str) -> Result<(), &'static str> {
+    let valid =
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid {
+        return Err("a snapshotter name may use only letters, digits, '-', '_' and '.'");
+    }
+    if name.starts_with('.') {
+        return Err(
+            "a snapshotter name may not start with '.' (reserved for the host's own directories under the root)",
+        );
+    }
+    Ok(())
+}
+
 /// The directory of snapshot `id`: `<root>/snapshots/<id>`.
 pub fn snapshot_dir(root: &Path, id: SnapshotId) -> PathBuf {
     let mut dir = root.join("snapshots");

@@ -165,6 +165,10 @@ pub enum ValidationError {
     ViewWritable { at: Place, kind: Kind, what: &'static str },
     #[error("{at}: an overlay needs at least one lower layer [overlay-no-lower]")]
     OverlayNoLower { at: Place },
+    #[error(
+        "{at}: a read-only overlay (no upper) of a single lower layer is refused by the kernel (\"at least 2 lowerdir are needed while upperdir nonexistent\"): mount that layer as a read-only bind [overlay-single-lower]"
+    )]
+    OverlaySingleLower { at: Place },
     #[error("{at}: {count} lower layers exceed {max} [too-many-lowers]")]
     TooManyLowers { at: Place, count: usize, max: usize },
     #[error(
@@ -179,6 +183,10 @@ pub enum ValidationError {
         "{at}: directory {name:?} of snapshot {referenced} is used twice among upper, work and lower [overlay-dir-reused]"
     )]
     OverlayDirReused { at: Place, referenced: SnapshotId, name: String },
+    #[error(
+        "{at}: mounts directory {name:?} of snapshot {id} itself, which its layout does not create [own-dir-not-created]"
+    )]
+    OwnDirNotCreated { at: Place, name: String, id: SnapshotId },
 
     // --- free options ----------------------------------------------------
     #[error("{at}: {count} options exceed {max} [too-many-options]")]
@@ -238,11 +246,13 @@ impl ValidationError {
             WritableParentDir { .. } => "writable-parent-dir",
             ViewWritable { .. } => "view-writable",
             OverlayNoLower { .. } => "overlay-no-lower",
+            OverlaySingleLower { .. } => "overlay-single-lower",
             TooManyLowers { .. } => "too-many-lowers",
             DuplicateLower { .. } => "duplicate-lower",
             UpperWithoutWork { .. } => "upper-without-work",
             WorkWithoutUpper { .. } => "work-without-upper",
             OverlayDirReused { .. } => "overlay-dir-reused",
+            OwnDirNotCreated { .. } => "own-dir-not-created",
             TooManyOptions { .. } => "too-many-options",
             OptionEmpty { .. } => "option-empty",
             OptionTooLong { .. } => "option-too-long",
@@ -415,6 +425,10 @@ fn check_overlay(
         }
     }
     match (upper, work) {
+        // Scoped to overlays without an upper: with an upper, one lower is fine.
+        (None, None) if lower.len() == 1 => {
+            Err(ValidationError::OverlaySingleLower { at: Place::Mount(n) })
+        }
         (Some(_), None) => Err(ValidationError::UpperWithoutWork { at: Place::Mount(n) }),
         (None, Some(_)) => Err(ValidationError::WorkWithoutUpper { at: Place::Mount(n) }),
         (None, None) => Ok(()),
@@ -436,6 +450,43 @@ fn check_overlay(
             Ok(())
         }
     }
+}
+
+/// Check a snapshot's layout and mounts together, both valid on their own:
+/// every directory of the snapshot itself that a mount names must be one
+/// its layout creates, or the mount fails later with ENOENT. Run where both
+/// are known (Prepare, View, the harness); Mounts of an existing snapshot
+/// has only the mounts.
+pub fn validate_plan(s: &Snapshot, layout: &Layout, mounts: &[MountPlan]) -> Checked {
+    for (n, mount) in mounts.iter().enumerate() {
+        let own = |at: Place, dir: &DirRef| -> Checked {
+            let created = layout.steps.iter().any(|e| created_name(e) == Some(&dir.name));
+            if dir.snapshot == s.id && !created {
+                return Err(ValidationError::OwnDirNotCreated {
+                    at,
+                    name: dir.name.clone(),
+                    id: s.id,
+                });
+            }
+            Ok(())
+        };
+        match mount {
+            MountPlan::Bind { source, .. } => own(Place::Source(n), source)?,
+            MountPlan::Overlay { lower, upper, work, .. } => {
+                for (i, dir) in lower.iter().enumerate() {
+                    own(Place::Lower(n, i), dir)?;
+                }
+                if let Some(upper) = upper {
+                    own(Place::Upper(n), upper)?;
+                }
+                if let Some(work) = work {
+                    own(Place::Work(n), work)?;
+                }
+            }
+            MountPlan::Other { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_dir_ref(at: Place, s: &Snapshot, dir: &DirRef, limits: &Limits) -> Checked {

@@ -282,6 +282,43 @@ fn duplicate_lower() {
 }
 
 #[test]
+fn overlay_single_lower() {
+    for s in [view(), active(), Snapshot { kind: Kind::Committed, ..active() }] {
+        let err = refused(
+            mounts(&s, vec![overlay(vec![dir(3, "fs")], None, &[])]),
+            "overlay-single-lower",
+        );
+        assert!(err.to_string().contains("read-only bind"), "{err}");
+    }
+    // With an upper, one lower is what the kernel accepts.
+    mounts(&active(), vec![overlay(vec![dir(3, "fs")], Some((dir(9, "fs"), dir(9, "work"))), &[])])
+        .unwrap();
+}
+
+#[test]
+fn own_dir_not_created() {
+    let plan = vec![good_overlay(&[])];
+    validate_plan(&active(), &good_layout(), &plan).unwrap();
+    let only_fs = layout(vec![mkdir("fs")], Some("fs"));
+    let err = validate_plan(&active(), &only_fs, &plan).unwrap_err();
+    assert_eq!(err.rule(), "own-dir-not-created");
+    assert!(
+        err.to_string().contains("mount 0 work")
+            && err.to_string().contains("[own-dir-not-created]"),
+        "{err}"
+    );
+    // A bind of an own directory no step makes; a copy-parent creates one.
+    let bind_fs = vec![bind(dir(9, "fs"), false, &[])];
+    let err = validate_plan(&active(), &layout(vec![mkdir("other")], None), &bind_fs).unwrap_err();
+    assert_eq!(err.rule(), "own-dir-not-created", "{err}");
+    let copy = Step::CopyParent { name: "fs".into(), mode: CopyMode::CloneOrCopy };
+    validate_plan(&active(), &layout(vec![copy], Some("fs")), &bind_fs).unwrap();
+    // Parents' directories were made by their own layouts: not checked here.
+    let parent = vec![bind(dir(3, "fs"), true, &[])];
+    validate_plan(&view(), &layout(vec![], None), &parent).unwrap();
+}
+
+#[test]
 fn upper_without_work() {
     let plan = MountPlan::Overlay {
         lower: vec![dir(3, "fs")],

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 use wasmsnap_engine::{Engine, Policy, Sandbox};
@@ -48,6 +47,11 @@ pub enum PolicyCommand {
         /// Where `--mount` makes its scratch roots [default: the temp dir]
         #[arg(long, requires = "mount")]
         scratch: Option<PathBuf>,
+        /// The snapshotter name mounts are rendered for, as the daemon renders
+        /// them (`<root>/<snapshotter>/snapshots/<id>`), unless a case file
+        /// sets `snapshotter` [default: the policy's name]
+        #[arg(long)]
+        snapshotter: Option<String>,
     },
     /// Print the validated layout and rendered mounts a policy gives one snapshot, as JSON.
     Plan {
@@ -61,9 +65,13 @@ pub enum PolicyCommand {
         /// The snapshot's own id [default: the largest parent id + 1]
         #[arg(long)]
         id: Option<u64>,
-        /// Root the mounts are rendered under.
+        /// The daemon's root, as `serve --root`: mounts are rendered under
+        /// `<root>/<snapshotter>/snapshots/<id>`, as the daemon renders them.
         #[arg(long, default_value = wasmsnap_daemon::config::DEFAULT_ROOT)]
         root: PathBuf,
+        /// The name the daemon serves the policy under [default: the policy's name]
+        #[arg(long)]
+        snapshotter: Option<String>,
         /// Operator config for the policy's init, `key=value`.
         #[arg(long = "config", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
@@ -83,6 +91,7 @@ pub enum FormatArg {
 pub enum KindArg {
     Active,
     View,
+    Committed,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -107,8 +116,19 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        PolicyCommand::Test { policy, cases, filter, format, junit, update, mount, scratch } => {
+        PolicyCommand::Test {
+            policy,
+            cases,
+            filter,
+            format,
+            junit,
+            update,
+            mount,
+            scratch,
+            snapshotter,
+        } => {
             let args = harness::TestArgs {
+                snapshotter,
                 policy,
                 paths: cases,
                 filter,
@@ -122,14 +142,18 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
             };
             ExitCode::from(harness::test(&args))
         }
-        PolicyCommand::Plan { policy, kind, parents, id, root, config, labels } => {
+        PolicyCommand::Plan { policy, kind, parents, id, root, snapshotter, config, labels } => {
             let kind = match kind {
                 KindArg::Active => Kind::Active,
                 KindArg::View => Kind::View,
+                KindArg::Committed => Kind::Committed,
             };
             let id = id.unwrap_or_else(|| parents.iter().max().copied().unwrap_or(0) + 1);
             let snapshot = Snapshot { id, kind, parent_ids: parents, labels };
-            match plan(&policy, snapshot, &root, &config) {
+            let planned = harness::snapshotter_name(&policy, snapshotter.as_deref())
+                .map_err(anyhow::Error::msg)
+                .and_then(|name| plan(&policy, snapshot, &root.join(name), &config));
+            match planned {
                 Ok(out) => {
                     println!("{}", serde_json::to_string_pretty(&out).expect("plans serialize"));
                     ExitCode::SUCCESS
@@ -143,10 +167,11 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
+/// The plan of `snapshot`, mounts rendered under `store` (`<root>/<snapshotter>`).
 fn plan(
     policy: &str,
     snapshot: Snapshot,
-    root: &std::path::Path,
+    store: &std::path::Path,
     config: &[(String, String)],
 ) -> anyhow::Result<PlanOutput> {
     let wasm = read_policy(policy)?;
@@ -154,9 +179,8 @@ fn plan(
     let facts = wasmsnap_engine::probe_facts(&std::env::temp_dir());
     let loaded = Policy::load(&engine, policy, &wasm, config, &facts, Sandbox::default())
         .map_err(anyhow::Error::new)?;
-    let layout = loaded.layout(&snapshot).map_err(anyhow::Error::new).context("layout")?;
-    let plans = loaded.mounts(&snapshot).map_err(anyhow::Error::new).context("mounts")?;
-    Ok(PlanOutput { mounts: render_mounts(root, &plans), snapshot, layout })
+    let (layout, plans) = loaded.plan(&snapshot).map_err(anyhow::Error::new)?;
+    Ok(PlanOutput { mounts: render_mounts(store, &plans), snapshot, layout })
 }
 
 fn inspect(policy: &str, format: FormatArg) -> anyhow::Result<()> {

@@ -37,13 +37,19 @@ impl Daemon {
 
     /// `wasmsnap serve` with extra arguments (e.g. `--config FILE`).
     pub fn start_with(args: &[&str]) -> Daemon {
+        let mut d = Daemon::unstarted();
+        d.spawn(args);
+        d
+    }
+
+    /// Paths for a daemon, not started yet (see [`spawn`](Self::spawn)):
+    /// lets a test prepare the root first.
+    pub fn unstarted() -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let socket = dir.path().join("run").join("wasmsnap.sock");
         let log = dir.path().join("wasmsnap.log");
-        let mut d = Daemon { child: None, dir, root, socket, log };
-        d.spawn(args);
-        d
+        Daemon { child: None, dir, root, socket, log }
     }
 
     /// Start the daemon process (again) on the same root and socket.

@@ -87,10 +87,11 @@ pub fn status(e: Error) -> Status {
         Error::FailedPrecondition(_) => Status::failed_precondition(message),
         Error::InvalidArgument(_) => Status::invalid_argument(message),
         Error::Cancelled(_) => Status::cancelled(message),
-        // Both can pass with a retry: containerd's errdefs Unavailable.
-        Error::PolicyUnavailable { .. } | Error::ParentChanging(_) | Error::KeyChanging(_) => {
-            Status::unavailable(message)
-        }
+        // These can pass with a retry (or a reload): containerd's errdefs Unavailable.
+        Error::PolicyUnavailable { .. }
+        | Error::ParentChanging(_)
+        | Error::KeyChanging(_)
+        | Error::SnapshotterUnavailable(_) => Status::unavailable(message),
         Error::PolicyFailed { .. } | Error::Storage(_) | Error::Fs(_) => Status::unknown(message),
     }
 }

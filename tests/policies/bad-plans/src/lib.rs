@@ -17,7 +17,9 @@
 //! `path-option`, `reserved-option`, `other-bind-absolute`,
 //! `other-source-path`, `writable-parent`, `writable-view`, `no-mounts`,
 //! `too-many-mounts`, `no-lower`, `duplicate-lower`, `upper-without-work`,
-//! `too-many-lowers`.
+//! `too-many-lowers`, `single-lower` (a read-only overlay of one layer,
+//! which the kernel refuses), `unmade-dir` (a bind of an own directory
+//! the layout does not create).
 
 use wasmsnap_guest::*;
 
@@ -109,6 +111,8 @@ impl Policy for BadPlans {
                 options: vec![],
             })],
             "too-many-lowers" => vec![overlay(vec![dir(parent, "fs"); 501], None, vec![])],
+            "single-lower" => vec![overlay(vec![dir(parent, "fs")], None, vec![])],
+            "unmade-dir" => vec![bind(s.dir("data"), view)],
             _ => vec![bind(s.dir("fs"), view)],
         })
     }
