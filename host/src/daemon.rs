@@ -16,6 +16,7 @@ use wasmsnap_engine::Engine;
 
 use crate::config::Config;
 use crate::loader::{open_snapshotters, policy_cache_dir};
+use crate::metrics::MetricsAddress;
 use crate::reload::{Overrides, Reloader};
 use crate::service::Service;
 use crate::wire::SnapshotsApi;
@@ -37,8 +38,18 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     // (a reload sent while it starts is kept for after). SIGTERM and SIGINT
     // keep theirs until the socket is bound: nothing is served yet.
     let hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
+    let metrics_address = match &config.metrics_address {
+        // Before the snapshotters open: they take their meters then.
+        Some(a) => Some((a.parse::<MetricsAddress>()?, crate::metrics::enable())),
+        None => None,
+    };
     let engine = engine(&config.root)?;
     let service = Service::new(open_snapshotters(&engine, &config)?);
+    if let Some((address, metrics)) = &metrics_address {
+        metrics.watch(service.clone());
+        runtime.block_on(crate::metrics::serve(address, metrics))?;
+        tracing::info!(address = %address, "serving metrics at /metrics");
+    }
     forget_unused_compilations(&engine, &service);
     tracing::info!(
         root = %config.root.display(),
@@ -162,15 +173,24 @@ async fn reload_on_hangup(mut hup: Signal, reloader: Arc<Reloader>) {
         let r = reloader.clone();
         match tokio::task::spawn_blocking(move || r.reload()).await {
             Ok(Ok(done)) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(true);
+                }
                 for note in &done.ignored {
                     tracing::warn!(setting = %note, "reload: not applied");
                 }
                 tracing::info!(changed = ?done.changed, unchanged = ?done.unchanged, "reloaded");
             }
             Ok(Err(e)) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(false);
+                }
                 tracing::error!(error = %format!("{e:#}"), "reload failed: every snapshotter keeps its running policy")
             }
             Err(e) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(false);
+                }
                 tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy")
             }
         }

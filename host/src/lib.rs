@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod error;
 pub mod harness;
 pub mod loader;
+pub mod metrics;
 mod mount_cache;
 pub mod recovery;
 pub mod reload;

@@ -28,6 +28,7 @@ use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::metrics::{PolicyMeter, SnapshotterMeters};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
 
@@ -47,13 +48,63 @@ pub struct Snapshotter {
     root: PathBuf,
     metastore: Metastore,
     dirs: Arc<SnapshotDirs>,
-    /// The policy and its generation (bumped by each hot reload).
-    policy: RwLock<(Arc<Policy>, u64)>,
+    /// The policy now in use.
+    policy: RwLock<Current>,
     /// Records found without their directory at start (see `recovery`).
     lost: LostDirs,
     mount_cache: MountCache,
     active_usage: Mutex<HashMap<SnapshotId, (Instant, Usage)>>,
     background: Background,
+    /// With metrics on: this snapshotter's RPC and metastore meters.
+    meters: Option<Arc<SnapshotterMeters>>,
+}
+
+/// The policy, its generation (bumped by each hot reload) and its meter.
+#[derive(Clone)]
+struct Current {
+    policy: Arc<Policy>,
+    generation: u64,
+    meter: Arc<PolicyMeter>,
+}
+
+impl Current {
+    fn new(snapshotter: &str, policy: Policy, generation: u64) -> Current {
+        let meter = Arc::new(PolicyMeter::new(snapshotter, policy.info()));
+        Current { policy: Arc::new(policy), generation, meter }
+    }
+
+    fn layout(&self, s: &Snapshot) -> Result<wasmsnap_plan::Layout, wasmsnap_engine::PolicyError> {
+        self.meter.time("layout", || self.policy.layout(s))
+    }
+
+    fn mounts(
+        &self,
+        s: &Snapshot,
+    ) -> Result<Vec<wasmsnap_plan::MountPlan>, wasmsnap_engine::PolicyError> {
+        self.meter.time("mounts", || self.policy.mounts(s))
+    }
+}
+
+/// Snapshots of one kind, and their usage as last computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCensus {
+    pub count: u64,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// What a snapshotter holds, by kind (for the metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub active: KindCensus,
+    pub view: KindCensus,
+    pub committed: KindCensus,
+}
+
+impl Census {
+    pub fn kinds(&self) -> [(&'static str, KindCensus); 3] {
+        [("active", self.active), ("view", self.view), ("committed", self.committed)]
+    }
 }
 
 /// What Mounts finds for a key: a cached plan, or what to ask the policy.
@@ -76,13 +127,18 @@ impl Snapshotter {
         let dirs = SnapshotDirs::open(root)?;
         let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
+        let meters = crate::metrics::get().map(|m| Arc::new(m.snapshotter(name)));
+        if let Some(m) = &meters {
+            metastore.observe_commits(m.clone());
+        }
         Ok(Snapshotter {
             name: name.to_string(),
             root: root.to_path_buf(),
             metastore,
-            background: Background::start(name, dirs.clone())?,
+            background: Background::start(name, dirs.clone(), meters.clone())?,
             dirs,
-            policy: RwLock::new((Arc::new(policy), 0)),
+            policy: RwLock::new(Current::new(name, policy, 0)),
+            meters,
             lost,
             mount_cache: MountCache::default(),
             active_usage: Mutex::default(),
@@ -99,19 +155,24 @@ impl Snapshotter {
 
     /// The policy now in use; calls in flight keep the one they started with.
     pub fn policy(&self) -> Arc<Policy> {
-        self.current_policy().0
+        self.current_policy().policy
+    }
+
+    /// This snapshotter's meters, with metrics on.
+    pub fn meters(&self) -> Option<&Arc<SnapshotterMeters>> {
+        self.meters.as_ref()
     }
 
     /// Swap in a new policy (hot reload). Cached plans of the old one are
     /// no longer served.
     pub fn set_policy(&self, policy: Policy) {
         let mut current = self.policy.write().unwrap_or_else(PoisonError::into_inner);
-        *current = (Arc::new(policy), current.1 + 1);
+        *current = Current::new(&self.name, policy, current.generation + 1);
         drop(current);
         self.mount_cache.clear();
     }
 
-    fn current_policy(&self) -> (Arc<Policy>, u64) {
+    fn current_policy(&self) -> Current {
         self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -147,7 +208,8 @@ impl Snapshotter {
                 }
             };
             self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
-            let (policy, generation) = self.current_policy();
+            let current = self.current_policy();
+            let generation = current.generation;
             let id = self.metastore.reserve_id()?;
             let mut kept = labels.clone();
             kept.retain(|_, v| !v.is_empty());
@@ -157,8 +219,8 @@ impl Snapshotter {
                 parent_ids: base.parent_ids.clone(),
                 labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             };
-            let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+            let layout = current.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+            let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref())
             {
                 Ok(new_dir) => new_dir,
@@ -226,7 +288,8 @@ impl Snapshotter {
 
     /// The mounts of an active snapshot or a view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (policy, generation) = self.current_policy();
+        let current = self.current_policy();
+        let generation = current.generation;
         let found = self.metastore.read(|tx| {
             let record = tx.get(key)?;
             if record.kind == Kind::Committed {
@@ -250,7 +313,7 @@ impl Snapshotter {
             key,
             std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
         )?;
-        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let mounts = Arc::new(render_mounts(&self.root, &plans));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(mounts.as_ref().clone())
@@ -339,6 +402,43 @@ impl Snapshotter {
             }
             _ => Ok(Usage { size: 0, inodes: 0 }),
         }
+    }
+
+    /// Snapshots by kind with their usage as last computed: stored at
+    /// Commit, or the last measure of an active one (for the metrics; a
+    /// read of every record).
+    pub fn census(&self) -> Result<Census> {
+        let measured: HashMap<SnapshotId, Usage> = self
+            .active_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, (_, usage))| (*id, *usage))
+            .collect();
+        let mut census = Census::default();
+        for record in self.list(&[])? {
+            let (kind, usage) = match record.kind {
+                Kind::Active => (&mut census.active, measured.get(&record.id).copied()),
+                Kind::View => (&mut census.view, None),
+                Kind::Committed => (&mut census.committed, record.usage),
+            };
+            kind.count += 1;
+            if let Some(u) = usage {
+                kind.bytes += u.size.max(0) as u64;
+                kind.inodes += u.inodes.max(0) as u64;
+            }
+        }
+        Ok(census)
+    }
+
+    /// Removed snapshots whose directories the background has yet to delete.
+    pub fn removals_queued(&self) -> usize {
+        self.background.removals_queued()
+    }
+
+    /// Spare trees ready for the next Prepares.
+    pub fn spares_ready(&self) -> usize {
+        self.dirs.spares_ready()
     }
 
     fn forget_usage(&self, id: SnapshotId) {

@@ -5,6 +5,7 @@ mod policy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -32,6 +33,10 @@ enum Command {
         /// Log level or tracing filter (e.g. `info`, `debug`) [default: the config's, or info]
         #[arg(long)]
         log_level: Option<String>,
+        /// Serve Prometheus metrics at /metrics on a loopback address
+        /// (`127.0.0.1:9311`) or a unix socket path [default: the config's, or none]
+        #[arg(long)]
+        metrics_address: Option<String>,
     },
     /// Work with policy components.
     #[command(subcommand)]
@@ -52,8 +57,9 @@ enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { root, address, config, log_level } => {
-            serve(root, address, config, log_level)
+        Command::Serve { root, address, config, log_level, metrics_address } => {
+            let overrides = crate::reload::Overrides { root, address, log_level, metrics_address };
+            serve(config, overrides)
         }
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
@@ -68,12 +74,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(
-    root: Option<PathBuf>,
-    address: Option<PathBuf>,
-    file: Option<PathBuf>,
-    log_level: Option<String>,
-) -> anyhow::Result<()> {
+fn serve(file: Option<PathBuf>, overrides: crate::reload::Overrides) -> anyhow::Result<()> {
     let mut config = match &file {
         Some(f) => Config::load(f)?,
         None => {
@@ -82,8 +83,10 @@ fn serve(
             c
         }
     };
-    let overrides = crate::reload::Overrides { root, address, log_level };
     overrides.apply(&mut config);
+    if let Some(m) = &config.metrics_address {
+        m.parse::<crate::metrics::MetricsAddress>().context("--metrics-address")?;
+    }
     init_logging(&config.log_level);
     crate::daemon::serve(config, file, overrides)
 }
