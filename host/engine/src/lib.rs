@@ -28,6 +28,7 @@ mod facts;
 mod output;
 mod policy;
 mod sandbox;
+mod source;
 mod version;
 
 pub use disk_cache::DiskCache;
@@ -36,6 +37,7 @@ pub use error::{DeclaredError, Func, PolicyError};
 pub use facts::probe_facts;
 pub use policy::{Policy, PolicyInfo};
 pub use sandbox::Sandbox;
+pub use source::{read_policy, sha256_hex};
 pub use version::SUPPORTED_WIT;
 
 mod builtin {

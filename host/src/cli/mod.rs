@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use wasmsnap_daemon::config::Config;
 
 #[derive(Parser)]
 #[command(name = "wasmsnap", version, about = "A WebAssembly-pluggable snapshotter for containerd")]
@@ -45,7 +45,7 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
-    Bench(crate::bench::BenchArgs),
+    Bench(wasmsnap_bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -58,12 +58,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { root, address, config, log_level, metrics_address } => {
-            let overrides = crate::reload::Overrides { root, address, log_level, metrics_address };
+            let overrides =
+                wasmsnap_daemon::reload::Overrides { root, address, log_level, metrics_address };
             serve(config, overrides)
         }
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
-        Command::Bench(args) => crate::bench::run(args),
+        Command::Bench(args) => wasmsnap_bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,7 +75,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve(file: Option<PathBuf>, overrides: crate::reload::Overrides) -> anyhow::Result<()> {
+fn serve(
+    file: Option<PathBuf>,
+    overrides: wasmsnap_daemon::reload::Overrides,
+) -> anyhow::Result<()> {
     let mut config = match &file {
         Some(f) => Config::load(f)?,
         None => {
@@ -85,10 +89,10 @@ fn serve(file: Option<PathBuf>, overrides: crate::reload::Overrides) -> anyhow::
     };
     overrides.apply(&mut config);
     if let Some(m) = &config.metrics_address {
-        m.parse::<crate::metrics::MetricsAddress>().context("--metrics-address")?;
+        m.parse::<wasmsnap_daemon::metrics::MetricsAddress>().context("--metrics-address")?;
     }
     init_logging(&config.log_level);
-    crate::daemon::serve(config, file, overrides)
+    wasmsnap_daemon::daemon::serve(config, file, overrides)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -96,7 +100,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let engine = wasmsnap_engine::Engine::new()?;
     let scratch = tempdir()?;
     for (name, cfg) in &config.snapshotters {
-        let policy = crate::loader::load_policy(&engine, name, cfg, &scratch.join(name));
+        let policy = wasmsnap_daemon::loader::load_policy(&engine, name, cfg, &scratch.join(name));
         let policy = policy.inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&scratch);
         })?;
@@ -144,6 +148,9 @@ fn log_filter(level: &str) -> String {
         Ok(l) if !level.contains(['=', ',']) => {
             let ours = [
                 "wasmsnap",
+                "wasmsnap_daemon",
+                "wasmsnap_harness",
+                "wasmsnap_bench",
                 "wasmsnap_engine",
                 "wasmsnap_metastore",
                 "wasmsnap_fs",
