@@ -18,6 +18,8 @@ mod conformance;
 mod containerd_e2e;
 /// Random churn, SIGKILL, recovery checks (docs/crash-safety.md).
 mod crash_recovery;
+/// `wasmsnap doctor` against a running daemon and containerd configs.
+mod doctor;
 /// The snapshotter's fast paths keep containerd's semantics.
 mod fast_paths;
 /// The fuzz targets' checks over their corpora and regressions (fuzz/).

@@ -14,6 +14,7 @@
 
 mod background;
 pub mod cancel;
+pub mod capabilities;
 pub mod config;
 pub mod daemon;
 pub mod error;

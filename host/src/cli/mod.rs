@@ -1,5 +1,6 @@
 //! The `wasmsnap` command line.
 
+mod doctor;
 mod policy;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check the node (kernel, root, socket) and containerd's config against what wasmsnap serves.
+    Doctor(doctor::DoctorArgs),
     /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
     Bench(wasmsnap_bench::BenchArgs),
 }
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
             serve(config, overrides)
         }
         Command::Policy(cmd) => return policy::run(cmd),
+        Command::Doctor(args) => return doctor::run(args),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Bench(args) => wasmsnap_bench::run(args),
     };
