@@ -342,3 +342,94 @@ async fn a_real_prometheus_scrapes_prepares_and_policy_latency() {
     assert!(quantile > 0.0 && quantile < 5.0, "{quantile}");
     assert_eq!(prometheus.query("up{job=\"wasmsnap\"}"), Some(1.0));
 }
+
+/// The benchmark behind the figure in docs/observing.md (not a timed
+/// test: run it with `cargo test --release -p wasmsnap --test all --
+/// --ignored metrics::scrape_overhead --nocapture`). 32 clients loop
+/// Prepare, Stat, Mounts and Remove on one daemon; throughput is compared
+/// between phases without scrapes, with a scrape every second (as
+/// Prometheus does) and with scrapes back to back, alternating the phases
+/// so that drift on a shared machine hits all alike. A daemon without
+/// metrics runs the same phases for the cost of the hooks themselves.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn scrape_overhead() {
+    const CLIENTS: usize = 32;
+    const PHASE: Duration = Duration::from_secs(4);
+    const ROUNDS: usize = 3;
+    let port = free_port();
+    let on = Daemon::start_with(&["--metrics-address", &format!("127.0.0.1:{port}")]);
+    let off = Daemon::start();
+    for d in [&on, &off] {
+        let mut c = d.client().await;
+        c.prepare(prepare("base-key", "")).await.unwrap();
+        c.commit(commit("base", "base-key")).await.unwrap();
+    }
+    let mut totals: HashMap<&str, (u64, usize)> = HashMap::new();
+    for round in 0..ROUNDS {
+        for (phase, daemon, scrape_every) in [
+            ("metrics off", &off, None),
+            ("metrics on, no scrape", &on, None),
+            ("scrape every 1 s", &on, Some(Duration::from_secs(1))),
+            ("scrapes back to back", &on, Some(Duration::ZERO)),
+        ] {
+            let stop = Instant::now() + PHASE;
+            let scraper = scrape_every.map(|every| {
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while Instant::now() < stop {
+                        let _ = scrape_tcp(port);
+                        n += 1;
+                        std::thread::sleep(every);
+                    }
+                    n
+                })
+            });
+            let mut tasks = Vec::new();
+            for c in 0..CLIENTS {
+                let mut client = daemon.client().await;
+                let tag = format!("r{round}-{phase}-{c}").replace(' ', "_");
+                tasks.push(tokio::spawn(async move {
+                    let mut ops = 0u64;
+                    let mut i = 0;
+                    while Instant::now() < stop {
+                        let key = format!("{tag}-{i}");
+                        client.prepare(prepare(&key, "base")).await.unwrap();
+                        let stat =
+                            api::StatSnapshotRequest { snapshotter: S.into(), key: key.clone() };
+                        client.stat(stat).await.unwrap();
+                        let mounts = api::MountsRequest { snapshotter: S.into(), key: key.clone() };
+                        client.mounts(mounts).await.unwrap();
+                        let remove = api::RemoveSnapshotRequest { snapshotter: S.into(), key };
+                        client.remove(remove).await.unwrap();
+                        ops += 4;
+                        i += 1;
+                    }
+                    ops
+                }));
+            }
+            let mut ops = 0;
+            for t in tasks {
+                ops += t.await.unwrap();
+            }
+            let scrapes = scraper.map_or(0, |s| s.join().unwrap());
+            eprintln!(
+                "round {round}: {phase:<24} {:>8.0} ops/s ({scrapes} scrapes)",
+                ops as f64 / PHASE.as_secs_f64()
+            );
+            let t = totals.entry(phase).or_default();
+            t.0 += ops;
+            t.1 += scrapes;
+        }
+    }
+    let rate = |p: &str| totals[p].0 as f64 / (PHASE.as_secs_f64() * ROUNDS as f64);
+    let base = rate("metrics on, no scrape");
+    for p in ["metrics off", "metrics on, no scrape", "scrape every 1 s", "scrapes back to back"] {
+        eprintln!(
+            "{p:<24} {:>8.0} ops/s  {:+.1}% vs metrics on without scrapes; {} scrapes",
+            rate(p),
+            (rate(p) / base - 1.0) * 100.0,
+            totals[p].1
+        );
+    }
+}
