@@ -7,6 +7,7 @@ use crate::common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -279,6 +280,14 @@ impl Prometheus {
         std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
+    /// Whether Prometheus accepts `promql` (its status, whatever the result).
+    fn check(&self, promql: &str) -> Result<(), String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let (status, body) = http_get(&mut s, "127.0.0.1", &path);
+        if status == 200 { Ok(()) } else { Err(format!("{status}: {body}")) }
+    }
+
     /// An instant PromQL query: the first result's value, if any.
     fn query(&self, promql: &str) -> Option<f64> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
@@ -341,6 +350,25 @@ async fn a_real_prometheus_scrapes_prepares_and_policy_latency() {
     assert!(prepares >= 3.0, "{prepares}");
     assert!(quantile > 0.0 && quantile < 5.0, "{quantile}");
     assert_eq!(prometheus.query("up{job=\"wasmsnap\"}"), Some(1.0));
+
+    // Every query of the Grafana dashboard in deploy/ is valid PromQL over these series.
+    let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let mut exprs = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "10s")
+                .replace("$snapshotter", ".*")
+                .replace("$job", ".*");
+            prometheus.check(&expr).unwrap_or_else(|e| panic!("{}: {expr}: {e}", panel["title"]));
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 10);
 }
 
 /// The benchmark behind the figure in docs/observing.md (not a timed
