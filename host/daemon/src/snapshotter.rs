@@ -113,6 +113,14 @@ enum Found {
     Record(Record, Vec<SnapshotId>),
 }
 
+/// A Prepare or View.
+struct Create<'a> {
+    kind: Kind,
+    key: &'a str,
+    parent: Option<&'a str>,
+    labels: Labels,
+}
+
 /// What a Prepare or View builds on: found before its transaction.
 struct Base {
     parent_ids: Vec<SnapshotId>,
@@ -190,100 +198,66 @@ impl Snapshotter {
         parent: &str,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let parent = (!parent.is_empty()).then_some(parent);
-        for _ in 0..CREATE_ATTEMPTS {
-            // A read, outside the write lock: a request bound to fail builds nothing.
-            let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
-            let Some(base) = base else {
-                // The transaction names the error, as containerd orders them.
-                // If it finds none, the key was freed or the parent made
-                // since the read: build on what is there now.
-                let checked = self.metastore.write(|tx| -> Result<()> {
-                    tx.create(key, kind, parent, labels.clone())?;
-                    Err(Error::Unavailable(String::new())) // aborts
-                });
-                match checked {
-                    Err(Error::Unavailable(_)) | Ok(()) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
-            let current = self.current_policy();
-            let generation = current.generation;
-            let id = self.metastore.reserve_id()?;
-            let mut kept = labels.clone();
-            kept.retain(|_, v| !v.is_empty());
-            let snapshot = Snapshot {
-                id,
-                kind,
-                parent_ids: base.parent_ids.clone(),
-                labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            };
-            let layout = current.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref())
-            {
-                Ok(new_dir) => new_dir,
-                // The parent was removed meanwhile and its directory with it
-                // (copying it failed): try again, which names that error.
-                Err(_)
-                    if self
-                        .metastore
-                        .read(|tx| self.base(tx, key, parent))?
-                        .map(|b| b.parent_ids)
-                        != Some(base.parent_ids) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            // The next Prepare like this one finds its tree made (if the
-            // layout only makes directories).
-            self.background.make_spares(layout.steps.clone());
-            let content = layout.content;
-            let record = self.metastore.write(|tx| -> Result<_> {
-                let (record, parent_ids) =
-                    tx.create_reserved(id, key, kind, parent, labels.clone())?;
-                if parent_ids != base.parent_ids {
-                    return Ok(None); // aborts; the directory goes with `new_dir`
-                }
-                tx.set_content(key, content.clone())?;
-                crate::cancel::check("create", key)?;
-                Ok(Some(record))
-            })?;
-            let Some(record) = record else { continue };
-            new_dir.keep();
-            let mounts = Arc::new(render_mounts(&self.root, &plans));
-            self.mount_cache.put(&record, generation, mounts.clone());
-            return Ok(mounts.as_ref().clone());
-        }
-        Err(Error::Unavailable(format!(
-            "the parent of {key:?} kept changing while it was being created; retry"
-        )))
+        let request = Create { kind, key, parent: (!parent.is_empty()).then_some(parent), labels };
+        retry_while_parent_changes(key, || self.try_create(&request))
     }
 
-    /// The parent's ids and content dir, if `key` is free and `parent` is a
-    /// committed snapshot; `None` if the transaction is bound to fail.
-    fn base(
-        &self,
-        tx: &ReadTx,
-        key: &str,
-        parent: Option<&str>,
-    ) -> Result<Option<Base>, wasmsnap_metastore::Error> {
-        if tx.find(key)?.is_some() {
-            return Ok(None);
-        }
-        let Some(name) = parent else {
-            return Ok(Some(Base { parent_ids: Vec::new(), parent_content: None }));
+    /// One attempt at [`create`](Self::create); `None` if the parent was
+    /// removed or replaced since this attempt looked it up.
+    fn try_create(&self, request: &Create) -> Result<Option<Vec<Mount>>> {
+        let Create { kind, key, parent, ref labels } = *request;
+        // A read, outside the write lock: a request bound to fail builds nothing.
+        let base = self.metastore.read(|tx| self.base(tx, request))?;
+        self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+        let current = self.current_policy();
+        let generation = current.generation;
+        let id = self.metastore.reserve_id()?;
+        let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels);
+        let layout = current.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
+            Ok(new_dir) => new_dir,
+            // The parent was removed meanwhile and its directory with it
+            // (copying it failed): the next attempt names that error.
+            Err(_) if self.parent_changed(request, &base) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        match tx.find(name)? {
-            Some(p) if p.kind == Kind::Committed => {
-                let mut parent_ids = vec![p.id];
-                parent_ids.extend(tx.parent_ids(&p)?);
-                Ok(Some(Base { parent_ids, parent_content: self.content_dir(&p) }))
+        // The next Prepare like this one finds its tree made (if the
+        // layout only makes directories).
+        self.background.make_spares(layout.steps.clone());
+        let record = self.metastore.write(|tx| -> Result<_> {
+            let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
+            if parent_ids != base.parent_ids {
+                return Ok(None); // aborts; the directory goes with `new_dir`
             }
-            _ => Ok(None),
-        }
+            tx.set_content(key, layout.content.clone())?;
+            crate::cancel::check("create", key)?;
+            Ok(Some(record))
+        })?;
+        let Some(record) = record else { return Ok(None) };
+        new_dir.keep();
+        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        self.mount_cache.put(&record, generation, mounts.clone());
+        Ok(Some(mounts.as_ref().clone()))
+    }
+
+    /// What `request` builds on: its parent's ids and content directory.
+    /// The error its record's transaction would give if it is bound to fail.
+    fn base(&self, tx: &ReadTx, request: &Create) -> Result<Base, wasmsnap_metastore::Error> {
+        let Create { kind, key, parent, ref labels } = *request;
+        let Some(parent) = tx.check_create(key, kind, parent, labels)? else {
+            return Ok(Base { parent_ids: Vec::new(), parent_content: None });
+        };
+        let mut parent_ids = vec![parent.id];
+        parent_ids.extend(tx.parent_ids(&parent)?);
+        Ok(Base { parent_ids, parent_content: self.content_dir(&parent) })
+    }
+
+    /// Whether `request` would now build on something other than `base`
+    /// (or fail).
+    fn parent_changed(&self, request: &Create, base: &Base) -> bool {
+        let now = self.metastore.read(|tx| self.base(tx, request));
+        now.map(|b| b.parent_ids).ok().as_ref() != Some(&base.parent_ids)
     }
 
     /// The mounts of an active snapshot or a view.
@@ -307,7 +281,7 @@ impl Snapshotter {
             Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
-        let snapshot = describe(&record, parent_ids);
+        let snapshot = policy_snapshot(record.id, record.kind, parent_ids, &record.labels);
         self.lost.check(
             &self.name,
             key,
@@ -482,13 +456,33 @@ impl Drop for Snapshotter {
     }
 }
 
-fn describe(record: &Record, parent_ids: Vec<SnapshotId>) -> Snapshot {
-    Snapshot {
-        id: record.id,
-        kind: record.kind,
-        parent_ids,
-        labels: record.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+/// Retries `attempt` while it finds the parent changed (removed and made
+/// again between the look-up and the record's transaction), a few times.
+fn retry_while_parent_changes<T>(
+    key: &str,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    for _ in 0..CREATE_ATTEMPTS {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
     }
+    Err(Error::Unavailable(format!(
+        "the parent of {key:?} kept changing while it was being created; retry"
+    )))
+}
+
+/// The snapshot as the policy sees it. Labels with an empty value are not
+/// stored (containerd deletes them), so the policy never sees one either.
+fn policy_snapshot(
+    id: SnapshotId,
+    kind: Kind,
+    parent_ids: Vec<SnapshotId>,
+    labels: &Labels,
+) -> Snapshot {
+    let labels =
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Snapshot { id, kind, parent_ids, labels }
 }
 
 fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
