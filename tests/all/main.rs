@@ -20,6 +20,8 @@ mod containerd_e2e;
 mod crash_recovery;
 /// `wasmsnap doctor` against a running daemon and containerd configs.
 mod doctor;
+/// `wasmsnap explain` and `wasmsnap tree` over the admin API.
+mod explain;
 /// The snapshotter's fast paths keep containerd's semantics.
 mod fast_paths;
 /// The fuzz targets' checks over their corpora and regressions (fuzz/).

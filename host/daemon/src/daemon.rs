@@ -19,8 +19,9 @@ use crate::loader::{open_snapshotters, policy_cache_dir};
 use crate::metrics::MetricsAddress;
 use crate::reload::{Overrides, Reloader};
 use crate::service::Service;
-use crate::wire::SnapshotsApi;
+use crate::wire::proto::admin::admin_server::AdminServer;
 use crate::wire::proto::snapshots::snapshots_server::SnapshotsServer;
+use crate::wire::{AdminApi, SnapshotsApi};
 
 /// containerd's own limit on message size.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -105,16 +106,19 @@ async fn run(
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let listener = bind(address)?;
     let reloads = tokio::spawn(reload_on_hangup(hup, reloader));
-    let api = SnapshotsServer::new(SnapshotsApi::new(service))
+    let api = SnapshotsServer::new(SnapshotsApi::new(service.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder().add_service(api).serve_with_incoming_shutdown(
-        UnixListenerStream::new(listener),
-        async {
+    // wasmsnap's read-only admin API on the same socket (its own service
+    // name: containerd never calls it).
+    let admin = AdminServer::new(AdminApi::new(service));
+    let server = tonic::transport::Server::builder()
+        .add_service(api)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
-        },
-    );
+        });
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => r,

@@ -474,7 +474,7 @@ fn retry_while_parent_changes<T>(
 
 /// The snapshot as the policy sees it. Labels with an empty value are not
 /// stored (containerd deletes them), so the policy never sees one either.
-fn policy_snapshot(
+pub(crate) fn policy_snapshot(
     id: SnapshotId,
     kind: Kind,
     parent_ids: Vec<SnapshotId>,

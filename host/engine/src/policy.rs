@@ -44,6 +44,7 @@ pub struct Policy {
     pre: SnapshotPolicyPre<HostState>,
     config: Vec<(String, String)>,
     facts: wit::HostFacts,
+    host_facts: HostFacts,
     sandbox: Sandbox,
     deadline_ticks: u64,
     limits: Limits,
@@ -108,6 +109,7 @@ impl Policy {
             pre,
             config: config.to_vec(),
             facts: convert::facts(facts),
+            host_facts: facts.clone(),
             sandbox,
             deadline_ticks: deadline_ticks(sandbox.call_timeout),
             limits: Limits::default(),
@@ -122,6 +124,11 @@ impl Policy {
 
     pub fn info(&self) -> &PolicyInfo {
         &self.info
+    }
+
+    /// The host facts its `init` was given.
+    pub fn host_facts(&self) -> &HostFacts {
+        &self.host_facts
     }
 
     /// Initialised instances waiting in the pool.

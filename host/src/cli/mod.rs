@@ -1,6 +1,7 @@
 //! The `wasmsnap` command line.
 
 mod doctor;
+mod explain;
 mod policy;
 
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// One snapshot: its record, the policy answering for it, its layout and mounts as served.
+    Explain(explain::ExplainArgs),
+    /// Every snapshot of a snapshotter, as a tree, with each one's plan type.
+    Tree(explain::TreeArgs),
     /// Check the node (kernel, root, socket) and containerd's config against what wasmsnap serves.
     Doctor(doctor::DoctorArgs),
     /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
@@ -67,6 +72,8 @@ pub fn main() -> ExitCode {
         }
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Doctor(args) => return doctor::run(args),
+        Command::Explain(args) => explain::explain(args),
+        Command::Tree(args) => explain::tree(args),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Bench(args) => wasmsnap_bench::run(args),
     };
