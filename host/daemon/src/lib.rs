@@ -4,7 +4,8 @@
 //! Layers, top to bottom (see `docs/architecture.md`):
 //! - [`wire`]: containerd's gRPC API over a unix socket (tonic);
 //! - [`service`]: the snapshotters served, by name;
-//! - [`snapshotter`]: the transaction of each operation, over the
+//! - [`snapshotter`]: the transaction of each operation (its types in
+//!   [`info`]), over the
 //!   metastore (`wasmsnap-metastore`), the policy engine (`wasmsnap-engine`)
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
@@ -18,6 +19,7 @@ pub mod capabilities;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod info;
 pub mod loader;
 pub mod metrics;
 mod mount_cache;

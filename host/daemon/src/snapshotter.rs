@@ -16,18 +16,19 @@
 //! background. Mounts answers from a cache of rendered plans, and Usage of
 //! an active snapshot from a short-lived cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{Filter, Metastore, ReadTx, Reads, Record, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::info::{Described, Info, InfoUpdate, Labels, Usage};
 use crate::metrics::{PolicyMeter, SnapshotterMeters};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
@@ -37,11 +38,13 @@ use crate::recovery::{self, LostDirs};
 /// several places at once; a walk of a big upper dir is costly.
 const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
 
+/// A parent chain longer than this is refused by `describe` (overlay
+/// stacks at most 500 layers).
+const MAX_CHAIN: usize = 1024;
+
 /// Prepare/View attempts when the parent changes between the look-up and
 /// the record's transaction (removed and made again meanwhile).
 const CREATE_ATTEMPTS: usize = 3;
-
-pub type Labels = BTreeMap<String, String>;
 
 pub struct Snapshotter {
     name: String,
@@ -306,10 +309,10 @@ impl Snapshotter {
                 )));
             }
             let usage = match self.content_dir(&active) {
-                Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
-                _ => Usage { size: 0, inodes: 0 },
+                Some(dir) if active.kind == Kind::Active => Usage::from(wasmsnap_fs::usage(&dir)?),
+                _ => Usage::default(),
             };
-            tx.commit(key, name, labels, usage)?;
+            tx.commit(key, name, labels, usage.into())?;
             crate::cancel::check("commit", key)?;
             Ok(())
         })
@@ -326,22 +329,24 @@ impl Snapshotter {
         Ok(())
     }
 
-    pub fn stat(&self, key: &str) -> Result<Record> {
-        Ok(self.metastore.read(|tx| tx.get(key))?)
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.metastore.read(|tx| tx.get(key))?.into())
     }
 
-    pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
-        Ok(self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })?)
+    /// containerd's Update: only labels change (see `WriteTx::update`).
+    pub fn update(&self, info: InfoUpdate, fieldpaths: &[String]) -> Result<Info> {
+        let record = self.metastore.write(|tx| tx.update(info.into(), fieldpaths))?;
+        Ok(Info::from(record))
     }
 
     /// Every record matching the filters (ORed; none = all).
-    pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
         let filter = parse_filters(filters)
             .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
         let mut out = Vec::new();
         self.metastore.read(|tx| {
             tx.list(&filter, |r| {
-                out.push(r);
+                out.push(Info::from(r));
                 Ok(())
             })
         })?;
@@ -351,9 +356,9 @@ impl Snapshotter {
     /// Disk usage: stored at commit for committed snapshots, measured for
     /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
-        let record = self.stat(key)?;
+        let record = self.metastore.read(|tx| tx.get(key))?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
-            return Ok(usage);
+            return Ok(usage.into());
         }
         match (record.kind, self.content_dir(&record)) {
             (Kind::Active, Some(dir)) => {
@@ -367,14 +372,14 @@ impl Snapshotter {
                     return Ok(usage);
                 }
                 let measured_at = Instant::now();
-                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
                 self.active_usage
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(record.id, (measured_at, usage));
                 Ok(usage)
             }
-            _ => Ok(Usage { size: 0, inodes: 0 }),
+            _ => Ok(Usage::default()),
         }
     }
 
@@ -390,19 +395,54 @@ impl Snapshotter {
             .map(|(id, (_, usage))| (*id, *usage))
             .collect();
         let mut census = Census::default();
-        for record in self.list(&[])? {
-            let (kind, usage) = match record.kind {
-                Kind::Active => (&mut census.active, measured.get(&record.id).copied()),
-                Kind::View => (&mut census.view, None),
-                Kind::Committed => (&mut census.committed, record.usage),
-            };
-            kind.count += 1;
-            if let Some(u) = usage {
-                kind.bytes += u.size.max(0) as u64;
-                kind.inodes += u.inodes.max(0) as u64;
-            }
-        }
+        self.metastore.read(|tx| {
+            tx.list(&Filter::default(), |record| {
+                let (kind, usage) = match record.kind {
+                    Kind::Active => (&mut census.active, measured.get(&record.id).copied()),
+                    Kind::View => (&mut census.view, None),
+                    Kind::Committed => (&mut census.committed, record.usage.map(Usage::from)),
+                };
+                kind.count += 1;
+                if let Some(u) = usage {
+                    kind.bytes += u.size.max(0) as u64;
+                    kind.inodes += u.inodes.max(0) as u64;
+                }
+                Ok(())
+            })
+        })?;
         Ok(census)
+    }
+
+    /// `key` and its parents (nearest first), for the admin API; one read.
+    pub fn describe(&self, key: &str) -> Result<(Described, Vec<Described>)> {
+        Ok(self.metastore.read(|tx| {
+            let record = tx.get(key)?;
+            let mut chain: Vec<Described> = Vec::new();
+            let mut next = record.parent.clone();
+            while let Some(parent) = next {
+                if chain.len() > MAX_CHAIN {
+                    return Err(wasmsnap_metastore::Error::FailedPrecondition(format!(
+                        "the parent chain of {key:?} is longer than {MAX_CHAIN}"
+                    )));
+                }
+                let p = tx.get(&parent)?;
+                next = p.parent.clone();
+                chain.push(p.into());
+            }
+            Ok((record.into(), chain))
+        })?)
+    }
+
+    /// Every snapshot, for the admin API's tree.
+    pub fn describe_all(&self) -> Result<Vec<Described>> {
+        let mut out = Vec::new();
+        self.metastore.read(|tx| {
+            tx.list(&Filter::default(), |r| {
+                out.push(Described::from(r));
+                Ok(())
+            })
+        })?;
+        Ok(out)
     }
 
     /// Removed snapshots whose directories the background has yet to delete.
@@ -467,7 +507,7 @@ fn retry_while_parent_changes<T>(
             return Ok(done);
         }
     }
-    Err(Error::Unavailable(format!(
+    Err(Error::ParentChanging(format!(
         "the parent of {key:?} kept changing while it was being created; retry"
     )))
 }
@@ -483,8 +523,4 @@ pub(crate) fn policy_snapshot(
     let labels =
         labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
     Snapshot { id, kind, parent_ids, labels }
-}
-
-fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
-    Usage { size: u.size, inodes: u.inodes }
 }

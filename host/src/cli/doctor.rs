@@ -138,10 +138,10 @@ fn policies(
 fn engine(root: &Path) -> anyhow::Result<wasmsnap_engine::Engine> {
     let engine = wasmsnap_engine::Engine::new()?;
     let dir = wasmsnap_daemon::loader::policy_cache_dir(root);
-    if dir.is_dir() {
-        if let Ok(cached) = engine.clone().with_disk_cache(&dir) {
-            return Ok(cached);
-        }
+    if dir.is_dir()
+        && let Ok(cached) = engine.clone().with_disk_cache(&dir)
+    {
+        return Ok(cached);
     }
     Ok(engine)
 }

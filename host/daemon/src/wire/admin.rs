@@ -4,7 +4,6 @@
 //! planned; `Tree` lists every snapshot with its plan type.
 
 use tonic::{Request, Response, Status};
-use wasmsnap_metastore::Record;
 use wasmsnap_plan::{Kind, Mount, Step};
 
 use super::convert;
@@ -13,9 +12,6 @@ use super::server::status;
 use crate::error::Error;
 use crate::service::Service;
 use crate::snapshotter::{Snapshotter, policy_snapshot};
-
-/// A chain longer than this is cut (containerd stacks at most ~500 layers).
-const MAX_CHAIN: usize = 1024;
 
 pub struct AdminApi {
     service: Service,
@@ -61,26 +57,25 @@ impl Admin for AdminApi {
 }
 
 fn explain(s: &Snapshotter, key: &str) -> Result<admin::ExplainResponse, Error> {
-    let record = s.stat(key)?;
-    let chain = chain(s, &record)?;
+    let (record, chain) = s.describe(key)?;
     let policy = s.policy();
     let info = policy.info();
     let snapshot = policy_snapshot(
         record.id,
-        record.kind,
+        record.info.kind,
         chain.iter().map(|r| r.id).collect(),
-        &record.labels,
+        &record.info.labels,
     );
     // What the policy plans for it now (as at creation, for a policy that
     // answers the same to the same question).
     let layout = policy.layout(&snapshot).map_err(|e| Error::policy(s.name(), e))?;
-    let mounts = match record.kind {
+    let mounts = match record.info.kind {
         Kind::Committed => Vec::new(),
         _ => s.mounts(key)?,
     };
     let facts = policy.host_facts();
     Ok(admin::ExplainResponse {
-        plan: plan(record.kind, &mounts),
+        plan: plan(record.info.kind, &mounts),
         layout_steps: layout.steps.iter().map(step).collect(),
         content: layout.content.unwrap_or_default(),
         mounts: convert::mounts(mounts),
@@ -98,53 +93,35 @@ fn explain(s: &Snapshotter, key: &str) -> Result<admin::ExplainResponse, Error> 
         }),
         record: Some(admin::Record {
             id: record.id,
-            key: record.name.clone(),
-            kind: kind(record.kind).to_string(),
-            parent: record.parent.clone().unwrap_or_default(),
-            chain: chain.into_iter().map(|r| r.name).collect(),
-            labels: record.labels.into_iter().collect(),
+            key: record.info.name,
+            kind: kind(record.info.kind).to_string(),
+            parent: record.info.parent.unwrap_or_default(),
+            chain: chain.into_iter().map(|r| r.info.name).collect(),
+            labels: record.info.labels.into_iter().collect(),
             size: record.usage.map(|u| u.size),
             inodes: record.usage.map(|u| u.inodes),
         }),
     })
 }
 
-/// The parents' records, nearest first.
-fn chain(s: &Snapshotter, record: &Record) -> Result<Vec<Record>, Error> {
-    let mut out: Vec<Record> = Vec::new();
-    let mut next = record.parent.clone();
-    while let Some(parent) = next {
-        if out.len() == MAX_CHAIN {
-            return Err(Error::Internal(format!(
-                "the parent chain of {:?} is longer than {MAX_CHAIN}",
-                record.name
-            )));
-        }
-        let p = s.stat(&parent)?;
-        next = p.parent.clone();
-        out.push(p);
-    }
-    Ok(out)
-}
-
 fn tree(s: &Snapshotter) -> Result<Vec<admin::TreeNode>, Error> {
-    let mut records = s.list(&[])?;
+    let mut records = s.describe_all()?;
     records.sort_by_key(|r| r.id);
     let mut nodes = Vec::with_capacity(records.len());
     for r in records {
-        let plan = match r.kind {
-            Kind::Committed => plan(r.kind, &[]),
+        let plan = match r.info.kind {
+            Kind::Committed => plan(r.info.kind, &[]),
             // As served: a cached plan, or the policy asked.
-            _ => match s.mounts(&r.name) {
-                Ok(m) => plan(r.kind, &m),
+            _ => match s.mounts(&r.info.name) {
+                Ok(m) => plan(r.info.kind, &m),
                 Err(e) => format!("error: {e}"),
             },
         };
         nodes.push(admin::TreeNode {
-            key: r.name,
+            key: r.info.name,
             id: r.id,
-            kind: kind(r.kind).to_string(),
-            parent: r.parent.unwrap_or_default(),
+            kind: kind(r.info.kind).to_string(),
+            parent: r.info.parent.unwrap_or_default(),
             plan,
         });
     }
