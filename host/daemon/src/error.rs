@@ -46,7 +46,7 @@ pub enum Error {
     Storage(#[source] MetaError),
     /// A snapshot directory could not be made, copied, measured or removed.
     #[error("snapshot directories")]
-    Fs(#[source] Box<FsError>),
+    Fs(#[from] FsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,12 +60,6 @@ impl From<MetaError> for Error {
             MetaError::InvalidArgument(m) => Error::InvalidArgument(m),
             storage @ MetaError::Storage(_) => Error::Storage(storage),
         }
-    }
-}
-
-impl From<FsError> for Error {
-    fn from(e: FsError) -> Self {
-        Error::Fs(Box::new(e))
     }
 }
 

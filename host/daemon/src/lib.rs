@@ -14,17 +14,17 @@
 //! open), [`cancel`] (a caller that went away).
 
 mod background;
-pub mod cancel;
+mod cancel;
 pub mod capabilities;
 pub mod config;
 pub mod daemon;
-pub mod error;
-pub mod info;
+mod error;
+mod info;
 pub mod loader;
 pub mod metrics;
 mod mount_cache;
-pub mod recovery;
+mod recovery;
 pub mod reload;
-pub mod service;
-pub mod snapshotter;
+mod service;
+mod snapshotter;
 pub mod wire;

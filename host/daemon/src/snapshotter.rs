@@ -136,7 +136,7 @@ impl Snapshotter {
         std::fs::create_dir_all(root)?;
         let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
-        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
         let meters = crate::metrics::get().map(|m| Arc::new(m.snapshotter(name)));
         if let Some(m) = &meters {
@@ -472,14 +472,6 @@ impl Snapshotter {
             tracing::info!(snapshotter = %self.name, ?report, "cleanup");
             Ok(())
         })
-    }
-
-    /// Check a record's view of the parent chain (used by recovery checks).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
-    ) -> Result<R> {
-        Ok(self.metastore.read(f)?)
     }
 
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {

@@ -8,5 +8,6 @@ mod convert;
 pub mod proto;
 mod server;
 
-pub use admin::{AdminApi, client as admin_client};
-pub use server::{SnapshotsApi, status};
+pub(crate) use admin::AdminApi;
+pub use admin::client as admin_client;
+pub(crate) use server::SnapshotsApi;
