@@ -20,6 +20,10 @@ mod container_trees;
 mod containerd_e2e;
 /// Random churn, SIGKILL, recovery checks (docs/crash-safety.md).
 mod crash_recovery;
+/// `wasmsnap doctor` against a running daemon and containerd configs.
+mod doctor;
+/// `wasmsnap explain` and `wasmsnap tree` over the admin API.
+mod explain;
 /// The snapshotter's fast paths keep containerd's semantics.
 mod fast_paths;
 /// The fuzz targets' checks over their corpora and regressions (fuzz/).
@@ -32,6 +36,8 @@ mod guide;
 mod harness_matches_daemon;
 /// Hostile policies next to a healthy one; pins, versions, the compile cache, SIGHUP.
 mod hostile_policies;
+/// serve --metrics-address: promtool and a real Prometheus.
+mod metrics;
 /// `wasmsnap policy test` and `policy inspect` as the real binary.
 mod policy_harness;
 /// The socket appears only when it accepts; systemd readiness (NOTIFY_SOCKET).

@@ -10,12 +10,15 @@
 //! - making spare directory trees for the next Prepare of the same layout
 //!   shape (see `wasmsnap_fs::SnapshotDirs::make_spares`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use wasmsnap_fs::SnapshotDirs;
 use wasmsnap_plan::{SnapshotId, Step};
+
+use crate::metrics::SnapshotterMeters;
 
 /// Spare trees kept per layout shape: enough for a burst of Prepares
 /// (containerd starts pods' containers a few at a time).
@@ -29,6 +32,8 @@ enum Job {
 pub struct Background {
     queue: Option<Sender<Job>>,
     pending: Arc<Pending>,
+    /// Removals queued or running (a subset of `pending`).
+    removals: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,12 +45,18 @@ struct Pending {
 }
 
 impl Background {
-    pub fn start(snapshotter: &str, dirs: Arc<SnapshotDirs>) -> std::io::Result<Background> {
+    pub fn start(
+        snapshotter: &str,
+        dirs: Arc<SnapshotDirs>,
+        meters: Option<Arc<SnapshotterMeters>>,
+    ) -> std::io::Result<Background> {
         let (queue, jobs) = channel::<Job>();
         let pending = Arc::new(Pending::default());
+        let removals = Arc::new(AtomicUsize::new(0));
         let name = snapshotter.to_string();
         let thread = {
             let pending = pending.clone();
+            let removals = removals.clone();
             std::thread::Builder::new().name(format!("bg-{snapshotter}")).spawn(move || {
                 for job in jobs {
                     match job {
@@ -53,7 +64,11 @@ impl Background {
                             if let Err(e) = dirs.remove(id) {
                                 // The record is gone; Cleanup frees what is left.
                                 tracing::warn!(snapshotter = %name, id, error = %e, "removing snapshot directory failed; left for cleanup");
+                                if let Some(m) = &meters {
+                                    m.removal_failed();
+                                }
                             }
+                            removals.fetch_sub(1, Ordering::Relaxed);
                         }
                         Job::Spares(steps) => {
                             if let Err(e) = dirs.make_spares(&steps, SPARES) {
@@ -70,26 +85,36 @@ impl Background {
                 }
             })?
         };
-        Ok(Background { queue: Some(queue), pending, thread: Some(thread) })
+        Ok(Background { queue: Some(queue), pending, removals, thread: Some(thread) })
     }
 
     /// Queues the deletion of snapshot `id`'s directory (its record is gone).
     pub fn remove(&self, id: SnapshotId) {
-        self.send(Job::Remove(id));
+        self.removals.fetch_add(1, Ordering::Relaxed);
+        if !self.send(Job::Remove(id)) {
+            self.removals.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removals queued or running.
+    pub fn removals_queued(&self) -> usize {
+        self.removals.load(Ordering::Relaxed)
     }
 
     /// Queues making spare trees for layouts like `steps`.
     pub fn make_spares(&self, steps: Vec<Step>) {
-        self.send(Job::Spares(steps));
+        let _ = self.send(Job::Spares(steps));
     }
 
-    fn send(&self, job: Job) {
+    /// Whether the job was queued.
+    fn send(&self, job: Job) -> bool {
         *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         let sent = self.queue.as_ref().is_some_and(|q| q.send(job).is_ok());
         if !sent {
             // The thread is gone (it only ends when we drop): leave it to Cleanup.
             *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
         }
+        sent
     }
 
     /// Blocks until every queued job has run.

@@ -43,6 +43,10 @@ pub struct Config {
     pub address: PathBuf,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Where to serve Prometheus metrics (`127.0.0.1:9311`, `[::1]:9311` or
+    /// a unix socket path); none: no metrics.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
     #[serde(default)]
     pub snapshotters: BTreeMap<String, SnapshotterConfig>,
 }
@@ -161,6 +165,7 @@ impl Default for Config {
             root: default_root(),
             address: default_address(),
             log_level: default_log_level(),
+            metrics_address: None,
             snapshotters: BTreeMap::new(),
         }
     }
@@ -213,6 +218,9 @@ impl Config {
             if !path.is_absolute() {
                 bail!("{key}: must be an absolute path, got {:?}", path.display().to_string());
             }
+        }
+        if let Some(m) = &self.metrics_address {
+            m.parse::<crate::metrics::MetricsAddress>().context("metrics_address")?;
         }
         // tracing-subscriber's directive parser panics on some non-ASCII
         // input (found by the config_parse fuzzer); filters are ASCII anyway.

@@ -17,12 +17,14 @@ use wasmsnap_engine::Engine;
 
 use crate::config::Config;
 use crate::loader::{open_snapshotters, policy_cache_dir};
+use crate::metrics::MetricsAddress;
 use crate::notify::Notifier;
 use crate::reload::{Overrides, Reloader};
 use crate::service::Service;
 use crate::socket;
-use crate::wire::SnapshotsApi;
+use crate::wire::proto::admin::admin_server::AdminServer;
 use crate::wire::proto::snapshots::snapshots_server::SnapshotsServer;
+use crate::wire::{AdminApi, SnapshotsApi};
 
 /// containerd's own limit on message size.
 const MAX_MESSAGE: usize = 16 << 20;
@@ -42,8 +44,18 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let notifier = Notifier::from_env();
     notifier.status("starting: recovering snapshotters, loading policies");
+    let metrics_address = match &config.metrics_address {
+        // Before the snapshotters open: they take their meters then.
+        Some(a) => Some((a.parse::<MetricsAddress>()?, crate::metrics::enable())),
+        None => None,
+    };
     let engine = engine(&config.root)?;
     let service = Service::new(open_snapshotters(&engine, &config));
+    if let Some((address, metrics)) = &metrics_address {
+        metrics.watch(service.clone());
+        runtime.block_on(crate::metrics::serve(address, metrics))?;
+        tracing::info!(address = %address, "serving metrics at /metrics");
+    }
     forget_unused_compilations(&engine, &service);
     let reloader =
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
@@ -128,16 +140,19 @@ async fn run(
     );
     life.notifier.ready(&status);
     let reloads = tokio::spawn(reload_on_hangup(hup, reloader, life.notifier.clone(), status));
-    let api = SnapshotsServer::new(SnapshotsApi::new(service))
+    let api = SnapshotsServer::new(SnapshotsApi::new(service.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder().add_service(api).serve_with_incoming_shutdown(
-        UnixListenerStream::new(listener),
-        async {
+    // wasmsnap's read-only admin API on the same socket (its own service
+    // name: containerd never calls it).
+    let admin = AdminServer::new(AdminApi::new(service));
+    let server = tonic::transport::Server::builder()
+        .add_service(api)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
-        },
-    );
+        });
     tokio::pin!(server);
     let result = tokio::select! {
         r = &mut server => {
@@ -189,6 +204,9 @@ async fn reload_on_hangup(
         let r = reloader.clone();
         let outcome = match tokio::task::spawn_blocking(move || r.reload()).await {
             Ok(Ok(done)) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(true);
+                }
                 for note in &done.ignored {
                     tracing::warn!(setting = %note, "reload: not applied");
                 }
@@ -196,10 +214,16 @@ async fn reload_on_hangup(
                 format!("last reload changed {:?}", done.changed)
             }
             Ok(Err(e)) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(false);
+                }
                 tracing::error!(error = %format!("{e:#}"), "reload failed: every snapshotter keeps its running policy");
                 "last reload failed, nothing changed (see the log)".to_string()
             }
             Err(e) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.reloaded(false);
+                }
                 tracing::error!(error = %e, "reload failed: every snapshotter keeps its running policy");
                 "last reload failed, nothing changed (see the log)".to_string()
             }

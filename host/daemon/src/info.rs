@@ -28,6 +28,24 @@ pub struct Info {
     pub updated: Timestamp,
 }
 
+/// A snapshot as the admin API describes it (`wasmsnap explain`, `tree`):
+/// its Info, and what only wasmsnap knows of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub info: Info,
+    /// The storage id (it names the snapshot's directory).
+    pub id: u64,
+    /// As stored at Commit (none for actives and views).
+    pub usage: Option<Usage>,
+}
+
+impl From<wasmsnap_metastore::Record> for Described {
+    fn from(r: wasmsnap_metastore::Record) -> Self {
+        let (id, usage) = (r.id, r.usage.map(Usage::from));
+        Described { info: r.into(), id, usage }
+    }
+}
+
 /// Disk usage of a snapshot's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Usage {

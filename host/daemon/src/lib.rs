@@ -16,11 +16,13 @@
 
 mod background;
 mod cancel;
+pub mod capabilities;
 pub mod config;
 pub mod daemon;
 mod error;
 mod info;
 pub mod loader;
+pub mod metrics;
 mod mount_cache;
 mod notify;
 mod recovery;

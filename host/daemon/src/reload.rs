@@ -38,6 +38,7 @@ pub struct Overrides {
     pub root: Option<PathBuf>,
     pub address: Option<PathBuf>,
     pub log_level: Option<String>,
+    pub metrics_address: Option<String>,
 }
 
 impl Overrides {
@@ -50,6 +51,9 @@ impl Overrides {
         }
         if let Some(l) = &self.log_level {
             config.log_level = l.clone();
+        }
+        if let Some(m) = &self.metrics_address {
+            config.metrics_address = Some(m.clone());
         }
     }
 }
@@ -184,6 +188,12 @@ fn restart_only(running: &Config, next: &Config) -> Vec<String> {
             "address: {} -> {} needs a restart",
             running.address.display(),
             next.address.display()
+        ));
+    }
+    if next.metrics_address != running.metrics_address {
+        out.push(format!(
+            "metrics_address: {:?} -> {:?} needs a restart",
+            running.metrics_address, next.metrics_address
         ));
     }
     if next.log_level != running.log_level {

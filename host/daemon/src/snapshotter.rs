@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, parse_filters};
+use wasmsnap_metastore::{Filter, Metastore, ReadTx, Reads, Record, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
-use crate::info::{Info, InfoUpdate, Labels, Usage};
+use crate::info::{Described, Info, InfoUpdate, Labels, Usage};
+use crate::metrics::{PolicyMeter, SnapshotterMeters};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
 
@@ -36,6 +37,10 @@ use crate::recovery::{self, LostDirs};
 /// containerd's CRI asks for every container every 10 s, often from
 /// several places at once; a walk of a big upper dir is costly.
 const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
+
+/// A parent chain longer than this is refused by `describe` (overlay
+/// stacks at most 500 layers).
+const MAX_CHAIN: usize = 1024;
 
 /// Prepare/View attempts when the parent changes between the look-up and
 /// the record's transaction (removed and made again meanwhile).
@@ -46,13 +51,75 @@ pub struct Snapshotter {
     root: PathBuf,
     metastore: Metastore,
     dirs: Arc<SnapshotDirs>,
-    /// The policy and its generation (bumped by each hot reload).
-    policy: RwLock<(Arc<Policy>, u64)>,
+    /// The policy now in use.
+    policy: RwLock<Current>,
     /// Records found without their directory at start (see `recovery`).
     lost: LostDirs,
     mount_cache: MountCache,
     active_usage: Mutex<HashMap<SnapshotId, (Instant, Usage)>>,
     background: Background,
+    /// With metrics on: this snapshotter's RPC and metastore meters.
+    meters: Option<Arc<SnapshotterMeters>>,
+}
+
+/// The policy, its generation (bumped by each hot reload) and its meter.
+#[derive(Clone)]
+struct Current {
+    policy: Arc<Policy>,
+    generation: u64,
+    meter: Arc<PolicyMeter>,
+}
+
+impl Current {
+    fn new(snapshotter: &str, policy: Policy, generation: u64) -> Current {
+        let meter = Arc::new(PolicyMeter::new(snapshotter, policy.info()));
+        Current { policy: Arc::new(policy), generation, meter }
+    }
+
+    fn layout(&self, s: &Snapshot) -> Result<wasmsnap_plan::Layout, wasmsnap_engine::PolicyError> {
+        self.meter.time("layout", || self.policy.layout(s))
+    }
+
+    fn mounts(
+        &self,
+        s: &Snapshot,
+    ) -> Result<Vec<wasmsnap_plan::MountPlan>, wasmsnap_engine::PolicyError> {
+        self.meter.time("mounts", || self.policy.mounts(s))
+    }
+
+    /// Layout and mounts, each metered, then checked together.
+    fn plan(
+        &self,
+        s: &Snapshot,
+    ) -> Result<(wasmsnap_plan::Layout, Vec<wasmsnap_plan::MountPlan>), wasmsnap_engine::PolicyError>
+    {
+        let layout = self.layout(s)?;
+        let mounts = self.mounts(s)?;
+        self.policy.check_plan(s, &layout, &mounts)?;
+        Ok((layout, mounts))
+    }
+}
+
+/// Snapshots of one kind, and their usage as last computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindCensus {
+    pub count: u64,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// What a snapshotter holds, by kind (for the metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub active: KindCensus,
+    pub view: KindCensus,
+    pub committed: KindCensus,
+}
+
+impl Census {
+    pub fn kinds(&self) -> [(&'static str, KindCensus); 3] {
+        [("active", self.active), ("view", self.view), ("committed", self.committed)]
+    }
 }
 
 /// What Mounts finds for a key: a cached plan, or what to ask the policy.
@@ -83,13 +150,18 @@ impl Snapshotter {
         let dirs = SnapshotDirs::open(root)?;
         let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
+        let meters = crate::metrics::get().map(|m| Arc::new(m.snapshotter(name)));
+        if let Some(m) = &meters {
+            metastore.observe_commits(m.clone());
+        }
         Ok(Snapshotter {
             name: name.to_string(),
             root: root.to_path_buf(),
             metastore,
-            background: Background::start(name, dirs.clone())?,
+            background: Background::start(name, dirs.clone(), meters.clone())?,
             dirs,
-            policy: RwLock::new((Arc::new(policy), 0)),
+            policy: RwLock::new(Current::new(name, policy, 0)),
+            meters,
             lost,
             mount_cache: MountCache::default(),
             active_usage: Mutex::default(),
@@ -106,19 +178,24 @@ impl Snapshotter {
 
     /// The policy now in use; calls in flight keep the one they started with.
     pub fn policy(&self) -> Arc<Policy> {
-        self.current_policy().0
+        self.current_policy().policy
+    }
+
+    /// This snapshotter's meters, with metrics on.
+    pub fn meters(&self) -> Option<&Arc<SnapshotterMeters>> {
+        self.meters.as_ref()
     }
 
     /// Swap in a new policy (hot reload). Cached plans of the old one are
     /// no longer served.
     pub fn set_policy(&self, policy: Policy) {
         let mut current = self.policy.write().unwrap_or_else(PoisonError::into_inner);
-        *current = (Arc::new(policy), current.1 + 1);
+        *current = Current::new(&self.name, policy, current.generation + 1);
         drop(current);
         self.mount_cache.clear();
     }
 
-    fn current_policy(&self) -> (Arc<Policy>, u64) {
+    fn current_policy(&self) -> Current {
         self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -147,12 +224,13 @@ impl Snapshotter {
         // A read, outside the write lock: a request bound to fail builds nothing.
         let base = self.metastore.read(|tx| self.base(tx, request))?;
         self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
-        let (policy, generation) = self.current_policy();
+        let current = self.current_policy();
+        let generation = current.generation;
         let id = self.metastore.reserve_id()?;
         let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels);
         // Layout and mounts checked together: a mount of an own directory
         // needs a layout that makes it.
-        let (layout, plans) = policy.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let (layout, plans) = current.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
             Ok(new_dir) => new_dir,
             // The parent was removed meanwhile and its directory with it
@@ -200,7 +278,8 @@ impl Snapshotter {
 
     /// The mounts of an active snapshot or a view.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (policy, generation) = self.current_policy();
+        let current = self.current_policy();
+        let generation = current.generation;
         let found = self.metastore.read(|tx| {
             let record = tx.get(key)?;
             if record.kind == Kind::Committed {
@@ -224,7 +303,7 @@ impl Snapshotter {
             key,
             std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
         )?;
-        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let mounts = Arc::new(render_mounts(&self.root, &plans));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(mounts.as_ref().clone())
@@ -343,6 +422,78 @@ impl Snapshotter {
         }
     }
 
+    /// Snapshots by kind with their usage as last computed: stored at
+    /// Commit, or the last measure of an active one (for the metrics; a
+    /// read of every record).
+    pub fn census(&self) -> Result<Census> {
+        let measured: HashMap<SnapshotId, Usage> = self
+            .active_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, (_, usage))| (*id, *usage))
+            .collect();
+        let mut census = Census::default();
+        self.metastore.read(|tx| {
+            tx.list(&Filter::default(), |record| {
+                let (kind, usage) = match record.kind {
+                    Kind::Active => (&mut census.active, measured.get(&record.id).copied()),
+                    Kind::View => (&mut census.view, None),
+                    Kind::Committed => (&mut census.committed, record.usage.map(Usage::from)),
+                };
+                kind.count += 1;
+                if let Some(u) = usage {
+                    kind.bytes += u.size.max(0) as u64;
+                    kind.inodes += u.inodes.max(0) as u64;
+                }
+                Ok(())
+            })
+        })?;
+        Ok(census)
+    }
+
+    /// `key` and its parents (nearest first), for the admin API; one read.
+    pub fn describe(&self, key: &str) -> Result<(Described, Vec<Described>)> {
+        Ok(self.metastore.read(|tx| {
+            let record = tx.get(key)?;
+            let mut chain: Vec<Described> = Vec::new();
+            let mut next = record.parent.clone();
+            while let Some(parent) = next {
+                if chain.len() > MAX_CHAIN {
+                    return Err(wasmsnap_metastore::Error::FailedPrecondition(format!(
+                        "the parent chain of {key:?} is longer than {MAX_CHAIN}"
+                    )));
+                }
+                let p = tx.get(&parent)?;
+                next = p.parent.clone();
+                chain.push(p.into());
+            }
+            Ok((record.into(), chain))
+        })?)
+    }
+
+    /// Every snapshot, for the admin API's tree.
+    pub fn describe_all(&self) -> Result<Vec<Described>> {
+        let mut out = Vec::new();
+        self.metastore.read(|tx| {
+            tx.list(&Filter::default(), |r| {
+                out.push(Described::from(r));
+                Ok(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Removed snapshots whose directories the background has yet to delete.
+    pub fn removals_queued(&self) -> usize {
+        self.background.removals_queued()
+    }
+
+    /// Spare trees ready for the next Prepares.
+    pub fn spares_ready(&self) -> usize {
+        self.dirs.spares_ready()
+    }
+
     fn forget_usage(&self, id: SnapshotId) {
         self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
@@ -394,7 +545,7 @@ fn retry_while_parent_changes<T>(
 
 /// The snapshot as the policy sees it. Labels with an empty value are not
 /// stored (containerd deletes them), so the policy never sees one either.
-fn policy_snapshot(
+pub(crate) fn policy_snapshot(
     id: SnapshotId,
     kind: Kind,
     parent_ids: Vec<SnapshotId>,

@@ -44,6 +44,7 @@ pub struct Policy {
     pre: SnapshotPolicyPre<HostState>,
     config: Vec<(String, String)>,
     facts: wit::HostFacts,
+    host_facts: HostFacts,
     sandbox: Sandbox,
     deadline_ticks: u64,
     limits: Limits,
@@ -82,6 +83,7 @@ impl Policy {
             pre,
             config: config.to_vec(),
             facts: convert::facts(facts),
+            host_facts: facts.clone(),
             sandbox,
             deadline_ticks: deadline_ticks(sandbox.call_timeout),
             limits: Limits::default(),
@@ -141,6 +143,11 @@ impl Policy {
         &self.info
     }
 
+    /// The host facts its `init` was given.
+    pub fn host_facts(&self) -> &HostFacts {
+        &self.host_facts
+    }
+
     /// Initialised instances waiting in the pool.
     pub fn idle_instances(&self) -> usize {
         self.lock_idle().len()
@@ -181,8 +188,19 @@ impl Policy {
     pub fn plan(&self, s: &Snapshot) -> Result<(Layout, Vec<MountPlan>), PolicyError> {
         let layout = self.layout(s)?;
         let mounts = self.mounts(s)?;
-        validate_plan(s, &layout, &mounts).map_err(|error| self.invalid("mounts", error))?;
+        self.check_plan(s, &layout, &mounts)?;
         Ok((layout, mounts))
+    }
+
+    /// The checks of [`plan`](Self::plan) that need layout and mounts
+    /// together, for a caller that made the two calls itself.
+    pub fn check_plan(
+        &self,
+        s: &Snapshot,
+        layout: &Layout,
+        mounts: &[MountPlan],
+    ) -> Result<(), PolicyError> {
+        validate_plan(s, layout, mounts).map_err(|error| self.invalid("mounts", error))
     }
 
     /// Run `f` on an initialised instance under the call's deadline.

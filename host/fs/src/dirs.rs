@@ -185,6 +185,11 @@ impl SnapshotDirs {
         }
     }
 
+    /// Spare trees waiting, of every shape.
+    pub fn spares_ready(&self) -> usize {
+        self.spares.total()
+    }
+
     /// Whether this file system keeps metadata changes in order (XFS,
     /// journaled ext4): then one fsync makes the earlier ones durable too.
     pub fn orders_metadata(&self) -> bool {

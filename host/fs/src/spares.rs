@@ -78,6 +78,12 @@ impl Spares {
         if by_shape.len() > SHAPES { by_shape.remove(0).1 } else { Vec::new() }
     }
 
+    /// Spares of every shape.
+    pub fn total(&self) -> usize {
+        let by_shape = self.by_shape.lock().unwrap_or_else(PoisonError::into_inner);
+        by_shape.iter().map(|(_, v)| v.len()).sum()
+    }
+
     pub fn drain(&self) -> Vec<Spare> {
         let mut by_shape = self.by_shape.lock().unwrap_or_else(PoisonError::into_inner);
         by_shape.drain(..).flat_map(|(_, spares)| spares).collect()
@@ -116,6 +122,7 @@ mod tests {
             assert!(spares.put(shape(s), spare(s)).is_empty());
         }
         assert_eq!(spares.count(&shape("a")), 1);
+        assert_eq!(spares.total(), 4);
         let pushed = spares.put(shape("e"), spare("e1"));
         assert_eq!(
             pushed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),

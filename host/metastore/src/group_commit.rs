@@ -40,6 +40,13 @@ struct State {
     stats: CommitStats,
 }
 
+/// Told of every durable commit (for the daemon's metrics): how long the
+/// commit with fsync took, and how many commits it made durable (itself
+/// and those made without fsync before it; an empty sync commit counts).
+pub trait CommitObserver: Send + Sync {
+    fn durable_commit(&self, took: std::time::Duration, grouped: u64);
+}
+
 /// How much grouping happened: `durable` below `commits` means writes shared
 /// fsyncs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,11 +108,14 @@ impl GroupCommit {
         self.state().stats
     }
 
-    pub fn mark_durable(&self, generation: u64) {
+    /// Returns how many commits this made durable (the group's size).
+    pub fn mark_durable(&self, generation: u64) -> u64 {
         let mut st = self.state();
+        let grouped = generation.saturating_sub(st.durable);
         st.durable = st.durable.max(generation);
         drop(st);
         self.changed.notify_all();
+        grouped
     }
 
     pub fn mark_failed(&self, generation: u64, why: String) {

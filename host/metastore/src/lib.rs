@@ -41,7 +41,7 @@ mod write_tx;
 
 pub use error::Error;
 pub use filter::{Filter, FilterError, parse_filters};
-pub use group_commit::CommitStats;
+pub use group_commit::{CommitObserver, CommitStats};
 pub use read_tx::ReadTx;
 pub use reads::Reads;
 pub use record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage};

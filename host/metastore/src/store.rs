@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::Error;
-use crate::group_commit::{CommitStats, GroupCommit};
+use crate::group_commit::{CommitObserver, CommitStats, GroupCommit};
 use crate::read_tx::ReadTx;
 use crate::tables::{
     CHILDREN, IDS, META, META_NEXT_ID, META_SCHEMA_VERSION, RECORDS, SCHEMA_VERSION,
@@ -32,6 +33,8 @@ pub struct Metastore {
     writer_thread: AtomicU64,
     /// See `WriteTx::allocate_id`.
     id_floor: AtomicU64,
+    /// Told of each durable commit (set once, by the daemon's metrics).
+    observer: OnceLock<Arc<dyn CommitObserver>>,
 }
 
 impl Metastore {
@@ -57,6 +60,7 @@ impl Metastore {
             writer: Mutex::new(()),
             writer_thread: AtomicU64::new(0),
             id_floor: AtomicU64::new(next_id),
+            observer: OnceLock::new(),
         })
     }
 
@@ -168,10 +172,12 @@ impl Metastore {
             self.group.wait_durable(generation)?;
         } else {
             let generation = self.group.reserve();
+            let started = Instant::now();
             match txn.commit() {
                 Ok(()) => {
                     self.group.count(true);
-                    self.group.mark_durable(generation);
+                    let grouped = self.group.mark_durable(generation);
+                    self.observe(started, grouped);
                 }
                 Err(e) => {
                     let e = Error::from(e);
@@ -181,6 +187,18 @@ impl Metastore {
             }
         }
         Ok(value)
+    }
+
+    /// Have `observer` told of every durable commit from now on (the first
+    /// observer set stays).
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, started: Instant, grouped: u64) {
+        if let Some(o) = self.observer.get() {
+            o.durable_commit(started.elapsed(), grouped);
+        }
     }
 
     /// Commits made since open and how many were durable ones: with
@@ -196,11 +214,13 @@ impl Metastore {
             return;
         }
         let generation = self.group.reserve();
+        let started = Instant::now();
         let synced = self.db.begin_write().map_err(Error::from).and_then(|txn| Ok(txn.commit()?));
         match synced {
             Ok(()) => {
                 self.group.count(true);
-                self.group.mark_durable(generation);
+                let grouped = self.group.mark_durable(generation);
+                self.observe(started, grouped);
             }
             Err(e) => self.group.mark_failed(generation, e.to_string()),
         }

@@ -200,6 +200,8 @@ fn a_nested_write_is_refused_and_a_nested_read_sees_the_committed_state() {
 fn concurrent_writers_share_commits_and_never_hang() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Metastore::open(dir.path()).unwrap());
+    let observed = Arc::new(Observed::default());
+    store.observe_commits(observed.clone());
     layer(&store, "base", None);
     const THREADS: usize = 12;
     const ROUNDS: usize = 40;
@@ -256,6 +258,11 @@ fn concurrent_writers_share_commits_and_never_hang() {
     assert_eq!(ids.len(), acked.len(), "ids are unique");
     let stats = store.commit_stats();
     assert!(stats.durable < stats.commits, "concurrent writers should share fsyncs: {stats:?}");
+    // The observer saw each durable commit, and the groups cover every commit.
+    let groups = observed.groups.lock().unwrap().clone();
+    assert_eq!(groups.len() as u64, stats.durable);
+    assert_eq!(groups.iter().sum::<u64>(), stats.commits);
+    assert!(groups.iter().any(|g| *g > 1), "{groups:?}");
 
     drop(store);
     let store = Metastore::open(dir.path()).unwrap();
@@ -268,4 +275,17 @@ fn concurrent_writers_share_commits_and_never_hang() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Records the group size of each durable commit.
+#[derive(Default)]
+struct Observed {
+    groups: std::sync::Mutex<Vec<u64>>,
+}
+
+impl wasmsnap_metastore::CommitObserver for Observed {
+    fn durable_commit(&self, took: std::time::Duration, grouped: u64) {
+        assert!(took < std::time::Duration::from_secs(60));
+        self.groups.lock().unwrap().push(grouped);
+    }
 }

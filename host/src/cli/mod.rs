@@ -1,10 +1,13 @@
 //! The `wasmsnap` command line.
 
+mod doctor;
+mod explain;
 mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use wasmsnap_daemon::config::Config;
@@ -32,6 +35,10 @@ enum Command {
         /// Log level or tracing filter (e.g. `info`, `debug`) [default: the config's, or info]
         #[arg(long)]
         log_level: Option<String>,
+        /// Serve Prometheus metrics at /metrics on a loopback address
+        /// (`127.0.0.1:9311`) or a unix socket path [default: the config's, or none]
+        #[arg(long)]
+        metrics_address: Option<String>,
     },
     /// Work with policy components.
     #[command(subcommand)]
@@ -39,6 +46,12 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// One snapshot: its record, the policy answering for it, its layout and mounts as served.
+    Explain(explain::ExplainArgs),
+    /// Every snapshot of a snapshotter, as a tree, with each one's plan type.
+    Tree(explain::TreeArgs),
+    /// Check the node (kernel, root, socket) and containerd's config against what wasmsnap serves.
+    Doctor(doctor::DoctorArgs),
     /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
     Bench(wasmsnap_bench::BenchArgs),
 }
@@ -52,10 +65,15 @@ enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { root, address, config, log_level } => {
-            serve(root, address, config, log_level)
+        Command::Serve { root, address, config, log_level, metrics_address } => {
+            let overrides =
+                wasmsnap_daemon::reload::Overrides { root, address, log_level, metrics_address };
+            serve(config, overrides)
         }
         Command::Policy(cmd) => return policy::run(cmd),
+        Command::Doctor(args) => return doctor::run(args),
+        Command::Explain(args) => explain::explain(args),
+        Command::Tree(args) => explain::tree(args),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
         Command::Bench(args) => wasmsnap_bench::run(args),
     };
@@ -69,10 +87,8 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(
-    root: Option<PathBuf>,
-    address: Option<PathBuf>,
     file: Option<PathBuf>,
-    log_level: Option<String>,
+    overrides: wasmsnap_daemon::reload::Overrides,
 ) -> anyhow::Result<()> {
     let mut config = match &file {
         Some(f) => Config::load(f)?,
@@ -82,8 +98,10 @@ fn serve(
             c
         }
     };
-    let overrides = wasmsnap_daemon::reload::Overrides { root, address, log_level };
     overrides.apply(&mut config);
+    if let Some(m) = &config.metrics_address {
+        m.parse::<wasmsnap_daemon::metrics::MetricsAddress>().context("--metrics-address")?;
+    }
     init_logging(&config.log_level);
     wasmsnap_daemon::daemon::serve(config, file, overrides)
 }

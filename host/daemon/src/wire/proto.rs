@@ -14,5 +14,14 @@ pub mod containerd {
     }
 }
 
+pub mod wasmsnap {
+    pub mod admin {
+        pub mod v1 {
+            tonic::include_proto!("wasmsnap.admin.v1");
+        }
+    }
+}
+
 pub use containerd::services::snapshots::v1 as snapshots;
 pub use containerd::types::Mount;
+pub use wasmsnap::admin::v1 as admin;

@@ -15,6 +15,7 @@ use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
 use crate::cancel;
 use crate::error::Error;
 use crate::info::Kind;
+use crate::metrics::RpcTimer;
 use crate::service::Service;
 use crate::snapshotter::Snapshotter;
 
@@ -33,7 +34,8 @@ impl SnapshotsApi {
         SnapshotsApi { service }
     }
 
-    /// Run `f` on the named snapshotter off the reactor, in a request span.
+    /// Run `f` on the named snapshotter off the reactor, in a request span;
+    /// every RPC is timed here (and only here) for the metrics.
     async fn call<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -41,8 +43,26 @@ impl SnapshotsApi {
         key: &str,
         f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Status> {
+        let target = self.service.get(snapshotter);
+        let timer = RpcTimer::start(op, target.as_ref().ok().and_then(|t| t.meters()));
+        let result = self.run(op, snapshotter, key, target, f).await;
+        timer.finish(match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        });
+        result
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        snapshotter: &str,
+        key: &str,
+        target: Result<std::sync::Arc<Snapshotter>, Error>,
+        f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Status> {
         let span = tracing::info_span!("rpc", op, snapshotter, key);
-        let target = self.service.get(snapshotter).map_err(status)?;
+        let target = target.map_err(status)?;
         // tonic drops this future when the client goes: the guard then marks
         // the operation cancelled, and it rolls back if not yet committed.
         let token = cancel::Token::default();
