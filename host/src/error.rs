@@ -43,6 +43,10 @@ impl From<MetaError> for Error {
 
 impl From<FsError> for Error {
     fn from(e: FsError) -> Self {
+        if e.is_cancelled() {
+            tracing::info!(error = %e, "the client cancelled the request before it committed: rolled back (the copy stopped)");
+            return Error::Cancelled(format!("{e}; nothing was changed"));
+        }
         Error::Internal(e.to_string())
     }
 }

@@ -69,10 +69,14 @@ struct Base {
 }
 
 impl Snapshotter {
-    /// Open (or create) the snapshotter stored under `root`.
+    /// Open (or create) the snapshotter stored under `root`. `root` is made
+    /// 0700 and its metastore 0600 (also when they exist with wider modes):
+    /// snapshot contents, labels and keys are no other local user's to read.
     pub fn open(name: &str, root: &Path, policy: Policy) -> anyhow::Result<Snapshotter> {
         std::fs::create_dir_all(root)?;
+        private(root, 0o700)?;
         let metastore = Metastore::open(root)?;
+        private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
         let dirs = SnapshotDirs::open(root)?;
         let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
@@ -130,6 +134,9 @@ impl Snapshotter {
         labels: Labels,
     ) -> Result<Vec<Mount>> {
         let parent = (!parent.is_empty()).then_some(parent);
+        // The request's own fields first: a bad one must not cost a policy
+        // call or a copy (the parent's state is checked by `base` below).
+        wasmsnap_metastore::check_create(key, &labels)?;
         for _ in 0..CREATE_ATTEMPTS {
             // A read, outside the write lock: a request bound to fail builds nothing.
             let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
@@ -147,6 +154,7 @@ impl Snapshotter {
                 }
             };
             self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+            crate::cancel::check("create", key)?;
             let (policy, generation) = self.current_policy();
             let id = self.metastore.reserve_id()?;
             let mut kept = labels.clone();
@@ -258,6 +266,8 @@ impl Snapshotter {
 
     /// Commit active `key` as `name`; its usage is measured and stored.
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
+        // A bad name or label is refused before the walk, not after it.
+        wasmsnap_metastore::check_commit(name, key, &labels)?;
         // A disk-usage walk: long, so earlier writers are not kept waiting.
         self.metastore.write_long(|tx| -> Result<_> {
             let active = tx.get(key)?;
@@ -380,6 +390,19 @@ impl Drop for Snapshotter {
         let stats = self.metastore.commit_stats();
         tracing::info!(snapshotter = %self.name, commits = stats.commits, durable = stats.durable, "metastore group commit");
     }
+}
+
+/// Set `path`'s mode, through a descriptor opened without following a
+/// symlink (so a planted link is refused, never chmodded through).
+fn private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("open {} to set mode {mode:o}: {e}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| anyhow::anyhow!("chmod {} {mode:o}: {e}", path.display()))
 }
 
 fn describe(record: &Record, parent_ids: Vec<SnapshotId>) -> Snapshot {

@@ -4,12 +4,14 @@
 //! - [`SnapshotDirs`]: creates `<root>/snapshots/<id>` from a layout
 //!   (temp dir, steps, flush, rename), removes it, cleans up orphans;
 //! - [`copy`]: the copy engine behind the `copy-parent` step;
-//! - [`usage`]: disk usage as containerd counts it.
+//! - [`usage`]: disk usage as containerd counts it;
+//! - [`interrupt`]: a cancelled request stops its copy between entries.
 
 mod claims;
 pub mod copy;
 mod dirs;
 mod error;
+pub mod interrupt;
 mod layout;
 mod spares;
 mod sys;

@@ -82,6 +82,9 @@ fn serve(
             c
         }
     };
+    if let Some(root) = &root {
+        crate::config::check_root("--root", root)?;
+    }
     let overrides = crate::reload::Overrides { root, address, log_level };
     overrides.apply(&mut config);
     init_logging(&config.log_level);

@@ -91,6 +91,7 @@ impl<'a> Walker<'a> {
                 if self.shared.failed() {
                     return Ok(()); // a worker failed; its error is the one to report
                 }
+                crate::interrupt::check(&src_dir)?;
                 let src_path = src_dir.join(&entry.name);
                 let dst_path = dst_dir.join(&entry.name);
                 if entry.kind == Some(Type::File) {
