@@ -1,6 +1,7 @@
-//! Build every policy component the engine needs for wasm32-wasip2: the
-//! built-in policies (embedded in the binary) and the small policies the
-//! tests load. Nothing built here is committed.
+//! Build the built-in policies for wasm32-wasip2 and embed them in the
+//! engine. The policies only tests load are built by the dev-only
+//! `wasmsnap-test-artifacts` crate (`tests/artifacts`). Nothing built here
+//! is committed.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -13,22 +14,13 @@ const BUILTIN: &[(&str, &str)] = &[
     ("bind", "wasmsnap-policy-bind"),
 ];
 
-/// Policies built for tests and examples (not embedded): name -> package.
-const EXTRA: &[(&str, &str)] = &[
-    ("example-ephemeral", "wasmsnap-policy-example-ephemeral"),
-    ("test-misbehave", "wasmsnap-test-policy-misbehave"),
-    ("test-bad-plans", "wasmsnap-test-policy-bad-plans"),
-    ("test-hostile", "wasmsnap-test-policy-hostile"),
-    ("test-wrong-version", "wasmsnap-test-policy-wrong-version"),
-];
-
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let repo = manifest.parent().unwrap().parent().unwrap().to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     // A target dir of its own: the outer cargo holds the lock on ours.
     let target_dir = repo.join("target").join("policies");
-    build(&repo, &target_dir, BUILTIN.iter().chain(EXTRA));
+    build(&repo, &target_dir, BUILTIN.iter());
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("policy");
     let mut code = String::from(
@@ -37,17 +29,17 @@ fn main() {
     for (name, package) in BUILTIN {
         let dst = out.join(wasm_file(package));
         std::fs::copy(wasm_dir.join(wasm_file(package)), &dst).expect("copy built policy");
+        // Named from OUT_DIR when the engine compiles, not by this run's
+        // absolute path: a target dir moved elsewhere still builds.
         code.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            dst.display().to_string()
+            "    ({name:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), {:?}))),\n",
+            format!("/{}", wasm_file(package))
         ));
     }
     code.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), code).unwrap();
-    // Tests and examples find their components here.
-    println!("cargo:rustc-env=WASMSNAP_POLICY_DIR={}", wasm_dir.display());
 
-    for dir in ["guest-sdk", "plugins", "wit", "tests/policies"] {
+    for dir in ["guest-sdk", "plugins", "wit"] {
         println!("cargo:rerun-if-changed={}", repo.join(dir).display());
     }
 }

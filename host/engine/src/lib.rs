@@ -30,6 +30,7 @@ mod output;
 mod permits;
 mod policy;
 mod sandbox;
+mod source;
 mod version;
 
 pub use cache_trust::Refusal as CacheRefusal;
@@ -39,6 +40,7 @@ pub use error::{DeclaredError, Func, PolicyError};
 pub use facts::probe_facts;
 pub use policy::{Policy, PolicyInfo};
 pub use sandbox::{HOSTCALL_FUEL, Sandbox};
+pub use source::{read_policy, sha256_hex};
 pub use version::SUPPORTED_WIT;
 
 mod builtin {

@@ -117,7 +117,10 @@ fn an_untrusted_cache_dir_is_refused_naming_path_and_rule() {
     fs::create_dir(&open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     let e = refusal(&open.join("cache"));
-    assert!(e.contains(&format!("{} is writable by group or others (mode 0777)", open.display())), "{e}");
+    assert!(
+        e.contains(&format!("{} is writable by group or others (mode 0777)", open.display())),
+        "{e}"
+    );
     assert!(e.ends_with("[cache-writable]"), "{e}");
 
     let theirs = tmp.path().join("theirs");

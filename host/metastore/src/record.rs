@@ -106,3 +106,12 @@ mod tests {
         assert!(now.secs > 1_600_000_000 && now.nanos < 1_000_000_000);
     }
 }
+
+/// A kind as messages name it ("parent snapshot \"a\" is a view, not committed").
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::View => "a view",
+        Kind::Active => "active",
+        Kind::Committed => "committed",
+    }
+}

@@ -55,14 +55,6 @@ pub(crate) fn labels(key: &str, labels: &BTreeMap<String, String>) -> Result<(),
     Ok(())
 }
 
-/// What a Prepare or View brings (its key and labels), checked as its
-/// transaction will check them, so the caller can refuse a bad request
-/// before asking a policy or copying a parent.
-pub fn check_create(key: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
-    self::key("snapshot key", key)?;
-    self::labels(key, labels)
-}
-
 /// What a Commit brings (names and labels), checked as its transaction will
 /// check them, so a bad request is refused before the disk-usage walk.
 pub fn check_commit(name: &str, key: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {

@@ -1,0 +1,410 @@
+//! One served snapshotter: the transaction of each containerd operation,
+//! over its metastore, its policy and its snapshot directories.
+//!
+//! Every method is blocking (redb, syscalls, wasm); the wire layer runs them
+//! off the async reactor. Crash order: a snapshot's directory is created
+//! (and renamed into place, durably) before its record commits, and its
+//! record is deleted before its directory, so after a crash there may be a
+//! directory without a record (Cleanup removes it), never a record without
+//! its directory.
+//!
+//! Speed (see `docs/performance.md`): the write lock is held only for the
+//! records. A Prepare builds its directory before taking it (under an id
+//! reserved up front), so concurrent Prepares make their directories in
+//! parallel and their record commits share one fsync (group commit). A
+//! Remove replies once the record is gone and deletes the directory in the
+//! background. Mounts answers from a cache of rendered plans, and Usage of
+//! an active snapshot from a short-lived cache.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use wasmsnap_engine::Policy;
+use wasmsnap_fs::SnapshotDirs;
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
+use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
+
+use crate::background::Background;
+use crate::error::{Error, Result};
+use crate::mount_cache::MountCache;
+use crate::recovery::{self, LostDirs};
+
+/// How long a measured Usage of an active snapshot is served again:
+/// containerd's CRI asks for every container every 10 s, often from
+/// several places at once; a walk of a big upper dir is costly.
+const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
+
+/// Prepare/View attempts when the parent changes between the look-up and
+/// the record's transaction (removed and made again meanwhile).
+const CREATE_ATTEMPTS: usize = 3;
+
+pub type Labels = BTreeMap<String, String>;
+
+pub struct Snapshotter {
+    name: String,
+    root: PathBuf,
+    metastore: Metastore,
+    dirs: Arc<SnapshotDirs>,
+    /// The policy and its generation (bumped by each hot reload).
+    policy: RwLock<(Arc<Policy>, u64)>,
+    /// Records found without their directory at start (see `recovery`).
+    lost: LostDirs,
+    mount_cache: MountCache,
+    active_usage: Mutex<HashMap<SnapshotId, (Instant, Usage)>>,
+    background: Background,
+}
+
+/// What Mounts finds for a key: a cached plan, or what to ask the policy.
+enum Found {
+    Cached(Arc<Vec<Mount>>),
+    Record(Record, Vec<SnapshotId>),
+}
+
+/// A Prepare or View.
+struct Create<'a> {
+    kind: Kind,
+    key: &'a str,
+    parent: Option<&'a str>,
+    labels: Labels,
+}
+
+/// What a Prepare or View builds on: found before its transaction.
+struct Base {
+    parent_ids: Vec<SnapshotId>,
+    parent_content: Option<PathBuf>,
+}
+
+impl Snapshotter {
+    /// Open (or create) the snapshotter stored under `root`. `root` is made
+    /// 0700 and its metastore 0600 (also when they exist with wider modes):
+    /// snapshot contents, labels and keys are no other local user's to read.
+    pub fn open(name: &str, root: &Path, policy: Policy) -> anyhow::Result<Snapshotter> {
+        std::fs::create_dir_all(root)?;
+        private(root, 0o700)?;
+        let metastore = Metastore::open(root)?;
+        private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
+        let dirs = SnapshotDirs::open(root)?;
+        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let dirs = Arc::new(dirs);
+        Ok(Snapshotter {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+            metastore,
+            background: Background::start(name, dirs.clone())?,
+            dirs,
+            policy: RwLock::new((Arc::new(policy), 0)),
+            lost,
+            mount_cache: MountCache::default(),
+            active_usage: Mutex::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The policy now in use; calls in flight keep the one they started with.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.current_policy().0
+    }
+
+    /// Swap in a new policy (hot reload). Cached plans of the old one are
+    /// no longer served.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut current = self.policy.write().unwrap_or_else(PoisonError::into_inner);
+        *current = (Arc::new(policy), current.1 + 1);
+        drop(current);
+        self.mount_cache.clear();
+    }
+
+    fn current_policy(&self) -> (Arc<Policy>, u64) {
+        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Prepare (active) or View: record, layout, directory, mounts. Nothing
+    /// changes unless every step succeeds.
+    ///
+    /// The directory is built (under an id reserved up front) and renamed
+    /// into place durably before the record's transaction begins: the write
+    /// lock covers only the records, and the crash order is the same as
+    /// doing it all inside the transaction.
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        let request = Create { kind, key, parent: (!parent.is_empty()).then_some(parent), labels };
+        retry_while_parent_changes(key, || self.try_create(&request))
+    }
+
+    /// One attempt at [`create`](Self::create); `None` if the parent was
+    /// removed or replaced since this attempt looked it up.
+    fn try_create(&self, request: &Create) -> Result<Option<Vec<Mount>>> {
+        let Create { kind, key, parent, ref labels } = *request;
+        // A read, outside the write lock: a request bound to fail builds nothing.
+        let base = self.metastore.read(|tx| self.base(tx, request))?;
+        self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+        crate::cancel::check("create", key)?;
+        let (policy, generation) = self.current_policy();
+        let id = self.metastore.reserve_id()?;
+        let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels);
+        let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
+            Ok(new_dir) => new_dir,
+            // The parent was removed meanwhile and its directory with it
+            // (copying it failed): the next attempt names that error.
+            Err(_) if self.parent_changed(request, &base) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The next Prepare like this one finds its tree made (if the
+        // layout only makes directories).
+        self.background.make_spares(layout.steps.clone());
+        let record = self.metastore.write(|tx| -> Result<_> {
+            let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
+            if parent_ids != base.parent_ids {
+                return Ok(None); // aborts; the directory goes with `new_dir`
+            }
+            tx.set_content(key, layout.content.clone())?;
+            crate::cancel::check("create", key)?;
+            Ok(Some(record))
+        })?;
+        let Some(record) = record else { return Ok(None) };
+        new_dir.keep();
+        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        self.mount_cache.put(&record, generation, mounts.clone());
+        Ok(Some(mounts.as_ref().clone()))
+    }
+
+    /// What `request` builds on: its parent's ids and content directory.
+    /// The error its record's transaction would give if it is bound to fail.
+    fn base(&self, tx: &ReadTx, request: &Create) -> Result<Base, wasmsnap_metastore::Error> {
+        let Create { kind, key, parent, ref labels } = *request;
+        let Some(parent) = tx.check_create(key, kind, parent, labels)? else {
+            return Ok(Base { parent_ids: Vec::new(), parent_content: None });
+        };
+        let mut parent_ids = vec![parent.id];
+        parent_ids.extend(tx.parent_ids(&parent)?);
+        Ok(Base { parent_ids, parent_content: self.content_dir(&parent) })
+    }
+
+    /// Whether `request` would now build on something other than `base`
+    /// (or fail).
+    fn parent_changed(&self, request: &Create, base: &Base) -> bool {
+        let now = self.metastore.read(|tx| self.base(tx, request));
+        now.map(|b| b.parent_ids).ok().as_ref() != Some(&base.parent_ids)
+    }
+
+    /// The mounts of an active snapshot or a view.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let (policy, generation) = self.current_policy();
+        let found = self.metastore.read(|tx| {
+            let record = tx.get(key)?;
+            if record.kind == Kind::Committed {
+                return Err(wasmsnap_metastore::Error::FailedPrecondition(format!(
+                    "snapshot {key:?} is committed: only active snapshots and views have mounts"
+                )));
+            }
+            if let Some(mounts) = self.mount_cache.get(&record, generation) {
+                return Ok(Found::Cached(mounts));
+            }
+            let parent_ids = tx.parent_ids(&record)?;
+            Ok(Found::Record(record, parent_ids))
+        })?;
+        let (record, parent_ids) = match found {
+            Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
+            Found::Record(record, parent_ids) => (record, parent_ids),
+        };
+        let snapshot = policy_snapshot(record.id, record.kind, parent_ids, &record.labels);
+        self.lost.check(
+            &self.name,
+            key,
+            std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
+        )?;
+        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        self.mount_cache.put(&record, generation, mounts.clone());
+        Ok(mounts.as_ref().clone())
+    }
+
+    /// Commit active `key` as `name`; its usage is measured and stored.
+    pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
+        // A bad name or label is refused before the walk, not after it.
+        wasmsnap_metastore::check_commit(name, key, &labels)?;
+        // A disk-usage walk: long, so earlier writers are not kept waiting.
+        self.metastore.write_long(|tx| -> Result<_> {
+            let active = tx.get(key)?;
+            self.lost.check(&self.name, key, [active.id])?;
+            if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
+                return Err(Error::InvalidArgument(format!(
+                    "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
+                    active.parent.as_deref().unwrap_or("")
+                )));
+            }
+            let usage = match self.content_dir(&active) {
+                Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
+                _ => Usage { size: 0, inodes: 0 },
+            };
+            tx.commit(key, name, labels, usage)?;
+            crate::cancel::check("commit", key)?;
+            Ok(())
+        })
+    }
+
+    /// Remove a snapshot: the record first (durably, before the reply),
+    /// then its directory, in the background.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let record = self.metastore.write(|tx| -> Result<_> { Ok(tx.remove(key)?) })?;
+        self.lost.forget(record.id);
+        self.mount_cache.forget(record.id);
+        self.forget_usage(record.id);
+        self.background.remove(record.id);
+        Ok(())
+    }
+
+    pub fn stat(&self, key: &str) -> Result<Record> {
+        Ok(self.metastore.read(|tx| tx.get(key))?)
+    }
+
+    pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
+        Ok(self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })?)
+    }
+
+    /// Every record matching the filters (ORed; none = all).
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
+        let filter = parse_filters(filters)
+            .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
+        let mut out = Vec::new();
+        self.metastore.read(|tx| {
+            tx.list(&filter, |r| {
+                out.push(r);
+                Ok(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Disk usage: stored at commit for committed snapshots, measured for
+    /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        let record = self.stat(key)?;
+        if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
+            return Ok(usage);
+        }
+        match (record.kind, self.content_dir(&record)) {
+            (Kind::Active, Some(dir)) => {
+                let cached = self
+                    .active_usage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&record.id)
+                    .copied();
+                if let Some((_, usage)) = cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
+                    return Ok(usage);
+                }
+                let measured_at = Instant::now();
+                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                self.active_usage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(record.id, (measured_at, usage));
+                Ok(usage)
+            }
+            _ => Ok(Usage { size: 0, inodes: 0 }),
+        }
+    }
+
+    fn forget_usage(&self, id: SnapshotId) {
+        self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Remove every directory without a record (spare trees too), after
+    /// the background jobs queued so far. A Prepare half-way (its directory made, its
+    /// record not yet committed) holds a claim on its directory, which
+    /// cleanup skips; running as a write transaction also keeps records
+    /// from changing while we look.
+    pub fn cleanup(&self) -> Result<()> {
+        self.background.wait_idle();
+        self.metastore.write(|tx| -> Result<_> {
+            let keep: HashSet<SnapshotId> = tx.ids()?;
+            let report = self.dirs.cleanup(&keep)?;
+            tracing::info!(snapshotter = %self.name, ?report, "cleanup");
+            Ok(())
+        })
+    }
+
+    /// Check a record's view of the parent chain (used by recovery checks).
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
+    ) -> Result<R> {
+        Ok(self.metastore.read(f)?)
+    }
+
+    fn content_dir(&self, record: &Record) -> Option<PathBuf> {
+        record.content.as_ref().map(|name| self.dirs.dir(record.id).join(name))
+    }
+}
+
+impl Drop for Snapshotter {
+    /// Says how much group commit shared: with concurrent writers, fewer
+    /// durable commits (fsyncs) than commits.
+    fn drop(&mut self) {
+        let stats = self.metastore.commit_stats();
+        tracing::info!(snapshotter = %self.name, commits = stats.commits, durable = stats.durable, "metastore group commit");
+    }
+}
+
+/// Set `path`'s mode, through a descriptor opened without following a
+/// symlink (so a planted link is refused, never chmodded through).
+fn private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("open {} to set mode {mode:o}: {e}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| anyhow::anyhow!("chmod {} {mode:o}: {e}", path.display()))
+}
+
+/// Retries `attempt` while it finds the parent changed (removed and made
+/// again between the look-up and the record's transaction), a few times.
+fn retry_while_parent_changes<T>(
+    key: &str,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    for _ in 0..CREATE_ATTEMPTS {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "the parent of {key:?} kept changing while it was being created; retry"
+    )))
+}
+
+/// The snapshot as the policy sees it. Labels with an empty value are not
+/// stored (containerd deletes them), so the policy never sees one either.
+fn policy_snapshot(
+    id: SnapshotId,
+    kind: Kind,
+    parent_ids: Vec<SnapshotId>,
+    labels: &Labels,
+) -> Snapshot {
+    let labels =
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Snapshot { id, kind, parent_ids, labels }
+}
+
+fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
+    Usage { size: u.size, inodes: u.inodes }
+}
