@@ -416,7 +416,7 @@ fn battery() -> Vec<Case> {
             "panic-escape",
             Prepare,
             Unavailable,
-            &["layout trapped", "\\u{1b}[2J\\u{1b}[31mhostile\\nlevel=ERROR"],
+            &["layout trapped", "\\u{1b}[2J\\u{1b}[31mhostile | level=ERROR"],
         ),
         // A plan over the hostcall fuel is not copied out of the guest.
         case(HOSTILE, "huge-string", Mounts, Unavailable, &["mounts trapped", "hostcall"]),

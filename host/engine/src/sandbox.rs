@@ -251,7 +251,7 @@ mod tests {
 
     /// Instantiate `wasm` in a store limited as a policy's is.
     fn instantiate(wasm: &[u8]) -> Result<(), String> {
-        let engine = wasmtime::Engine::default();
+        let engine = crate::Engine::new().unwrap().inner;
         let mut store = wasmtime::Store::new(&engine, HostState::new(&Sandbox::default()));
         store.limiter(|state| &mut state.limiter);
         let module = wasmtime::Module::new(&engine, wasm).map_err(|e| e.to_string())?;

@@ -234,7 +234,7 @@ fn a_declared_error_is_escaped_and_capped() {
 fn guest_output_is_escaped() {
     let err = attempt(&hostile(), "panic-escape");
     let output = err.guest_output().unwrap();
-    assert!(output.contains("\\u{1b}[2J\\u{1b}[31mhostile\\nlevel=ERROR"), "{output}");
+    assert!(output.contains("\\u{1b}[2J\\u{1b}[31mhostile | level=ERROR"), "{output}");
     assert!(!err.to_string().chars().any(|c| c.is_control()), "{err}");
 }
 

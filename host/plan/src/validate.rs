@@ -219,8 +219,9 @@ pub enum ValidationError {
 
     // --- other mounts ----------------------------------------------------
     #[error(
-        "{at}: filesystem type {fs_type:?} is not allowed for an other mount (only {allowed}) [other-type]"
+        "{at}: filesystem type \"{fs_type}\" is not allowed for an other mount (only {allowed}) [other-type]"
     )]
+    /// `fs_type` is the policy's, escaped and capped (`crate::untrusted`).
     OtherType { at: Place, fs_type: String, allowed: String },
     #[error(
         "{at}: tmpfs option {option:?} is not allowed (only ro, {}) [other-option]",
