@@ -1010,10 +1010,10 @@ async fn a_bad_request_is_refused_before_the_policy_runs() {
     assert!(!d.logs().contains("policy failed"), "the policy was called:\n{}", d.logs());
 }
 
-/// Peak RSS of the daemon (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
+/// A `/proc/<pid>/status` figure (`VmHWM`: peak RSS, `VmRSS`), in MiB.
+fn status_mib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    let line = status.lines().find(|l| l.starts_with(field)).expect(field);
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib / 1024
 }
@@ -1035,7 +1035,7 @@ async fn concurrent_calls_into_a_memory_hog_keep_the_daemon_bounded() {
     let mut c = d.client().await;
     prepare(&mut c, HOSTILE, "warm", "", labels(&[])).await.unwrap();
     let pid = d.pid().unwrap();
-    let before = peak_rss_mib(pid);
+    let (rss, before) = (status_mib(pid, "VmRSS:"), status_mib(pid, "VmHWM:"));
     let started = Instant::now();
     let calls: Vec<_> = (0..64)
         .map(|i| {
@@ -1057,11 +1057,12 @@ async fn concurrent_calls_into_a_memory_hog_keep_the_daemon_bounded() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("exceeded its memory limit"), "{status:?}");
     }
-    let after = peak_rss_mib(pid);
+    let after = status_mib(pid, "VmHWM:");
     println!(
-        "64 concurrent calls filling 64 MiB each, 4 at a time: peak RSS {before} MiB -> {after} MiB ({:?})",
+        "64 concurrent calls filling 64 MiB each, 4 at a time: RSS {rss} MiB (peak {before} MiB) before, peak {after} MiB after ({:?})",
         started.elapsed()
     );
-    // 4 instances of 64 MiB, plus room for the allocator's slack.
-    assert!(after <= before + 4 * 64 + 96, "peak RSS {before} -> {after} MiB");
+    // 4 instances of 64 MiB on top of what it held, plus room for the
+    // allocator's slack; 64 instances at once would be 4 GiB.
+    assert!(after <= rss.max(before) + 4 * 64 + 96, "peak RSS {rss} -> {after} MiB");
 }
