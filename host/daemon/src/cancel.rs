@@ -36,7 +36,8 @@ impl Token {
         wasmsnap_fs::interrupt::watching(self.0.clone(), f)
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    #[cfg(test)]
+    fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 

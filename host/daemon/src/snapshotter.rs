@@ -16,18 +16,19 @@
 //! background. Mounts answers from a cache of rendered plans, and Usage of
 //! an active snapshot from a short-lived cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, parse_filters};
 use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::info::{Info, InfoUpdate, Labels, Usage};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
 
@@ -39,8 +40,6 @@ const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
 /// Prepare/View attempts when the parent changes between the look-up and
 /// the record's transaction (removed and made again meanwhile).
 const CREATE_ATTEMPTS: usize = 3;
-
-pub type Labels = BTreeMap<String, String>;
 
 pub struct Snapshotter {
     name: String,
@@ -86,7 +85,7 @@ impl Snapshotter {
         let metastore = Metastore::open(root)?;
         private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
         let dirs = SnapshotDirs::open(root)?;
-        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
         Ok(Snapshotter {
             name: name.to_string(),
@@ -160,6 +159,14 @@ impl Snapshotter {
         let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
             Ok(new_dir) => new_dir,
+            // The client went away mid-copy: the copy stopped between files
+            // (see `cancel`) and its temp dir is gone.
+            Err(e) if e.is_cancelled() => {
+                tracing::info!(op = "create", key, error = %e, "the client cancelled the request before it committed: rolled back (the copy stopped)");
+                return Err(Error::Cancelled(format!(
+                    "create of {key:?}: the client cancelled the request; nothing was changed"
+                )));
+            }
             // The parent was removed meanwhile and its directory with it
             // (copying it failed): the next attempt names that error.
             Err(_) if self.parent_changed(request, &base) => return Ok(None),
@@ -250,10 +257,10 @@ impl Snapshotter {
                 )));
             }
             let usage = match self.content_dir(&active) {
-                Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
-                _ => Usage { size: 0, inodes: 0 },
+                Some(dir) if active.kind == Kind::Active => Usage::from(wasmsnap_fs::usage(&dir)?),
+                _ => Usage::default(),
             };
-            tx.commit(key, name, labels, usage)?;
+            tx.commit(key, name, labels, usage.into())?;
             crate::cancel::check("commit", key)?;
             Ok(())
         })
@@ -270,22 +277,24 @@ impl Snapshotter {
         Ok(())
     }
 
-    pub fn stat(&self, key: &str) -> Result<Record> {
-        Ok(self.metastore.read(|tx| tx.get(key))?)
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.metastore.read(|tx| tx.get(key))?.into())
     }
 
-    pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
-        Ok(self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })?)
+    /// containerd's Update: only labels change (see `WriteTx::update`).
+    pub fn update(&self, info: InfoUpdate, fieldpaths: &[String]) -> Result<Info> {
+        let record = self.metastore.write(|tx| tx.update(info.into(), fieldpaths))?;
+        Ok(Info::from(record))
     }
 
     /// Every record matching the filters (ORed; none = all).
-    pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
         let filter = parse_filters(filters)
             .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
         let mut out = Vec::new();
         self.metastore.read(|tx| {
             tx.list(&filter, |r| {
-                out.push(r);
+                out.push(Info::from(r));
                 Ok(())
             })
         })?;
@@ -295,9 +304,9 @@ impl Snapshotter {
     /// Disk usage: stored at commit for committed snapshots, measured for
     /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
-        let record = self.stat(key)?;
+        let record = self.metastore.read(|tx| tx.get(key))?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
-            return Ok(usage);
+            return Ok(usage.into());
         }
         match (record.kind, self.content_dir(&record)) {
             (Kind::Active, Some(dir)) => {
@@ -311,14 +320,14 @@ impl Snapshotter {
                     return Ok(usage);
                 }
                 let measured_at = Instant::now();
-                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
                 self.active_usage
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(record.id, (measured_at, usage));
                 Ok(usage)
             }
-            _ => Ok(Usage { size: 0, inodes: 0 }),
+            _ => Ok(Usage::default()),
         }
     }
 
@@ -339,14 +348,6 @@ impl Snapshotter {
             tracing::info!(snapshotter = %self.name, ?report, "cleanup");
             Ok(())
         })
-    }
-
-    /// Check a record's view of the parent chain (used by recovery checks).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
-    ) -> Result<R> {
-        Ok(self.metastore.read(f)?)
     }
 
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {
@@ -387,7 +388,7 @@ fn retry_while_parent_changes<T>(
             return Ok(done);
         }
     }
-    Err(Error::Unavailable(format!(
+    Err(Error::ParentChanging(format!(
         "the parent of {key:?} kept changing while it was being created; retry"
     )))
 }
@@ -403,8 +404,4 @@ fn policy_snapshot(
     let labels =
         labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
     Snapshot { id, kind, parent_ids, labels }
-}
-
-fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
-    Usage { size: u.size, inodes: u.inodes }
 }

@@ -17,16 +17,16 @@
 //! - [`mount_check`], [`mount_sys`]: `--mount`;
 //! - [`inspect`]: `policy inspect`.
 
-pub mod cases;
-pub mod diff;
-pub mod failure;
+mod cases;
+mod diff;
+mod failure;
 pub mod inspect;
-pub mod mount_check;
-pub mod mount_sys;
-pub mod report;
-pub mod run;
-pub mod subject;
-pub mod update;
+mod mount_check;
+mod mount_sys;
+mod report;
+mod run;
+mod subject;
+mod update;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

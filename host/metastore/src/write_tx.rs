@@ -237,9 +237,9 @@ impl<'txn> WriteTx<'txn> {
         Ok(())
     }
 
-    /// The next id: persisted, monotonically increasing, never reused (not
-    /// even one allocated by a transaction that then aborted: the daemon may
-    /// have made its directory already).
+    /// The next id: persisted and increasing; within this process not
+    /// handed out again even if this transaction aborts (the daemon may
+    /// have made its directory already). See the crate's note on ids.
     fn allocate_id(&mut self) -> Result<SnapshotId, Error> {
         let stored = self.stored_next_id()?;
         let id = take_id(self.id_floor, stored)?;

@@ -107,7 +107,8 @@ fn check_create_answers_what_create_would() {
     layer(&store, "committed", None);
     create(&store, "active", Kind::Active, None).unwrap();
     let big = labels(&[("containerd.io/snapshot/big", &"x".repeat(4096))]);
-    let requests: &[(&str, Kind, Option<&str>, BTreeMap<String, String>)] = &[
+    type Request<'a> = (&'a str, Kind, Option<&'a str>, BTreeMap<String, String>);
+    let requests: &[Request] = &[
         ("", Kind::Active, None, labels(&[])),
         ("c", Kind::Committed, None, labels(&[])),
         ("c", Kind::Active, Some("missing"), labels(&[])),
