@@ -1002,7 +1002,7 @@ async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
 /// ran first and the client saw its trap (Unavailable).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_request_is_refused_before_the_policy_runs() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&battery_config());
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -1031,7 +1031,7 @@ fn status_mib(pid: u32, field: &str) -> u64 {
 /// instance at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_into_a_memory_hog_keep_the_daemon_bounded() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let config = format!(
         "[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ memory_mib = 64, max_concurrent_calls = 4 }}\n",
         hostile_wasm().display().to_string()
