@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use wasmsnap_plan::validate::PATH_FREE_FS_TYPES;
+use wasmsnap_plan::validate::{OTHER_FS_TYPES, TMPFS_OPTIONS};
 use wasmsnap_plan::{
     CopyMode, DirRef, Kind, Layout, Limits, MountPlan, Snapshot, Step, render_mounts,
     validate_layout, validate_mounts,
@@ -220,16 +220,20 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
             }
             MountPlan::Other { .. } => {
                 assert!(
-                    PATH_FREE_FS_TYPES.contains(&m.r#type.as_str()),
+                    OTHER_FS_TYPES.contains(&m.r#type.as_str()),
                     "an other mount of type {:?}: {m:?}",
                     m.r#type
                 );
                 assert!(!m.source.contains('/'), "an other mount with a path source: {m:?}");
-                m.options.iter().for_each(|o| check_free_option(o, &m));
-                assert!(
-                    !read_only || m.options.iter().any(|o| o == "ro"),
-                    "read-only {s:?}: {m:?}"
-                );
+                // The host's `ro`/`rw` first, then only allowlisted tmpfs options.
+                let (host, free) = m.options.split_first().unwrap_or_else(|| panic!("{m:?}"));
+                assert!(host == "ro" || host == "rw", "{m:?}");
+                assert!(!read_only || host == "ro", "read-only {s:?}: {m:?}");
+                for o in free {
+                    check_free_option(o, &m);
+                    let key = o.split('=').next().unwrap_or("");
+                    assert!(TMPFS_OPTIONS.contains(&key), "tmpfs option {o:?}: {m:?}");
+                }
             }
         }
     }

@@ -810,3 +810,96 @@ async fn settle(snapshots: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A copy whose client went away stops between files (issue 13 item 9):
+/// the dropped Prepare's temp dir is gone long before a whole copy of the
+/// parent could have finished. Before, the copy ran to its end and was
+/// only then rolled back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_copy_stops_between_files() {
+    let d = Daemon::start();
+    let mut c = d.client().await;
+    let m = c.prepare(prepare("native", "extract-big", "")).await.unwrap().into_inner().mounts;
+    let dir = writable_dir(&m).unwrap();
+    for d in 0..20 {
+        let sub = dir.join(format!("d{d:02}"));
+        std::fs::create_dir(&sub).unwrap();
+        for i in 0..400 {
+            std::fs::write(sub.join(format!("f{i:04}")), format!("file {i}").repeat(64)).unwrap();
+        }
+    }
+    c.commit(commit("native", "big", "extract-big")).await.unwrap();
+    let native = d.snapshots_dir("native");
+
+    let started = std::time::Instant::now();
+    c.prepare(prepare("native", "whole", "big")).await.unwrap();
+    let whole = started.elapsed();
+
+    let mut dropped = d.client().await;
+    let call =
+        tokio::spawn(async move { dropped.prepare(prepare("native", "dropped", "big")).await });
+    while !entries(&native).iter().any(|e| e.starts_with("new-")) {
+        assert!(!call.is_finished(), "the copy finished before it was seen");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let aborted = std::time::Instant::now();
+    call.abort();
+    while entries(&native).iter().any(|e| e.starts_with("new-") || e.starts_with("rm-")) {
+        assert!(aborted.elapsed() < Duration::from_secs(60), "the copy never stopped");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stopped = aborted.elapsed();
+    println!("a whole copy of 8000 files: {whole:?}; a dropped one stopped after {stopped:?}");
+    assert!(stopped * 4 < whole, "the dropped copy ran on: {stopped:?} of {whole:?}");
+    // Logged once the error comes back up, just after the temp dir went.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.logs().contains("rolled back (the copy stopped)") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `<root>/<name>` is 0700 and its metastore 0600, also when an older
+/// daemon left them 0755 and 0644 (issue 13 item 11).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshotters_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let mut d = Daemon::start();
+    let dir = d.root.join("overlay");
+    let db = dir.join("metadata.redb");
+    assert_eq!((mode(&dir), mode(&db)), (0o700, 0o600));
+    d.stop();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.spawn(&[]);
+    assert_eq!((mode(&dir), mode(&db)), (0o700, 0o600));
+}
+
+/// A root with `,` `:` or `=` would break or inject overlay options: the
+/// daemon refuses it, naming the key and the character (issue 13 item 13).
+#[test]
+fn a_root_that_would_inject_overlay_options_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a,upperdir=x");
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--root"])
+        .arg(&root)
+        .arg("--address")
+        .arg(dir.path().join("wasmsnap.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--root: ") && stderr.contains("contains ','"), "{stderr}");
+    assert!(!root.exists(), "it created the root");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "root = \"/var/lib/wasm:snap\"\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("root: \"/var/lib/wasm:snap\" contains ':'"), "{stderr}");
+}

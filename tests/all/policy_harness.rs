@@ -560,3 +560,38 @@ fn a_plan_the_kernel_would_refuse_is_refused_by_name() {
     let message = report["cases"][0]["failure"]["message"].as_str().unwrap();
     assert!(message.contains("mount that layer as a read-only bind"), "{message}");
 }
+
+/// A policy's 3 MiB error message with terminal escapes (issue 17 item 7,
+/// issue 13 item 8): the harness's text, JSON and JUnit output carry it
+/// escaped and cut to 1 KiB, so the report stays small and the terminal
+/// clean. Before, a 40 MB message made a 40 MB diff and a 170 MB JSON report.
+#[test]
+fn a_huge_hostile_error_message_is_capped_in_every_report() {
+    let policy = extra_policy(wasmsnap_test_artifacts::HOSTILE);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "huge.toml",
+        "[[case]]\nname = \"expects a plan, the policy declares a huge error\"\nkind = \"active\"\nparents = 1\nlabels = { \"containerd.io/snapshot/wasmsnap-test.do\" = \"declare-huge\" }\n\n[case.expect.layout]\nsteps = [{ mkdir = \"fs\", mode = \"0755\" }]\ncontent = \"fs\"\n",
+    );
+    let junit = dir.path().join("junit.xml");
+    for format in ["text", "json"] {
+        let o = wasmsnap(&[
+            "policy",
+            "test",
+            "--format",
+            format,
+            "--junit",
+            junit.to_str().unwrap(),
+            &policy,
+            &file,
+        ]);
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{format}: {}", &out[..out.len().min(4000)]);
+        assert!(out.len() < 16 << 10, "{format}: a report of {} bytes", out.len());
+        assert!(!out.contains('\u{1b}'), "{format}: a raw escape reached the report");
+        assert!(out.contains("(truncated, 3145778 bytes)"), "{format}: {out}");
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert!(xml.len() < 16 << 10 && !xml.contains('\u{1b}'), "junit: {} bytes", xml.len());
+    }
+}

@@ -7,6 +7,10 @@
 //! apart, as with any lost reply, and containerd's GC removes what it does
 //! not know.
 //!
+//! A copy of a parent (a native or bind Prepare) also stops between files
+//! once the mark is set (`wasmsnap_fs::interrupt`), so a big copy does not
+//! run on for a client that is gone.
+//!
 //! The mark travels to the blocking operation as a thread-local, so the
 //! core's signatures stay free of it.
 
@@ -29,7 +33,7 @@ impl Token {
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         let previous = CURRENT.with(|c| c.replace(Some(self.0.clone())));
         let _restore = Restore(previous);
-        f()
+        wasmsnap_fs::interrupt::watching(self.0.clone(), f)
     }
 
     #[cfg(test)]

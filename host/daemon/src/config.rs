@@ -13,6 +13,7 @@
 //! [snapshotters.overlay.limits]
 //! call_timeout_ms = 1000
 //! memory_mib = 64
+//! max_concurrent_calls = 4
 //! ```
 //!
 //! With no `[snapshotters]` table every built-in policy is served under its
@@ -126,11 +127,19 @@ pub struct Limits {
     pub call_timeout_ms: u64,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Calls into the policy running at once (each in its own instance of
+    /// up to `memory_mib`); more requests wait for a turn.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { call_timeout_ms: default_timeout_ms(), memory_mib: default_memory_mib() }
+        Limits {
+            call_timeout_ms: default_timeout_ms(),
+            memory_mib: default_memory_mib(),
+            max_concurrent_calls: default_max_concurrent_calls(),
+        }
     }
 }
 
@@ -139,6 +148,7 @@ impl Limits {
         wasmsnap_engine::Sandbox {
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             memory_bytes: (self.memory_mib as usize) << 20,
+            max_calls: self.max_concurrent_calls as usize,
         }
     }
 }
@@ -157,6 +167,27 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_memory_mib() -> u64 {
     64
+}
+fn default_max_concurrent_calls() -> u32 {
+    4
+}
+
+/// Characters a root may not contain: the root is rendered into overlay's
+/// mount data (`lowerdir=<root>/snapshots/1/fs:...,upperdir=...`), where
+/// `,` ends an option, `:` separates layers and `=` starts a value, so any
+/// of them would break the mount or inject options into it.
+pub const ROOT_FORBIDDEN: &[char] = &[',', ':', '='];
+
+/// A root usable in overlay options: refused, naming `key` and the
+/// character, if it holds one of [`ROOT_FORBIDDEN`].
+pub fn check_root(key: &str, root: &Path) -> anyhow::Result<()> {
+    let text = root.to_string_lossy();
+    if let Some(ch) = text.chars().find(|c| ROOT_FORBIDDEN.contains(c)) {
+        bail!(
+            "{key}: {text:?} contains {ch:?}; a root may not contain ',', ':' or '=' (they would break or inject overlay mount options)"
+        );
+    }
+    Ok(())
 }
 
 impl Default for Config {
@@ -219,6 +250,7 @@ impl Config {
                 bail!("{key}: must be an absolute path, got {:?}", path.display().to_string());
             }
         }
+        check_root("root", &self.root)?;
         if let Some(m) = &self.metrics_address {
             m.parse::<crate::metrics::MetricsAddress>().context("metrics_address")?;
         }
@@ -268,6 +300,12 @@ impl Config {
                 bail!(
                     "snapshotters.{name}.limits.memory_mib: must be 1..=4096, got {}",
                     s.limits.memory_mib
+                );
+            }
+            if s.limits.max_concurrent_calls == 0 || s.limits.max_concurrent_calls > 256 {
+                bail!(
+                    "snapshotters.{name}.limits.max_concurrent_calls: must be 1..=256, got {}",
+                    s.limits.max_concurrent_calls
                 );
             }
         }

@@ -28,7 +28,8 @@ fn a_full_config_parses_with_defaults_filled_in() {
     let c = Config::parse(GOOD).unwrap();
     assert_eq!(c.log_level, "debug");
     let s = &c.snapshotters["overlay"];
-    assert_eq!(s.limits, Limits { call_timeout_ms: 250, memory_mib: 64 });
+    assert_eq!(s.limits, Limits { call_timeout_ms: 250, memory_mib: 64, max_concurrent_calls: 4 });
+    assert_eq!(s.limits.sandbox().max_calls, 4);
     let config: Vec<String> = s.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
     assert_eq!(config, ["fast=true", "layers=4", "mount_options=volatile", "ratio=0.5"]);
     assert_eq!(s.limits.sandbox().call_timeout, Duration::from_millis(250));
@@ -53,7 +54,7 @@ fn unknown_keys_name_their_dotted_path() {
         "[snapshotters.a]\npolicy = \"builtin:overlay\"\n[snapshotters.a.limits]\ncall_timeot_ms = 5\n",
     );
     assert!(e.starts_with("snapshotters.a.limits.call_timeot_ms (line 4, column 1): unknown field `call_timeot_ms`"), "{e}");
-    assert!(e.contains("expected `call_timeout_ms` or `memory_mib`"), "{e}");
+    assert!(e.contains("expected one of `call_timeout_ms`, `memory_mib`"), "{e}");
 }
 
 #[test]
@@ -115,6 +116,10 @@ fn bad_values_name_their_key() {
             "root: must be an absolute path, got \"var/lib/wasmsnap\"",
         ),
         ("address = \"x.sock\"\n", "address: must be an absolute path"),
+        (
+            "[snapshotters.a]\npolicy = \"builtin:overlay\"\nlimits = { max_concurrent_calls = 0 }\n",
+            "snapshotters.a.limits.max_concurrent_calls: must be 1..=256, got 0",
+        ),
         ("log_level = \"loud=[\"\n", "log_level: \"loud=[\" is not a level"),
     ];
     for (text, expected) in cases {
@@ -158,6 +163,7 @@ fn the_documented_example_is_valid_and_complete() {
         "limits",
         "call_timeout_ms",
         "memory_mib",
+        "max_concurrent_calls",
     ] {
         assert!(
             example.contains(&format!("{key} =")) || example.contains(&format!(".{key}]")),
@@ -184,4 +190,18 @@ fn non_ascii_log_levels_are_an_error() {
         let e = error(&format!("log_level = '{level}'\n"));
         assert!(e.contains("log_level") && e.contains("not ASCII"), "{level:?}: {e}");
     }
+}
+
+/// The root is rendered into overlay's mount data: `,` `:` `=` would break
+/// or inject options (`lowerdir=/r,upperdir=/x/snapshots/1/fs`).
+#[test]
+fn a_root_with_overlay_separators_is_refused_naming_key_and_character() {
+    for (root, ch) in [("/var/lib/a,b", "','"), ("/srv/x:y", "':'"), ("/srv/upperdir=x", "'='")] {
+        let e = error(&format!("root = {root:?}\n"));
+        assert!(e.starts_with("root: "), "{e}");
+        assert!(e.contains(&format!("contains {ch}")), "{e}");
+    }
+    Config::parse("root = \"/var/lib/wasmsnap-2.0_x\"\n").unwrap();
+    let e = format!("{:#}", check_root("--root", Path::new("/a:b")).unwrap_err());
+    assert!(e.starts_with("--root: \"/a:b\" contains ':'"), "{e}");
 }

@@ -143,10 +143,14 @@ struct Base {
 }
 
 impl Snapshotter {
-    /// Open (or create) the snapshotter stored under `root`.
+    /// Open (or create) the snapshotter stored under `root`. `root` is made
+    /// 0700 and its metastore 0600 (also when they exist with wider modes):
+    /// snapshot contents, labels and keys are no other local user's to read.
     pub fn open(name: &str, root: &Path, policy: Policy) -> anyhow::Result<Snapshotter> {
         std::fs::create_dir_all(root)?;
+        private(root, 0o700)?;
         let metastore = Metastore::open(root)?;
+        private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
         let dirs = SnapshotDirs::open(root)?;
         let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
@@ -224,6 +228,7 @@ impl Snapshotter {
         // A read, outside the write lock: a request bound to fail builds nothing.
         let base = self.metastore.read(|tx| self.base(tx, request))?;
         self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+        crate::cancel::check("create", key)?;
         let current = self.current_policy();
         let generation = current.generation;
         let id = self.metastore.reserve_id()?;
@@ -233,6 +238,14 @@ impl Snapshotter {
         let (layout, plans) = current.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
         let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
             Ok(new_dir) => new_dir,
+            // The client went away mid-copy: the copy stopped between files
+            // (see `cancel`) and its temp dir is gone.
+            Err(e) if e.is_cancelled() => {
+                tracing::info!(op = "create", key, error = %e, "the client cancelled the request before it committed: rolled back (the copy stopped)");
+                return Err(Error::Cancelled(format!(
+                    "create of {key:?}: the client cancelled the request; nothing was changed"
+                )));
+            }
             // The parent was removed meanwhile and its directory with it
             // (copying it failed): the next attempt names that error.
             Err(_) if self.parent_changed(request, &base) => return Ok(None),
@@ -318,6 +331,8 @@ impl Snapshotter {
     /// measured again. Nothing is written before the transaction, so a
     /// crash anywhere leaves the snapshot active, as before the request.
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
+        // A bad name or label is refused before the walk, not after it.
+        wasmsnap_metastore::check_commit(name, key, &labels)?;
         for _ in 0..CREATE_ATTEMPTS {
             let measured = self.metastore.read(|tx| tx.get(key))?;
             self.check_commit(&measured, key, parent)?;
@@ -525,6 +540,19 @@ impl Drop for Snapshotter {
         let stats = self.metastore.commit_stats();
         tracing::info!(snapshotter = %self.name, commits = stats.commits, durable = stats.durable, "metastore group commit");
     }
+}
+
+/// Set `path`'s mode, through a descriptor opened without following a
+/// symlink (so a planted link is refused, never chmodded through).
+fn private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("open {} to set mode {mode:o}: {e}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| anyhow::anyhow!("chmod {} {mode:o}: {e}", path.display()))
 }
 
 /// Retries `attempt` while it finds the parent changed (removed and made

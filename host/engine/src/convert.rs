@@ -75,10 +75,13 @@ fn dir(d: wit::DirRef) -> model::DirRef {
     model::DirRef { snapshot: d.snapshot, name: d.name }
 }
 
+/// A declared error, its message escaped and capped where it enters the
+/// host: it goes on to a gRPC status, a log line and the harness's report.
 pub(crate) fn declared(e: wit::PolicyError) -> DeclaredError {
+    use model::untrusted;
     match e {
-        wit::PolicyError::InvalidConfig(m) => DeclaredError::InvalidConfig(m),
-        wit::PolicyError::Unsupported(m) => DeclaredError::Unsupported(m),
-        wit::PolicyError::Failed(m) => DeclaredError::Failed(m),
+        wit::PolicyError::InvalidConfig(m) => DeclaredError::InvalidConfig(untrusted(&m)),
+        wit::PolicyError::Unsupported(m) => DeclaredError::Unsupported(untrusted(&m)),
+        wit::PolicyError::Failed(m) => DeclaredError::Failed(untrusted(&m)),
     }
 }

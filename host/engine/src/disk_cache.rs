@@ -10,17 +10,20 @@
 //! A file is `MAGIC`, the sha256 of the payload, then the payload (what
 //! `Component::serialize` wrote). It is written to a temporary name,
 //! synced and renamed into place, so a reader sees a whole file or none.
-//! Loading machine code is `unsafe`: wasmtime trusts the bytes. Two
-//! guards: the directory is the daemon's own (mode 0700, under the root),
-//! and the checksum must match before wasmtime sees a byte, so a torn or
-//! damaged file is rebuilt instead of run. A file that passes the checksum
-//! but that wasmtime refuses (`Component::deserialize` checks its own
-//! header and the compatibility hash) is rebuilt too.
+//! Loading machine code is `unsafe`: wasmtime trusts the bytes. Three
+//! guards: the directory must be root's alone (see `cache_trust`: it and
+//! every parent owned by root and not group/other writable; else the cache
+//! is not opened and policies are compiled in memory), entries are opened
+//! with `O_NOFOLLOW` and must be root's regular files, and the checksum
+//! must match before wasmtime sees a byte, so a torn or damaged file is
+//! rebuilt instead of run. A file that passes the checksum but that
+//! wasmtime refuses (`Component::deserialize` checks its own header and
+//! the compatibility hash) is rebuilt too.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,10 +59,12 @@ impl DiskCache {
     /// Open (or create, mode 0700) `dir` for `engine`'s artifacts, and
     /// remove what no engine like this one can use: files of another
     /// compatibility hash, and temporary files of interrupted writes.
+    /// Refused (an error naming the path and the rule) unless only root can
+    /// change `dir` (see `cache_trust`).
     pub fn open(engine: &wasmtime::Engine, dir: &Path) -> io::Result<DiskCache> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         // An existing directory keeps its mode unless we narrow it.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        crate::cache_trust::secure_dir(dir).map_err(io::Error::other)?;
         let cache = DiskCache { dir: dir.to_path_buf(), compat: compat_digest(engine) };
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -91,16 +96,22 @@ impl DiskCache {
     /// The component compiled from wasm `digest`, if a good file holds it.
     pub(crate) fn load(&self, engine: &wasmtime::Engine, digest: &[u8; 32]) -> Lookup {
         let path = self.path(digest);
-        let bytes = match fs::read(&path) {
+        let read = |path: &Path| -> io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            crate::cache_trust::open_entry(path)?.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        let bytes = match read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return Lookup::Bad(format!("cannot read {}: {e}", path.display())),
         };
         let reason = match payload(&bytes) {
             // SAFETY: the payload is what `Component::serialize` wrote for
-            // this engine: the file is in the daemon's own 0700 directory,
-            // named by this engine's compatibility hash, and its checksum
-            // matches, so it is not torn or damaged.
+            // this engine: the file is a regular file of root's (opened
+            // without following a symlink) in a directory only root can
+            // change, named by this engine's compatibility hash, and its
+            // checksum matches, so it is not torn or damaged.
             Ok(payload) => match unsafe { Component::deserialize(engine, payload) } {
                 Ok(component) => return Lookup::Hit(component),
                 Err(e) => format!("wasmtime refused it: {e}"),

@@ -40,7 +40,15 @@ pub enum PolicyError {
     )]
     MemoryLimit { label: String, func: Func, limit: usize, asked: usize, output: String },
 
-    /// The policy returned an error of its own.
+    /// Every turn to call the policy was taken for longer than a call may
+    /// wait (see `Sandbox::max_calls`).
+    #[error(
+        "policy {label}: {func} found all {max_calls} calls busy for {waited:?} (limits.max_concurrent_calls)"
+    )]
+    Busy { label: String, func: Func, max_calls: usize, waited: Duration },
+
+    /// The policy returned an error of its own (its message escaped and
+    /// capped, see `wasmsnap_plan::untrusted`).
     #[error("policy {label}: {func} failed: {error}")]
     Declared { label: String, func: Func, error: DeclaredError },
 
@@ -59,6 +67,7 @@ impl PolicyError {
             PolicyError::Trap { .. }
                 | PolicyError::Timeout { .. }
                 | PolicyError::MemoryLimit { .. }
+                | PolicyError::Busy { .. }
         )
     }
 

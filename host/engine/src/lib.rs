@@ -20,23 +20,26 @@ mod bindings {
         world: "snapshot-policy",
     });
 }
+mod cache_trust;
 mod convert;
 mod disk_cache;
 mod engine;
 mod error;
 mod facts;
 mod output;
+mod permits;
 mod policy;
 mod sandbox;
 mod source;
 mod version;
 
+pub use cache_trust::Refusal as CacheRefusal;
 pub use disk_cache::DiskCache;
 pub use engine::Engine;
 pub use error::{DeclaredError, Func, PolicyError};
 pub use facts::probe_facts;
 pub use policy::{Policy, PolicyInfo};
-pub use sandbox::Sandbox;
+pub use sandbox::{HOSTCALL_FUEL, Sandbox};
 pub use source::{read_policy, sha256_hex};
 pub use version::SUPPORTED_WIT;
 

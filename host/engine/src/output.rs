@@ -2,7 +2,9 @@
 //! (a panic message, its own logs) goes into the error of a failed call or
 //! into the host's log. Bounded: only the last bytes are kept (a panic
 //! message comes last), the rest is dropped and counted, never a trap, so a
-//! chatty policy cannot fail because of its output.
+//! chatty policy cannot fail because of its output. What is taken is
+//! escaped and capped (`wasmsnap_plan::untrusted_tail`): it goes into error
+//! messages and log lines.
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +15,10 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Bytes kept of one call's output.
-const KEPT: usize = 16 << 10;
+/// Bytes kept of one call's output: more than is shown (the last
+/// `MAX_POLICY_TEXT` bytes once escaped), so blank lines and std's
+/// backtrace hint can be dropped from what is kept.
+const KEPT: usize = 4 << 10;
 
 /// A shared capture buffer; stdout and stderr write to the same one.
 #[derive(Clone, Default)]
@@ -53,7 +57,7 @@ impl Capture {
     }
 
     /// The output since the last call, as one line of text (lines joined
-    /// by ` | `), and clear it.
+    /// by ` | `), escaped and capped, and clear it.
     pub(crate) fn take(&self) -> String {
         let mut buf = self.lock();
         if buf.kept.is_empty() && buf.dropped == 0 {
@@ -78,7 +82,7 @@ impl Capture {
         }
         buf.kept.clear();
         buf.dropped = 0;
-        text
+        wasmsnap_plan::untrusted_tail(&text)
     }
 }
 
@@ -152,9 +156,18 @@ mod tests {
         c.append(&vec![b'x'; KEPT + 10]);
         c.append(b"the end");
         let text = c.take();
-        assert!(text.starts_with("[... 17 earlier bytes dropped] xxx"), "{}", &text[..40]);
+        let shown = "[... 17 earlier bytes dropped] ".len() + KEPT;
+        let cut = format!("(truncated, {shown} bytes) ...xxx");
+        assert!(text.starts_with(&cut), "{}", &text[..40]);
         assert!(text.ends_with("xxxthe end"));
-        assert_eq!(text.len(), "[... 17 earlier bytes dropped] ".len() + KEPT);
+        assert_eq!(text.len(), cut.len() - 3 + wasmsnap_plan::MAX_POLICY_TEXT);
         assert_eq!(c.take(), "");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let c = Capture::default();
+        c.append(b"\x1b[2J\x1b[31mred\rlevel=ERROR forged\n");
+        assert_eq!(c.take(), "\\u{1b}[2J\\u{1b}[31mred\\rlevel=ERROR forged");
     }
 }

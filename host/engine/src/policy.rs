@@ -4,7 +4,8 @@
 //! Each pooled instance owns a store that ran `init` once; a call takes
 //! one (or makes one), runs under the call's epoch deadline, and puts it
 //! back. A store that trapped, timed out or hit its memory limit is
-//! dropped, never reused: its guest state is unknown.
+//! dropped, never reused: its guest state is unknown. At most
+//! `Sandbox::max_calls` calls run at once (see `permits`).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,7 +21,8 @@ use crate::bindings::{SnapshotPolicy, SnapshotPolicyPre};
 use crate::convert;
 use crate::engine::{Engine, TICK};
 use crate::error::{Func, PolicyError};
-use crate::sandbox::{HostState, Sandbox, linker};
+use crate::permits::{self, Permits};
+use crate::sandbox::{HOSTCALL_FUEL, HostState, Sandbox, linker};
 use crate::version::{Contract, SUPPORTED_WIT, contract};
 
 /// What was loaded.
@@ -50,6 +52,7 @@ pub struct Policy {
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
+    permits: Permits,
 }
 
 /// An initialised instance in its own store.
@@ -71,7 +74,6 @@ impl Policy {
         sandbox: Sandbox,
     ) -> Result<Policy, PolicyError> {
         let (digest, wit_version, pre) = Self::link(engine, label, wasm)?;
-        let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let policy = Policy {
             info: PolicyInfo {
                 label: label.to_string(),
@@ -88,7 +90,9 @@ impl Policy {
             deadline_ticks: deadline_ticks(sandbox.call_timeout),
             limits: Limits::default(),
             idle: Mutex::new(Vec::new()),
-            max_idle: (2 * workers).max(4),
+            // No more instances wait than may run at once.
+            max_idle: sandbox.max_calls.max(1),
+            permits: Permits::new(sandbox.max_calls),
         };
         // init runs now, so a bad config refuses the load, not a request.
         let first = policy.fresh()?;
@@ -119,14 +123,18 @@ impl Policy {
             Contract::Unsupported(found) => {
                 return Err(PolicyError::UnsupportedVersion {
                     label: label.to_string(),
-                    found,
+                    found: wasmsnap_plan::untrusted(&found),
                     supported: SUPPORTED_WIT.join(", "),
                 });
             }
             Contract::Missing { exports } => {
                 return Err(load_error(format!(
                     "it exports no wasmsnap:policy/policy interface (exports: {}); is it a wasmsnap policy?",
-                    if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+                    if exports.is_empty() {
+                        "none".to_string()
+                    } else {
+                        wasmsnap_plan::untrusted(&exports.join(", "))
+                    }
                 )));
             }
         };
@@ -212,6 +220,14 @@ impl Policy {
             &mut Store<HostState>,
         ) -> wasmtime::Result<Result<R, wit::PolicyError>>,
     ) -> Result<R, PolicyError> {
+        let Some(_turn) = self.permits.acquire(permits::WAIT) else {
+            return Err(PolicyError::Busy {
+                label: self.info.label.clone(),
+                func,
+                max_calls: self.permits.max(),
+                waited: permits::WAIT,
+            });
+        };
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
             None => self.fresh()?,
@@ -232,6 +248,7 @@ impl Policy {
     fn fresh(&self) -> Result<Instance, PolicyError> {
         let mut store = Store::new(&self.engine.inner, HostState::new(&self.sandbox));
         store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         store.epoch_deadline_trap();
         // Instantiation runs guest start code: it gets a deadline too.
         store.set_epoch_deadline(self.deadline_ticks);
@@ -284,7 +301,9 @@ impl Policy {
         }
         let reason = match e.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            // An error from a host function (e.g. a refused clock wait).
+            // An error from a host function (e.g. a refused clock wait), or
+            // wasmtime's "too much data ... hostcall fuel" when what the
+            // guest returned is over HOSTCALL_FUEL.
             None => e.root_cause().to_string(),
         };
         PolicyError::Trap { label, func, reason, output }

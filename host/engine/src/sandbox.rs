@@ -1,6 +1,11 @@
 //! The sandbox a policy runs in: a WASI context that grants nothing, fixed
 //! clocks and seeded randomness (so a plan depends only on its inputs),
 //! captured stdout/stderr, and store limits on memory and time.
+//!
+//! Memory is bounded per call, not per linear memory: one memory, a few
+//! small tables, [`HOSTCALL_FUEL`] bytes lifted out of the guest per call,
+//! and at most [`Sandbox::max_calls`] calls (so instances) of one policy at
+//! once, so a snapshotter's policy holds at most `max_calls x memory_bytes`.
 
 use std::time::Duration;
 
@@ -22,13 +27,28 @@ pub struct Sandbox {
     pub call_timeout: Duration,
     /// Bytes of linear memory one instance may grow to.
     pub memory_bytes: usize,
+    /// Calls of one policy that may run at once; more wait for a turn (see
+    /// `Policy`), so N concurrent requests cannot make N instances.
+    pub max_calls: usize,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
-        Sandbox { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20 }
+        Sandbox { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20, max_calls: 4 }
     }
 }
+
+/// Bytes wasmtime may lift out of the guest in one call (a returned plan,
+/// a string handed to a host function): a plan the validator accepts is at
+/// most ~16 mounts of 64 options of 1 KiB plus 500 lower dir-refs each,
+/// well under this. Without it wasmtime's default, 128 MiB, would copy a
+/// plan that large into the host before validation could refuse it.
+pub const HOSTCALL_FUEL: usize = 4 << 20;
+
+/// Elements one table may hold. A Rust policy's function table holds a few
+/// hundred to a few thousand entries; the limit is what makes `tables`
+/// matter (32 tables of 1M elements were 256 MiB of host memory).
+pub(crate) const TABLE_ELEMENTS: usize = 20_000;
 
 /// What one store holds: the deny-all WASI context, its resources, the
 /// captured output and the limiter.
@@ -61,11 +81,12 @@ impl HostState {
             .memory_size(sandbox.memory_bytes)
             // A Rust component has one memory and a handful of core
             // instances and tables; these bound a hostile one that
-            // multiplies them.
-            .memories(4)
-            .tables(32)
+            // multiplies them (memory_size is per memory, so one memory
+            // is what makes it a bound per instance).
+            .memories(1)
+            .tables(8)
             .instances(64)
-            .table_elements(1 << 20)
+            .table_elements(TABLE_ELEMENTS)
             .trap_on_grow_failure(true)
             .build();
         HostState {
@@ -185,4 +206,71 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostS
     )?;
     linker.allow_shadowing(false);
     Ok(linker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module of `memories` memories (1 page each) and `tables`
+    /// funcref tables of `elements` elements each, hand-assembled.
+    fn module(memories: u8, tables: u8, elements: u32) -> Vec<u8> {
+        fn leb(mut n: u32, out: &mut Vec<u8>) {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                out.push(if n == 0 { byte } else { byte | 0x80 });
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
+            out.push(id);
+            leb(body.len() as u32, out);
+            out.extend(body);
+        }
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        if tables > 0 {
+            let mut body = vec![tables];
+            for _ in 0..tables {
+                body.extend([0x70, 0x00]); // funcref, min only
+                leb(elements, &mut body);
+            }
+            section(4, body, &mut wasm);
+        }
+        if memories > 0 {
+            let mut body = vec![memories];
+            for _ in 0..memories {
+                body.extend([0x00, 0x01]); // min 1 page
+            }
+            section(5, body, &mut wasm);
+        }
+        wasm
+    }
+
+    /// Instantiate `wasm` in a store limited as a policy's is.
+    fn instantiate(wasm: &[u8]) -> Result<(), String> {
+        let engine = crate::Engine::new().unwrap().inner;
+        let mut store = wasmtime::Store::new(&engine, HostState::new(&Sandbox::default()));
+        store.limiter(|state| &mut state.limiter);
+        let module = wasmtime::Module::new(&engine, wasm).map_err(|e| e.to_string())?;
+        wasmtime::Instance::new(&mut store, &module, &[]).map(drop).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn one_memory_per_store() {
+        instantiate(&module(1, 0, 0)).unwrap();
+        let err = instantiate(&module(2, 0, 0)).unwrap_err();
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn tables_are_few_and_small() {
+        instantiate(&module(0, 8, TABLE_ELEMENTS as u32)).unwrap();
+        let err = instantiate(&module(0, 1, TABLE_ELEMENTS as u32 + 1)).unwrap_err();
+        assert!(err.contains("table"), "{err}");
+        let err = instantiate(&module(0, 9, 1)).unwrap_err();
+        assert!(err.contains("table"), "{err}");
+    }
 }

@@ -101,3 +101,75 @@ fn foreign_and_leftover_files_are_removed_at_open() {
     assert_eq!(engine.disk_cache().unwrap().retain(&[]).unwrap(), 1);
     assert!(!ours.exists());
 }
+
+fn refusal(dir: &Path) -> String {
+    format!("{:#}", Engine::new().unwrap().with_disk_cache(dir).err().expect("refused"))
+}
+
+/// Whoever can write the cache runs code as root: a cache dir under a
+/// parent writable by others, or owned by another user, is refused,
+/// naming the path and the rule (the daemon then compiles in memory).
+#[test]
+fn an_untrusted_cache_dir_is_refused_naming_path_and_rule() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = refusal(&open.join("cache"));
+    assert!(
+        e.contains(&format!("{} is writable by group or others (mode 0777)", open.display())),
+        "{e}"
+    );
+    assert!(e.ends_with("[cache-writable]"), "{e}");
+
+    let theirs = tmp.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let e = refusal(&theirs.join("cache"));
+    assert!(e.contains(&format!("{} is owned by uid 65534", theirs.display())), "{e}");
+    assert!(e.ends_with("[cache-owner]"), "{e}");
+
+    // A root-owned sticky parent (as /tmp) is fine: others cannot move root's entries.
+    let sticky = tmp.path().join("sticky");
+    fs::create_dir(&sticky).unwrap();
+    fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).unwrap();
+    cached_engine(&sticky.join("cache"));
+}
+
+/// A symlink planted as the cache dir is not used, and the chmod to 0700
+/// does not go through it to its target.
+#[test]
+fn a_symlinked_cache_dir_is_neither_used_nor_chmodded() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("elsewhere");
+    fs::create_dir(&target).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+    let link = tmp.path().join("cache");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = refusal(&link);
+    assert!(e.contains("not a plain directory") && e.ends_with("[cache-symlink]"), "{e}");
+    assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o7777, 0o755);
+}
+
+/// An entry replaced by a symlink (to a good artifact elsewhere) is not
+/// followed: the component is compiled again and the entry rewritten.
+#[test]
+fn a_symlinked_entry_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let wasm = builtin("overlay").unwrap();
+    load(&cached_engine(&dir), wasm);
+    let entry = cached_engine(&dir).disk_cache().unwrap().path(&digest(wasm));
+    let good = fs::read(&entry).unwrap();
+    let outside = tmp.path().join("planted.cwasm");
+    fs::rename(&entry, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &entry).unwrap();
+
+    let policy = load(&cached_engine(&dir), wasm);
+    policy.mounts(&snapshot(Kind::View, 1)).unwrap();
+    let meta = fs::symlink_metadata(&entry).unwrap();
+    assert!(meta.file_type().is_file(), "the symlink was used as the entry");
+    assert_eq!(fs::read(&entry).unwrap(), good);
+}

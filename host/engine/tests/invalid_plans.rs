@@ -84,6 +84,34 @@ fn other_mounts_that_name_a_path() {
     refused("other-source-path", Kind::Active, 1, "other-source-path");
 }
 
+/// containerd mounts a plan as root in the host's namespaces (unpack,
+/// diff): an `other` mount is a tmpfs with allowlisted options, nothing else.
+#[test]
+fn other_mounts_that_expose_the_host() {
+    refused("other-proc", Kind::View, 1, "other-type");
+    refused("other-sysfs", Kind::View, 1, "other-type");
+    refused("other-suid", Kind::Active, 1, "other-option");
+}
+
+/// `["ro","rw"]` passed for a view before, and mounted writable (the last
+/// flag wins): `rw` is the host's to render.
+#[test]
+fn a_view_tmpfs_cannot_end_writable() {
+    refused("other-ro-rw", Kind::View, 1, "option-reserved");
+}
+
+/// An unknown type is echoed in the refusal: escaped and capped, so a
+/// policy cannot write 100 KB or terminal escapes into a status or log.
+#[test]
+fn an_echoed_type_is_escaped_and_capped() {
+    let s = labelled(Kind::Active, 1, CASE, "other-type-echo");
+    let text = bad_plans().mounts(&s).unwrap_err().to_string();
+    assert!(text.len() < 1400, "{} bytes", text.len());
+    assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+    assert!(text.contains("\\u{1b}[2J\\nlevel=ERROR forged yyy"), "{text}");
+    assert!(text.contains("(truncated, 100024 bytes)"), "{text}");
+}
+
 #[test]
 fn writable_mounts_of_parents_or_views() {
     refused("writable-parent", Kind::Active, 2, "writable-parent-dir");

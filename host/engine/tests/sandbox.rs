@@ -200,3 +200,67 @@ fn the_pooling_allocator_serves_and_limits_too() {
     assert_eq!(overlay.mounts(&snapshot(Kind::Active, 3)).unwrap(), expected);
     assert_eq!(overlay.idle_instances(), 1);
 }
+
+/// A plan bigger than HOSTCALL_FUEL is not copied out of the guest at all:
+/// the call traps while lifting, before validation would refuse it. (With
+/// wasmtime's default fuel, 128 MiB, the 8 MiB option was lifted and then
+/// refused as option-too-long.)
+#[test]
+fn a_plan_over_the_hostcall_fuel_is_not_lifted() {
+    let err = attempt(&hostile(), "huge-string");
+    assert!(matches!(&err, PolicyError::Trap { func: "mounts", .. }), "{err}");
+    assert!(err.to_string().contains("hostcall"), "{err}");
+    assert!(err.is_unavailable());
+}
+
+/// A declared error of 3 MiB with terminal escapes and a forged log line
+/// reaches the host escaped and cut to 1 KiB.
+#[test]
+fn a_declared_error_is_escaped_and_capped() {
+    let err = attempt(&hostile(), "declare-huge");
+    let PolicyError::Declared { error: DeclaredError::Failed(m), .. } = &err else {
+        panic!("not a declared error: {err}")
+    };
+    assert!(m.starts_with("\\u{1b}[2J\\u{1b}[31mhostile\\nlevel=ERROR"), "{m}");
+    let total: usize =
+        m.rsplit_once("(truncated, ").unwrap().1.trim_end_matches(" bytes)").parse().unwrap();
+    assert!(total > 3 << 20, "{m}");
+    assert!(m.len() < 1100, "{} bytes", m.len());
+    assert!(!err.to_string().chars().any(|c| c.is_control()), "{err}");
+}
+
+/// A panic message (the guest's stderr) with escapes reaches the error escaped.
+#[test]
+fn guest_output_is_escaped() {
+    let err = attempt(&hostile(), "panic-escape");
+    let output = err.guest_output().unwrap();
+    assert!(output.contains("\\u{1b}[2J\\u{1b}[31mhostile | level=ERROR"), "{output}");
+    assert!(!err.to_string().chars().any(|c| c.is_control()), "{err}");
+}
+
+/// N threads calling at once make at most `max_calls` instances: a policy
+/// that grows to its memory limit in every call holds at most
+/// `max_calls x memory_bytes`, not N times it. Seen from outside: 8 calls
+/// that each spin to a 200 ms deadline take 4 rounds with 2 turns (without
+/// turns they all spin at once and end together after ~200 ms).
+#[test]
+fn concurrent_calls_wait_for_a_turn() {
+    let sandbox =
+        Sandbox { max_calls: 2, call_timeout: Duration::from_millis(200), ..Sandbox::default() };
+    let wasm = test_policy(wasmsnap_test_artifacts::HOSTILE);
+    let p = load_with("test:hostile", &wasm, &[], &facts(), sandbox).unwrap();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let err = p.mounts(&labelled(Kind::Active, 1, DO, "loop")).unwrap_err();
+                assert!(matches!(&err, PolicyError::Timeout { .. }), "{err}");
+            });
+        }
+    });
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(790), "8 calls of 200 ms in 2 turns took {took:?}");
+    p.mounts(&snapshot(Kind::Active, 1)).unwrap();
+    // Instances kept for reuse are bounded by the turns too.
+    assert!(p.idle_instances() <= 2, "{} idle", p.idle_instances());
+}

@@ -52,6 +52,10 @@ pub enum FsError {
 
     #[error("copy-parent {name:?}: the snapshot has no parent to copy from")]
     NoParent { name: String },
+
+    /// The request the copy was for was cancelled (see `interrupt`).
+    #[error("copy stopped at {}: the request was cancelled", path.display())]
+    Cancelled { path: PathBuf },
 }
 
 impl FsError {
@@ -68,6 +72,15 @@ impl FsError {
             | FsError::CopyData { error, .. } => error.raw_os_error(),
             FsError::Step { error, .. } => error.raw_os_error(),
             _ => None,
+        }
+    }
+
+    /// Whether the copy stopped because its request was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            FsError::Cancelled { .. } => true,
+            FsError::Step { error, .. } => error.is_cancelled(),
+            _ => false,
         }
     }
 }

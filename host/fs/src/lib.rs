@@ -4,7 +4,8 @@
 //! - [`SnapshotDirs`]: creates `<root>/snapshots/<id>` from a layout
 //!   (temp dir, steps, flush, rename), removes it, cleans up orphans;
 //! - [`copy`]: the copy engine behind the `copy-parent` step;
-//! - [`usage`]: disk usage as containerd counts it.
+//! - [`usage`]: disk usage as containerd counts it;
+//! - [`interrupt`]: a cancelled request stops its copy between entries.
 //!
 //! Every walk of a tree a container can write (usage, copy, remove) goes
 //! through `walk`: by directory fd, never following a symlink or leaving
@@ -14,6 +15,7 @@ mod claims;
 pub mod copy;
 mod dirs;
 mod error;
+pub mod interrupt;
 mod layout;
 mod remove;
 mod spares;

@@ -138,6 +138,11 @@ pub fn failure(e: PolicyError) -> Failure {
                 output,
             ),
         },
+        PolicyError::Busy { func, max_calls, waited, .. } => Failure {
+            stage: stage(func),
+            kind: FailureKind::Timeout,
+            message: format!("all {max_calls} calls busy for {waited:?}"),
+        },
         PolicyError::Declared { func, error, .. } => {
             let message = match error {
                 DeclaredError::InvalidConfig(m) => format!("invalid-config: {m}"),

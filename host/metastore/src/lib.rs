@@ -47,5 +47,5 @@ pub use reads::Reads;
 pub use record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage};
 pub use store::{FILE_NAME, Metastore};
 pub use tables::SCHEMA_VERSION;
-pub use validate::{MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LABELS_TOTAL_BYTES};
+pub use validate::{MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_LABELS_TOTAL_BYTES, check_commit};
 pub use write_tx::WriteTx;

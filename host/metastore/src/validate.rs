@@ -55,6 +55,14 @@ pub(crate) fn labels(key: &str, labels: &BTreeMap<String, String>) -> Result<(),
     Ok(())
 }
 
+/// What a Commit brings (names and labels), checked as its transaction will
+/// check them, so a bad request is refused before the disk-usage walk.
+pub fn check_commit(name: &str, key: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+    self::key("snapshot key", key)?;
+    self::key("committed name", name)?;
+    self::labels(name, labels)
+}
+
 /// containerd never stores an empty label value: writing one deletes the label.
 pub(crate) fn drop_empty_values(labels: &mut BTreeMap<String, String>) {
     labels.retain(|_, v| !v.is_empty());

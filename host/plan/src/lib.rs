@@ -4,12 +4,15 @@
 //!
 //! - [`model`]: snapshots, layouts, mount plans (dir-refs, never paths);
 //! - [`validate`]: the host's rules every plan must pass before use;
-//! - [`render`]: dir-refs to `<root>/snapshots/<id>/<name>` mounts.
+//! - [`render`]: dir-refs to `<root>/snapshots/<id>/<name>` mounts;
+//! - [`untrusted`]: a policy's text, escaped and capped for statuses and logs.
 
 pub mod model;
 pub mod render;
+pub mod untrusted;
 pub mod validate;
 
 pub use model::*;
 pub use render::{Mount, check_snapshotter_name, render_mounts, snapshot_dir};
+pub use untrusted::{MAX_POLICY_TEXT, untrusted, untrusted_tail};
 pub use validate::{Limits, ValidationError, validate_layout, validate_mounts, validate_plan};

@@ -50,7 +50,10 @@ pub fn snapshot_dir(root: &Path, id: SnapshotId) -> PathBuf {
 /// containerd's overlay and native snapshotters order them). An overlay
 /// gets the plan's options, then `workdir=`, `upperdir=` (with an upper)
 /// and last `lowerdir=` (nearest first), so containerd's client can find
-/// and shorten a long `lowerdir`. An `other` mount is passed as given.
+/// and shorten a long `lowerdir`. An `other` mount gets `ro` (if its
+/// options hold `ro`) or `rw` first, as a bind does, then its other options
+/// (validation refused any `rw` of the policy's, so nothing later can make
+/// a read-only mount writable).
 ///
 /// `root` comes from the daemon's (UTF-8) config; a non-UTF-8 root would be
 /// rendered lossily.
@@ -90,12 +93,18 @@ fn render_one(root: &str, plan: &MountPlan) -> Mount {
                 options: rendered,
             }
         }
-        MountPlan::Other { fs_type, source, options } => Mount {
-            r#type: fs_type.clone(),
-            source: source.clone(),
-            target: String::new(),
-            options: options.clone(),
-        },
+        MountPlan::Other { fs_type, source, options } => {
+            let readonly = options.iter().any(|o| o == "ro");
+            let mut rendered = Vec::with_capacity(1 + options.len());
+            rendered.push(if readonly { "ro" } else { "rw" }.to_string());
+            rendered.extend(options.iter().filter(|o| *o != "ro" && *o != "rw").cloned());
+            Mount {
+                r#type: fs_type.clone(),
+                source: source.clone(),
+                target: String::new(),
+                options: rendered,
+            }
+        }
     }
 }
 
@@ -232,16 +241,24 @@ mod tests {
     }
 
     #[test]
-    fn other_is_passed_as_given() {
-        let plan = MountPlan::Other {
+    fn other_gets_ro_or_rw_first_like_a_bind() {
+        let other = |options: &[&str]| MountPlan::Other {
             fs_type: "tmpfs".into(),
             source: "tmpfs".into(),
-            options: strings(&["size=1m"]),
+            options: strings(options),
         };
+        let plans = [other(&["size=1m"]), other(&["nosuid", "ro", "mode=0755"])];
         assert_eq!(
-            render_mounts(Path::new(ROOT), &[plan]),
-            vec![mount("tmpfs", "tmpfs", &["size=1m"])]
+            render_mounts(Path::new(ROOT), &plans),
+            vec![
+                mount("tmpfs", "tmpfs", &["rw", "size=1m"]),
+                mount("tmpfs", "tmpfs", &["ro", "nosuid", "mode=0755"]),
+            ]
         );
+        // Validation refuses `rw` from a policy; were one to slip through,
+        // it still could not follow (and override) the host's `ro`.
+        let rendered = render_mounts(Path::new(ROOT), &[other(&["ro", "rw"])]);
+        assert_eq!(rendered, vec![mount("tmpfs", "tmpfs", &["ro"])]);
     }
 
     #[test]

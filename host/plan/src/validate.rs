@@ -12,9 +12,15 @@
 //!   `upper`, an `other` mount carries `ro`. containerd's testsuite checks
 //!   that a mounted view cannot be written;
 //! - **the host's own options stay the host's**: `ro`/`rw`/`rbind` of a
-//!   bind are rendered from `readonly`; `bind`, `rbind`, `remount` and
-//!   `loop` would turn any mount into a mount of a (relative) path, so no
-//!   free option may carry them;
+//!   bind are rendered from `readonly`, and `ro`/`rw` of an `other` mount
+//!   from its `ro` flag (a policy's `rw` is refused, so `["ro","rw"]` can
+//!   never end writable); `bind`, `rbind`, `remount` and `loop` would turn
+//!   any mount into a mount of a (relative) path, so no free option may
+//!   carry them;
+//! - **no host namespace is exposed**: containerd mounts a plan as root in
+//!   the host's namespaces (during unpack and diff), so an `other` mount is
+//!   only ever a `tmpfs`, with options from a short allowlist (proc, sysfs,
+//!   cgroup, devpts or mqueue would hand the host's to whoever reads it);
 //! - **sizes are bounded** ([`Limits`]), so a hostile plan cannot make the
 //!   host allocate or render without limit.
 //!
@@ -42,13 +48,22 @@ pub struct Limits {
     /// Bytes of an `other` mount's source.
     pub max_source_len: usize,
     /// Filesystem types an `other` mount may use: only types whose source
-    /// is a name, never a path or a device.
+    /// is a name, never a path or a device, and that expose nothing of the
+    /// host.
     pub other_fs_types: &'static [&'static str],
 }
 
-/// Filesystems that mount no host path: their source is just a label.
-pub const PATH_FREE_FS_TYPES: &[&str] =
-    &["tmpfs", "ramfs", "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+/// The one filesystem an `other` mount may be: it mounts no host path and
+/// shows nothing of the host's namespaces.
+pub const OTHER_FS_TYPES: &[&str] = &["tmpfs"];
+
+/// tmpfs options a policy may give (`key=value` for the first five, flags
+/// for the rest), besides `ro`. Anything else is refused: `huge=`, `mpol=`,
+/// `suid`, `dev`, `exec` and the like have no use in a snapshot's mount.
+pub const TMPFS_OPTIONS: &[&str] =
+    &["size", "nr_inodes", "mode", "uid", "gid", "noexec", "nosuid", "nodev"];
+/// Which of [`TMPFS_OPTIONS`] take a value.
+const TMPFS_VALUED: &[&str] = &["size", "nr_inodes", "mode", "uid", "gid"];
 
 impl Default for Limits {
     fn default() -> Self {
@@ -60,7 +75,7 @@ impl Default for Limits {
             max_option_len: 1024,
             max_name_len: 255,
             max_source_len: 255,
-            other_fs_types: PATH_FREE_FS_TYPES,
+            other_fs_types: OTHER_FS_TYPES,
         }
     }
 }
@@ -211,8 +226,20 @@ pub enum ValidationError {
     OptionReserved { at: Place, option: String },
 
     // --- other mounts ----------------------------------------------------
-    #[error("{at}: filesystem type {fs_type:?} is not a path-free type ({allowed}) [other-type]")]
+    #[error(
+        "{at}: filesystem type \"{fs_type}\" is not allowed for an other mount (only {allowed}) [other-type]"
+    )]
+    /// `fs_type` is the policy's, escaped and capped (`crate::untrusted`).
     OtherType { at: Place, fs_type: String, allowed: String },
+    #[error(
+        "{at}: tmpfs option {option:?} is not allowed (only ro, {}) [other-option]",
+        TMPFS_OPTIONS.join(", ")
+    )]
+    OtherOption { at: Place, option: String },
+    #[error(
+        "{at}: tmpfs option {option:?} needs a value of digits and letters (e.g. size=64m, mode=0755) [other-option-value]"
+    )]
+    OtherOptionValue { at: Place, option: String },
     #[error(
         "{at}: source {value:?} contains `/`: an other mount names no path [other-source-path]"
     )]
@@ -262,6 +289,8 @@ impl ValidationError {
             OptionPathValue { .. } => "option-path-value",
             OptionReserved { .. } => "option-reserved",
             OtherType { .. } => "other-type",
+            OtherOption { .. } => "other-option",
+            OtherOptionValue { .. } => "other-option-value",
             OtherSourcePath { .. } => "other-source-path",
             OtherSourceNul { .. } => "other-source-nul",
             OtherSourceTooLong { .. } => "other-source-too-long",
@@ -381,6 +410,7 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
             MountPlan::Other { fs_type, source, options } => {
                 check_other(n, fs_type, source, limits)?;
                 check_options(n, options, OptionSet::Other, limits)?;
+                check_tmpfs_options(n, options)?;
                 if read_only && !options.iter().any(|o| o == "ro") {
                     return Err(ValidationError::ViewWritable {
                         at: Place::Mount(n),
@@ -554,6 +584,9 @@ const RESERVED_EVERYWHERE: &[&str] = &["bind", "rbind", "remount", "loop"];
 /// A bind's read-only flag is rendered from `readonly`; a later `rw` in the
 /// free options would silently win over the host's `ro`.
 const RESERVED_FOR_BIND: &[&str] = &["ro", "rw"];
+/// An `other` mount's read-only flag is its `ro` option, rendered first by
+/// the host; an `rw` anywhere would win over it.
+const RESERVED_FOR_OTHER: &[&str] = &["rw"];
 
 /// Option keys that take a path, besides any key ending in `dir`.
 const PATH_KEYS: &[&str] = &["x-containerd.mkdir.path"];
@@ -601,7 +634,10 @@ fn check_option(at: Place, option: &str, set: OptionSet, limits: &Limits) -> Che
         return Err(ValidationError::OptionPathValue { at, option: owned() });
     }
     let reserved = |list: &[&str]| list.iter().any(|r| key.eq_ignore_ascii_case(r));
-    if reserved(RESERVED_EVERYWHERE) || (set == OptionSet::Bind && reserved(RESERVED_FOR_BIND)) {
+    if reserved(RESERVED_EVERYWHERE)
+        || (set == OptionSet::Bind && reserved(RESERVED_FOR_BIND))
+        || (set == OptionSet::Other && reserved(RESERVED_FOR_OTHER))
+    {
         return Err(ValidationError::OptionReserved { at, option: owned() });
     }
     Ok(())
@@ -623,7 +659,8 @@ fn check_other(n: usize, fs_type: &str, source: &str, limits: &Limits) -> Checke
     if !limits.other_fs_types.contains(&fs_type) {
         return Err(ValidationError::OtherType {
             at,
-            fs_type: fs_type.to_owned(),
+            // Nothing bounded the type before: it is echoed capped.
+            fs_type: crate::untrusted(fs_type),
             allowed: limits.other_fs_types.join(", "),
         });
     }
@@ -639,6 +676,35 @@ fn check_other(n: usize, fs_type: &str, source: &str, limits: &Limits) -> Checke
     }
     if source.contains('\0') {
         return Err(ValidationError::OtherSourceNul { at, value: source.to_owned() });
+    }
+    Ok(())
+}
+
+/// The options of an `other` mount (a tmpfs, after [`check_other`]): only
+/// `ro` and the [`TMPFS_OPTIONS`], valued ones with a plain value. Matched
+/// exactly: the kernel and containerd match them case-sensitively, so
+/// `NOSUID` would be no flag at all.
+fn check_tmpfs_options(n: usize, options: &[String]) -> Checked {
+    for (i, option) in options.iter().enumerate() {
+        let at = Place::Option(n, i);
+        if option == "ro" {
+            continue;
+        }
+        let (key, value) = match option.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (option.as_str(), None),
+        };
+        if !TMPFS_OPTIONS.contains(&key) {
+            return Err(ValidationError::OtherOption { at, option: option.clone() });
+        }
+        let plain =
+            |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%');
+        let valued = TMPFS_VALUED.contains(&key);
+        match value {
+            Some(v) if valued && plain(v) => {}
+            None if !valued => {}
+            _ => return Err(ValidationError::OtherOptionValue { at, option: option.clone() }),
+        }
     }
     Ok(())
 }

@@ -434,10 +434,54 @@ fn option_reserved() {
 
 #[test]
 fn other_type() {
-    for fs_type in ["bind", "rbind", "overlay", "ext4", "xfs", "fuse.sshfs", ""] {
+    // Paths, and the filesystems that show the host's namespaces (containerd
+    // mounts a plan as root in them during unpack and diff).
+    let host_views = ["proc", "sysfs", "cgroup", "cgroup2", "mqueue", "devpts", "ramfs"];
+    for fs_type in ["bind", "rbind", "overlay", "ext4", "xfs", "fuse.sshfs", "", "TMPFS"]
+        .into_iter()
+        .chain(host_views)
+    {
         let err = refused(mounts(&active(), vec![other(fs_type, "x", &[])]), "other-type");
-        assert!(err.to_string().contains("tmpfs"), "names the allowed types: {err}");
+        assert!(err.to_string().contains("only tmpfs"), "names the allowed type: {err}");
     }
+}
+
+#[test]
+fn other_type_is_echoed_escaped_and_capped() {
+    let hostile = format!("\u{1b}[2J\nlevel=ERROR forged{}", "x".repeat(100_000));
+    let err = refused(mounts(&active(), vec![other(&hostile, "x", &[])]), "other-type");
+    let text = err.to_string();
+    assert!(text.len() < 1400, "{} bytes", text.len());
+    assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text}");
+    assert!(text.contains(&format!("(truncated, {} bytes)", hostile.len())), "{text}");
+}
+
+#[test]
+fn other_option() {
+    for option in ["suid", "dev", "exec", "huge=always", "mpol=bind", "NOSUID", "Size=1m", "sync"] {
+        refused(mounts(&active(), vec![other("tmpfs", "t", &[option])]), "other-option");
+    }
+    // The allowlist, each as it is meant to be given.
+    let good = ["size=64m", "size=50%", "nr_inodes=1k", "mode=1777", "uid=0", "gid=0"];
+    let flags = ["noexec", "nosuid", "nodev"];
+    let all: Vec<&str> = good.iter().chain(&flags).copied().collect();
+    mounts(&active(), vec![other("tmpfs", "t", &all)]).unwrap();
+    mounts(&view(), vec![other("tmpfs", "t", &[&["ro"], &all[..]].concat())]).unwrap();
+}
+
+#[test]
+fn other_option_value() {
+    for option in ["size=", "mode", "uid=0 0", "gid=-1", "noexec=1", "size=1m\u{1b}"] {
+        refused(mounts(&active(), vec![other("tmpfs", "t", &[option])]), "other-option-value");
+    }
+}
+
+#[test]
+fn other_rw_is_the_hosts_to_render() {
+    // `ro` then `rw`: mount(8) and the kernel take the last, so this view
+    // would be writable; the host renders `ro`/`rw` itself.
+    refused(mounts(&view(), vec![other("tmpfs", "t", &["ro", "rw"])]), "option-reserved");
+    refused(mounts(&active(), vec![other("tmpfs", "t", &["rw"])]), "option-reserved");
 }
 
 #[test]

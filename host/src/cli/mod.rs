@@ -98,6 +98,9 @@ fn serve(
             c
         }
     };
+    if let Some(root) = &overrides.root {
+        wasmsnap_daemon::config::check_root("--root", root)?;
+    }
     overrides.apply(&mut config);
     if let Some(m) = &config.metrics_address {
         m.parse::<wasmsnap_daemon::metrics::MetricsAddress>().context("--metrics-address")?;

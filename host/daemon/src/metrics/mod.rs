@@ -396,6 +396,7 @@ fn failure_reason(e: &PolicyError) -> &'static str {
         PolicyError::MemoryLimit { .. } => "memory",
         PolicyError::Declared { .. } => "declared_error",
         PolicyError::InvalidPlan { .. } => "invalid_plan",
+        PolicyError::Busy { .. } => "busy",
         PolicyError::Load { .. } | PolicyError::UnsupportedVersion { .. } => "load",
     }
 }

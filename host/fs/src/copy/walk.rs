@@ -178,6 +178,8 @@ impl Visitor for Walker<'_> {
         if self.shared.failed() {
             return Ok(Flow::Stop); // a worker failed; its error is the one to report
         }
+        // A client that gave up stops the copy between entries.
+        crate::interrupt::check(parent)?;
         let dst_path = parent.join(OsStr::from_bytes(entry.name.to_bytes()));
         match entry.file_type() {
             libc::S_IFDIR => {

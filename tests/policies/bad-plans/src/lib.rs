@@ -19,7 +19,8 @@
 //! `too-many-mounts`, `no-lower`, `duplicate-lower`, `upper-without-work`,
 //! `too-many-lowers`, `single-lower` (a read-only overlay of one layer,
 //! which the kernel refuses), `unmade-dir` (a bind of an own directory
-//! the layout does not create).
+//! the layout does not create), `other-proc`, `other-sysfs`, `other-suid`,
+//! `other-ro-rw` (for a view), `other-type-echo`.
 
 use wasmsnap_guest::*;
 
@@ -96,6 +97,17 @@ impl Policy for BadPlans {
             }
             "other-bind-absolute" => vec![other("bind", "/etc", &["rbind", "rw"])],
             "other-source-path" => vec![other("tmpfs", "/etc", &[])],
+            // Host namespaces: containerd mounts plans as root on the host.
+            "other-proc" => vec![other("proc", "proc", &["ro"])],
+            "other-sysfs" => vec![other("sysfs", "sysfs", &["ro"])],
+            "other-suid" => vec![other("tmpfs", "tmpfs", &["size=1m", "suid"])],
+            // A view whose tmpfs would end writable: the last of ro/rw wins.
+            "other-ro-rw" => vec![other("tmpfs", "tmpfs", &["ro", "rw"])],
+            // An unknown type is echoed in the error: escaped and capped.
+            "other-type-echo" => {
+                let fs_type = format!("\x1b[2J\nlevel=ERROR forged {}", "y".repeat(100_000));
+                vec![other(&fs_type, "x", &[])]
+            }
             "writable-parent" => vec![bind(dir(parent, "fs"), false)],
             "writable-view" => vec![bind(s.dir("fs"), false)],
             "no-mounts" => vec![],

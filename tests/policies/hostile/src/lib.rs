@@ -11,19 +11,28 @@
 //! - `loop`: spin forever (the epoch deadline must stop it);
 //! - `panic`: panic with a known message (it must reach the error);
 //! - `alloc`: allocate up to 4 GiB, 64 MiB at a time (the memory limit);
+//! - `fill`: allocate and touch 1 MiB at a time until the memory limit
+//!   stops it (so the instance really holds its limit in host memory);
 //! - `huge-plan`: return a plan of over 1 MB;
 //! - `sleep`: sleep for an hour (waiting on a clock must be refused);
 //! - `open-file`, `list-root`, `open-socket`, `read-env`: try to reach
 //!   outside; the answer is a declared `failed` error whose message says
 //!   `denied:` with what the sandbox answered, or `ESCAPED:` if it worked;
 //! - `recurse`: recurse without end (exhausts the stack in linear memory);
-//! - `shout`: write 1 MiB to stderr, then answer a good plan.
+//! - `shout`: write 1 MiB to stderr, then answer a good plan;
+//! - `declare-huge`: declare an error of 3 MiB that starts with terminal
+//!   escapes and a forged log line (the host must escape and cap it);
+//! - `panic-escape`: panic with terminal escapes and a newline;
+//! - `huge-string`: return a plan with one option of 8 MiB (more than the
+//!   host lifts out of a guest in one call).
 
 use std::io::Write;
 use wasmsnap_guest::*;
 
 pub const LABEL: &str = "containerd.io/snapshot/wasmsnap-test.do";
 pub const PANIC_MESSAGE: &str = "hostile policy panics on purpose";
+/// Clears a terminal, turns it red and starts a forged log line.
+pub const FORGED: &str = "\x1b[2J\x1b[31mhostile\nlevel=ERROR msg=forged-by-policy ";
 
 pub struct Hostile {
     act: Option<String>,
@@ -57,6 +66,14 @@ impl Policy for Hostile {
             if act == "huge-plan" {
                 return Ok(huge_plan(s));
             }
+            if act == "huge-string" {
+                let option = "x".repeat(8 << 20);
+                return Ok(vec![Mount::Bind(BindMount {
+                    source: s.dir("fs"),
+                    readonly: s.is_view(),
+                    options: vec![option],
+                })]);
+            }
             act_out::<()>(act)?;
         }
         Ok(vec![bind(s.dir("fs"), s.is_view())])
@@ -83,6 +100,13 @@ fn act_out<T>(act: &str) -> Result<T, PolicyError> {
                 hoard.push(vec![1u8; 64 << 20]);
             }
             Err(PolicyError::Failed(format!("ESCAPED: allocated {} MiB", hoard.len() * 64)))
+        }
+        "fill" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..4096 {
+                hoard.push(vec![1u8; 1 << 20]);
+            }
+            Err(PolicyError::Failed(format!("ESCAPED: filled {} MiB", hoard.len())))
         }
         "sleep" => {
             std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -116,6 +140,8 @@ fn act_out<T>(act: &str) -> Result<T, PolicyError> {
             let _ = writeln!(err, "hostile policy finished shouting");
             Err(PolicyError::Failed("shouted".into()))
         }
+        "declare-huge" => Err(PolicyError::Failed(format!("{FORGED}{}", "x".repeat(3 << 20)))),
+        "panic-escape" => panic!("{FORGED}"),
         other => Err(PolicyError::InvalidConfig(format!("unknown act {other:?}"))),
     }
 }
