@@ -255,17 +255,17 @@ fn a_plan_the_kernel_refuses_fails_the_case_and_leaves_nothing_behind() {
 
 #[test]
 fn a_component_of_another_contract_version_is_told_apart() {
-    // Built by the engine's build script against wasmsnap:policy@0.2.0.
+    // Built by the engine's build script against wasmsnap:policy@0.3.0.
     let policy = extra_policy("wasmsnap-test-policy-wrong-version");
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
         "version.toml",
-        "[[case]]\nname = \"refused at load\"\nkind = \"active\"\n[case.expect.error]\nin = \"init\"\nkind = \"version\"\ncontains = \"built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0\"\n",
+        "[[case]]\nname = \"refused at load\"\nkind = \"active\"\n[case.expect.error]\nin = \"init\"\nkind = \"version\"\ncontains = \"built for wasmsnap:policy@0.3.0, but this host supports wasmsnap:policy@0.1.0, 0.2.0\"\n",
     );
     assert_all_pass(&wasmsnap(&["policy", "test", &policy, &file]));
     let o = wasmsnap(&["policy", "inspect", &policy]);
-    assert!(stdout(&o).contains("contract: wasmsnap:policy@0.2.0 (NOT supported: this host supports wasmsnap:policy@0.1.0)"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("contract: wasmsnap:policy@0.3.0 (NOT supported: this host supports wasmsnap:policy@0.1.0, 0.2.0)"), "{}", stdout(&o));
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

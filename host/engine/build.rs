@@ -29,8 +29,17 @@ fn main() {
     // A target dir of its own: the outer cargo holds the lock on ours.
     let target_dir = repo.join("target").join("policies");
     build(&repo, &target_dir, BUILTIN.iter().chain(EXTRA));
-
     let wasm_dir = target_dir.join("wasm32-wasip2").join("policy");
+
+    // The example built against the frozen contract 0.1.0: a workspace of
+    // its own (the SDK's `wit-0-1` feature must not reach the others).
+    let v0_1 = repo.join("tests").join("policies").join("example-v0_1");
+    let v0_1_target = repo.join("target").join("policies-v0_1");
+    build_manifest(&v0_1, &v0_1_target);
+    let v0_1_wasm = wasm_file(V0_1_EXAMPLE);
+    std::fs::copy(v0_1_target.join("wasm32-wasip2").join("policy").join(&v0_1_wasm), wasm_dir.join(&v0_1_wasm))
+        .expect("copy the 0.1 example");
+
     let mut code = String::from(
         "/// Built-in policies, built from `plugins/` by build.rs: name -> component bytes.\npub const BUILTIN: &[(&str, &[u8])] = &[\n",
     );
@@ -52,6 +61,9 @@ fn main() {
     }
 }
 
+/// The example policy built for contract 0.1.0 (tests/policies/example-v0_1).
+const V0_1_EXAMPLE: &str = "wasmsnap-test-policy-example-v0-1";
+
 fn wasm_file(package: &str) -> String {
     format!("{}.wasm", package.replace('-', "_"))
 }
@@ -61,15 +73,26 @@ fn build<'a>(
     target_dir: &Path,
     policies: impl Iterator<Item = &'a (&'a str, &'a str)>,
 ) {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo)
-        .args(["build", "--profile", "policy", "--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(target_dir);
+    let mut cmd = policy_build(repo, target_dir);
     for (_, package) in policies {
         cmd.args(["-p", package]);
     }
+    run(cmd);
+}
+
+/// Build the package of its own workspace at `dir`.
+fn build_manifest(dir: &Path, target_dir: &Path) {
+    run(policy_build(dir, target_dir));
+}
+
+/// `cargo build` of policies in `dir`, for wasm32-wasip2.
+fn policy_build(dir: &Path, target_dir: &Path) -> Command {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir)
+        .args(["build", "--profile", "policy", "--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(target_dir);
     // The outer build's settings are for the host target, not for wasm.
     for (key, _) in env::vars() {
         let outer = key.starts_with("CARGO_") && key != "CARGO_HOME";
@@ -78,6 +101,10 @@ fn build<'a>(
             cmd.env_remove(key);
         }
     }
+    cmd
+}
+
+fn run(mut cmd: Command) {
     let status = cmd.status().expect("run cargo to build the policies");
     assert!(
         status.success(),

@@ -40,6 +40,17 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let engine = engine(&config.root)?;
     let service = Service::new(open_snapshotters(&engine, &config)?);
     forget_unused_compilations(&engine, &service);
+    for s in service.all() {
+        let info = s.policy().info().clone();
+        tracing::info!(
+            snapshotter = %s.name(),
+            policy = %info.label,
+            wit = info.wit_version,
+            "put in containerd's [proxy_plugins.{}]: {}",
+            s.name(),
+            capabilities_line(&info.capabilities)
+        );
+    }
     tracing::info!(
         root = %config.root.display(),
         address = %config.address.display(),
@@ -50,6 +61,14 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let reloader =
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
     runtime.block_on(run(service, &config.address, hup, reloader))
+}
+
+/// The line for `[proxy_plugins.NAME]` in containerd's config (1.7.23+,
+/// 2.x) that tells containerd what the policy supports: without it
+/// containerd neither unpacks in parallel nor hands over id maps.
+pub fn capabilities_line(c: &wasmsnap_plan::Capabilities) -> String {
+    let names: Vec<String> = c.names().iter().map(|n| format!("{n:?}")).collect();
+    format!("capabilities = [{}]", names.join(", "))
 }
 
 /// The engine, with compiled policies kept under the root. A cache that

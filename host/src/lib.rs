@@ -24,5 +24,6 @@ mod mount_cache;
 pub mod recovery;
 pub mod reload;
 pub mod service;
+mod rebase;
 pub mod snapshotter;
 pub mod wire;

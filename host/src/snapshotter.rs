@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
 use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
-use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
+use wasmsnap_plan::{IdMap, Kind, Mount, Snapshot, SnapshotId, idmap, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
@@ -130,6 +130,10 @@ impl Snapshotter {
         labels: Labels,
     ) -> Result<Vec<Mount>> {
         let parent = (!parent.is_empty()).then_some(parent);
+        let mut kept = labels.clone();
+        kept.retain(|_, v| !v.is_empty());
+        // Checked before anything else: a bad map never reaches a policy.
+        let id_map = id_map_of(&kept)?;
         for _ in 0..CREATE_ATTEMPTS {
             // A read, outside the write lock: a request bound to fail builds nothing.
             let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
@@ -149,18 +153,22 @@ impl Snapshotter {
             self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
             let (policy, generation) = self.current_policy();
             let id = self.metastore.reserve_id()?;
-            let mut kept = labels.clone();
-            kept.retain(|_, v| !v.is_empty());
             let snapshot = Snapshot {
                 id,
                 kind,
                 parent_ids: base.parent_ids.clone(),
                 labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                id_map: id_map.clone(),
             };
             let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
             let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref())
-            {
+            let mapped_root = id_map.as_ref().and_then(IdMap::root);
+            let new_dir = match self.dirs.create_mapped(
+                id,
+                &layout.steps,
+                base.parent_content.as_deref(),
+                mapped_root,
+            ) {
                 Ok(new_dir) => new_dir,
                 // The parent was removed meanwhile and its directory with it
                 // (copying it failed): try again, which names that error.
@@ -191,7 +199,7 @@ impl Snapshotter {
             })?;
             let Some(record) = record else { continue };
             new_dir.keep();
-            let mounts = Arc::new(render_mounts(&self.root, &plans));
+            let mounts = Arc::new(render_mounts(&self.root, &plans, id_map.as_ref()));
             self.mount_cache.put(&record, generation, mounts.clone());
             return Ok(mounts.as_ref().clone());
         }
@@ -244,29 +252,32 @@ impl Snapshotter {
             Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
-        let snapshot = describe(&record, parent_ids);
+        let snapshot = describe(&record, parent_ids)?;
         self.lost.check(
             &self.name,
             key,
             std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
         )?;
         let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(mounts.as_ref().clone())
     }
 
     /// Commit active `key` as `name`; its usage is measured and stored.
+    /// With `parent` (containerd 2.2+'s parallel unpack), an active made
+    /// without a parent is re-parented onto it in the same transaction (see
+    /// [`rebase`](Self::rebase)).
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
+        let policy = self.policy();
         // A disk-usage walk: long, so earlier writers are not kept waiting.
         self.metastore.write_long(|tx| -> Result<_> {
             let active = tx.get(key)?;
             self.lost.check(&self.name, key, [active.id])?;
-            if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
-                return Err(Error::InvalidArgument(format!(
-                    "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
-                    active.parent.as_deref().unwrap_or("")
-                )));
+            // A taken name is AlreadyExists before any rebase check, as in
+            // containerd (its unpacker counts that as done).
+            if !parent.is_empty() && !tx.contains(name)? {
+                self.rebase(tx, &policy, &active, parent)?;
             }
             let usage = match self.content_dir(&active) {
                 Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
@@ -382,13 +393,23 @@ impl Drop for Snapshotter {
     }
 }
 
-fn describe(record: &Record, parent_ids: Vec<SnapshotId>) -> Snapshot {
-    Snapshot {
+/// The policy's view of a record. Its labels may have changed since
+/// Prepare (Update), so the id map is checked again.
+fn describe(record: &Record, parent_ids: Vec<SnapshotId>) -> Result<Snapshot> {
+    Ok(Snapshot {
         id: record.id,
         kind: record.kind,
         parent_ids,
         labels: record.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
+        id_map: id_map_of(&record.labels)?,
+    })
+}
+
+/// The id map of containerd's uid/gid mapping labels; InvalidArgument
+/// naming the label for a bad one.
+fn id_map_of(labels: &Labels) -> Result<Option<IdMap>> {
+    idmap::from_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| Error::InvalidArgument(format!("invalid id map: {e}")))
 }
 
 fn to_usage(u: wasmsnap_fs::Usage) -> Usage {

@@ -13,14 +13,7 @@
 //! let mounts = wasmsnap_plan::render_mounts(root, &plans);
 //! ```
 
-mod bindings {
-    //! Host bindings of contract `wasmsnap:policy@0.1.0`.
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "snapshot-policy",
-    });
-}
-mod convert;
+mod contract;
 mod disk_cache;
 mod engine;
 mod error;
@@ -28,6 +21,8 @@ mod facts;
 mod output;
 mod policy;
 mod sandbox;
+mod v0_1;
+mod v0_2;
 mod version;
 
 pub use disk_cache::DiskCache;

@@ -11,15 +11,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmsnap_plan::{
-    HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts,
+    Capabilities, HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts,
 };
 use wasmtime::{Store, Trap};
 
-use crate::bindings::wasmsnap::policy::types as wit;
-use crate::bindings::{SnapshotPolicy, SnapshotPolicyPre};
-use crate::convert;
+use crate::contract::{Outcome, PolicyBindings, PolicyPre};
 use crate::engine::{Engine, TICK};
-use crate::error::{Func, PolicyError};
+use crate::error::{DeclaredError, Func, PolicyError};
 use crate::sandbox::{HostState, Sandbox, linker};
 use crate::version::{Contract, SUPPORTED_WIT, contract};
 
@@ -34,6 +32,8 @@ pub struct PolicyInfo {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
+    /// What its `init` declared (a 0.1 policy: nothing).
+    pub capabilities: Capabilities,
 }
 
 /// A policy ready to answer `layout` and `mounts`. Send + Sync: share it
@@ -41,9 +41,9 @@ pub struct PolicyInfo {
 pub struct Policy {
     info: PolicyInfo,
     engine: Engine,
-    pre: SnapshotPolicyPre<HostState>,
+    pre: PolicyPre,
     config: Vec<(String, String)>,
-    facts: wit::HostFacts,
+    facts: HostFacts,
     sandbox: Sandbox,
     deadline_ticks: u64,
     limits: Limits,
@@ -54,7 +54,7 @@ pub struct Policy {
 /// An initialised instance in its own store.
 struct Instance {
     store: Store<HostState>,
-    bindings: SnapshotPolicy,
+    bindings: PolicyBindings,
 }
 
 impl Policy {
@@ -92,22 +92,20 @@ impl Policy {
         };
         let linker = linker(&engine.inner)
             .map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(SnapshotPolicyPre::new)
-            .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
+        let pre = PolicyPre::new(wit_version, &linker, &component).map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        let policy = Policy {
+        let mut policy = Policy {
             info: PolicyInfo {
                 label: label.to_string(),
                 wit_version,
                 sha256: hex::encode(digest),
                 size: wasm.len(),
+                capabilities: Capabilities::default(),
             },
             engine: engine.clone(),
             pre,
             config: config.to_vec(),
-            facts: convert::facts(facts),
+            facts: facts.clone(),
             sandbox,
             deadline_ticks: deadline_ticks(sandbox.call_timeout),
             limits: Limits::default(),
@@ -115,13 +113,19 @@ impl Policy {
             max_idle: (2 * workers).max(4),
         };
         // init runs now, so a bad config refuses the load, not a request.
-        let first = policy.fresh()?;
+        let (first, capabilities) = policy.fresh()?;
+        policy.info.capabilities = capabilities;
         policy.put_back(first);
         Ok(policy)
     }
 
     pub fn info(&self) -> &PolicyInfo {
         &self.info
+    }
+
+    /// What the policy declared it supports at load.
+    pub fn capabilities(&self) -> Capabilities {
+        self.info.capabilities
     }
 
     /// Initialised instances waiting in the pool.
@@ -137,11 +141,7 @@ impl Policy {
 
     /// The layout for a new snapshot, validated.
     pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
-        let wit_snapshot = convert::snapshot(s);
-        let layout = self.call("layout", |b, store| {
-            b.wasmsnap_policy_policy().call_layout(store, &wit_snapshot)
-        })?;
-        let layout = convert::layout(layout);
+        let layout = self.call("layout", |b, store| b.layout(store, s))?;
         validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
         Ok(layout)
     }
@@ -149,11 +149,7 @@ impl Policy {
     /// The mounts of a snapshot, validated (render them with
     /// `wasmsnap_plan::render_mounts`).
     pub fn mounts(&self, s: &Snapshot) -> Result<Vec<MountPlan>, PolicyError> {
-        let wit_snapshot = convert::snapshot(s);
-        let mounts = self.call("mounts", |b, store| {
-            b.wasmsnap_policy_policy().call_mounts(store, &wit_snapshot)
-        })?;
-        let mounts = convert::mounts(mounts);
+        let mounts = self.call("mounts", |b, store| b.mounts(store, s))?;
         validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
         Ok(mounts)
     }
@@ -162,14 +158,11 @@ impl Policy {
     fn call<R>(
         &self,
         func: Func,
-        f: impl FnOnce(
-            &SnapshotPolicy,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<Result<R, wit::PolicyError>>,
+        f: impl FnOnce(&PolicyBindings, &mut Store<HostState>) -> Outcome<R>,
     ) -> Result<R, PolicyError> {
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
-            None => self.fresh()?,
+            None => self.fresh()?.0,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks);
         match f(&instance.bindings, &mut instance.store) {
@@ -183,8 +176,8 @@ impl Policy {
         }
     }
 
-    /// A new store and instance that ran `init`.
-    fn fresh(&self) -> Result<Instance, PolicyError> {
+    /// A new store and instance that ran `init`, and what `init` declared.
+    fn fresh(&self) -> Result<(Instance, Capabilities), PolicyError> {
         let mut store = Store::new(&self.engine.inner, HostState::new(&self.sandbox));
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
@@ -195,10 +188,10 @@ impl Policy {
             Err(e) => return Err(self.failure("instantiate", &store, e)),
         };
         store.set_epoch_deadline(self.deadline_ticks);
-        match bindings.wasmsnap_policy_policy().call_init(&mut store, &self.config, self.facts) {
-            Ok(Ok(())) => {
+        match bindings.init(&mut store, &self.config, &self.facts) {
+            Ok(Ok(capabilities)) => {
                 self.log_output("init", &store);
-                Ok(Instance { store, bindings })
+                Ok((Instance { store, bindings }, capabilities))
             }
             Ok(Err(e)) => Err(self.declared("init", e)),
             Err(e) => Err(self.failure("init", &store, e)),
@@ -245,8 +238,8 @@ impl Policy {
         PolicyError::Trap { label, func, reason, output }
     }
 
-    fn declared(&self, func: Func, e: wit::PolicyError) -> PolicyError {
-        PolicyError::Declared { label: self.info.label.clone(), func, error: convert::declared(e) }
+    fn declared(&self, func: Func, error: DeclaredError) -> PolicyError {
+        PolicyError::Declared { label: self.info.label.clone(), func, error }
     }
 
     fn invalid(&self, func: Func, error: wasmsnap_plan::ValidationError) -> PolicyError {

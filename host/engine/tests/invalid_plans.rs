@@ -94,6 +94,13 @@ fn overlay_shapes() {
     refused("no-lower", Kind::Active, 2, "overlay-no-lower");
     refused("duplicate-lower", Kind::View, 2, "duplicate-lower");
     refused("upper-without-work", Kind::Active, 2, "upper-without-work");
+    refused("extraction-with-parents", Kind::Active, 2, "extraction-plan");
+}
+
+#[test]
+fn id_maps_are_the_hosts() {
+    refused("idmap-option", Kind::Active, 2, "option-idmap");
+    refused("layout-mapped-root", Kind::Active, 1, "chown-without-id-map");
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub enum FsError {
 
     #[error("copy-parent {name:?}: the snapshot has no parent to copy from")]
     NoParent { name: String },
+
+    #[error("chown-to-mapped-root {name:?}: the snapshot has no id map")]
+    NoIdMap { name: String },
 }
 
 impl FsError {

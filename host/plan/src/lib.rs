@@ -4,12 +4,15 @@
 //!
 //! - [`model`]: snapshots, layouts, mount plans (dir-refs, never paths);
 //! - [`validate`]: the host's rules every plan must pass before use;
-//! - [`render`]: dir-refs to `<root>/snapshots/<id>/<name>` mounts.
+//! - [`render`]: dir-refs to `<root>/snapshots/<id>/<name>` mounts;
+//! - [`idmap`]: the id map of containerd's uid/gid mapping labels, checked.
 
+pub mod idmap;
 pub mod model;
 pub mod render;
 pub mod validate;
 
+pub use idmap::IdMapError;
 pub use model::*;
 pub use render::{Mount, render_mounts, snapshot_dir};
 pub use validate::{Limits, ValidationError, validate_layout, validate_mounts};

@@ -301,6 +301,16 @@ fn resolve(
 
     let mut labels = defaults.labels.clone();
     labels.extend(rc.labels.clone());
+    // Checked as the daemon checks a Prepare's labels: a bad map is a
+    // broken case file (the daemon would refuse it before the policy).
+    let id_map = wasmsnap_plan::idmap::from_labels(
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| {
+        let in_case = rc.labels.contains_key(e.label);
+        let table = if in_case { path.clone() } else { KeyPath::default().key("defaults") };
+        at.error(table.key("labels").key(e.label), format!("invalid id map: {e}"))
+    })?;
     let mut config = BTreeMap::new();
     for (source, table) in
         [(KeyPath::default().key("defaults"), &defaults.config), (path.clone(), &rc.config)]
@@ -332,7 +342,7 @@ fn resolve(
         index,
         line: at.line(&path),
         name: rc.name.clone(),
-        snapshot: Snapshot { id, kind, parent_ids, labels: labels.into_iter().collect() },
+        snapshot: Snapshot { id, kind, parent_ids, labels: labels.into_iter().collect(), id_map },
         config: config.into_iter().collect(),
         facts,
         root,

@@ -20,6 +20,7 @@
 pub mod cases;
 pub mod diff;
 pub mod failure;
+pub mod idmapped;
 pub mod inspect;
 pub mod mount_check;
 pub mod mount_sys;

@@ -68,7 +68,7 @@ impl Subject {
 pub fn plan(policy: &Policy, snapshot: &Snapshot, root: &std::path::Path) -> Result<Plan, Failure> {
     let layout = policy.layout(snapshot).map_err(failure)?;
     let plans = policy.mounts(snapshot).map_err(failure)?;
-    let mounts = render_mounts(root, &plans);
+    let mounts = render_mounts(root, &plans, snapshot.id_map.as_ref());
     Ok(Plan { layout, plans, mounts })
 }
 

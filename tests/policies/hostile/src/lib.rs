@@ -140,6 +140,7 @@ fn huge_plan(s: &Snapshot) -> Vec<Mount> {
                 source: s.dir("fs"),
                 readonly: s.is_view(),
                 options: options.clone(),
+                id_mapped: false,
             })
         })
         .collect()

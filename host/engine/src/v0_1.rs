@@ -1,13 +1,58 @@
-//! Between the generated types of contract 0.1 and the plan model. The
-//! model is what the rest of the host uses, whichever contract version a
-//! policy speaks; a future 0.2 gets its own conversions next to these.
+//! Contract `wasmsnap:policy@0.1.0` (frozen in `wit/0.1.0/policy.wit`):
+//! its bindings, and conversions between its types and the plan model.
+//!
+//! A 0.1 policy behaves exactly as it did on a 0.1 host: it never sees an
+//! id map (the host still checks the labels), never asks for id-mapped
+//! mounts or extraction plans, and declares no capabilities.
 
 use wasmsnap_plan as model;
+use wasmtime::Store;
 
-use crate::bindings::wasmsnap::policy::types as wit;
+use crate::contract::Outcome;
 use crate::error::DeclaredError;
+use crate::sandbox::HostState;
 
-pub(crate) fn snapshot(s: &model::Snapshot) -> wit::Snapshot {
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/0.1.0",
+        world: "snapshot-policy",
+    });
+}
+
+pub(crate) use bindings::{SnapshotPolicy, SnapshotPolicyPre};
+use bindings::wasmsnap::policy::types as wit;
+
+impl wit::Host for HostState {}
+
+pub(crate) fn init(
+    b: &SnapshotPolicy,
+    store: &mut Store<HostState>,
+    config: &[(String, String)],
+    f: &model::HostFacts,
+) -> Outcome<model::Capabilities> {
+    let result = b.wasmsnap_policy_policy().call_init(store, config, facts(f))?;
+    Ok(result.map(|()| model::Capabilities::default()).map_err(declared))
+}
+
+pub(crate) fn layout(
+    b: &SnapshotPolicy,
+    store: &mut Store<HostState>,
+    s: &model::Snapshot,
+) -> Outcome<model::Layout> {
+    let result = b.wasmsnap_policy_policy().call_layout(store, &snapshot(s))?;
+    Ok(result.map(layout_of).map_err(declared))
+}
+
+pub(crate) fn mounts(
+    b: &SnapshotPolicy,
+    store: &mut Store<HostState>,
+    s: &model::Snapshot,
+) -> Outcome<Vec<model::MountPlan>> {
+    let result = b.wasmsnap_policy_policy().call_mounts(store, &snapshot(s))?;
+    Ok(result.map(|m| m.into_iter().map(mount).collect()).map_err(declared))
+}
+
+fn snapshot(s: &model::Snapshot) -> wit::Snapshot {
     wit::Snapshot {
         id: s.id,
         kind: match s.kind {
@@ -20,7 +65,7 @@ pub(crate) fn snapshot(s: &model::Snapshot) -> wit::Snapshot {
     }
 }
 
-pub(crate) fn facts(f: &model::HostFacts) -> wit::HostFacts {
+fn facts(f: &model::HostFacts) -> wit::HostFacts {
     wit::HostFacts {
         overlay: f.overlay,
         userxattr: f.userxattr,
@@ -30,7 +75,7 @@ pub(crate) fn facts(f: &model::HostFacts) -> wit::HostFacts {
     }
 }
 
-pub(crate) fn layout(l: wit::SnapshotLayout) -> model::Layout {
+fn layout_of(l: wit::SnapshotLayout) -> model::Layout {
     model::Layout { steps: l.steps.into_iter().map(step).collect(), content: l.content }
 }
 
@@ -48,22 +93,20 @@ fn step(s: wit::LayoutStep) -> model::Step {
     }
 }
 
-pub(crate) fn mounts(m: Vec<wit::Mount>) -> Vec<model::MountPlan> {
-    m.into_iter().map(mount).collect()
-}
-
 fn mount(m: wit::Mount) -> model::MountPlan {
     match m {
         wit::Mount::Bind(b) => model::MountPlan::Bind {
             source: dir(b.source),
             readonly: b.readonly,
             options: b.options,
+            id_mapped: false,
         },
         wit::Mount::Overlay(o) => model::MountPlan::Overlay {
             lower: o.lower.into_iter().map(dir).collect(),
             upper: o.upper.map(dir),
             work: o.work.map(dir),
             options: o.options,
+            id_mapped: false,
         },
         wit::Mount::Other(o) => {
             model::MountPlan::Other { fs_type: o.type_, source: o.source, options: o.options }
@@ -75,7 +118,7 @@ fn dir(d: wit::DirRef) -> model::DirRef {
     model::DirRef { snapshot: d.snapshot, name: d.name }
 }
 
-pub(crate) fn declared(e: wit::PolicyError) -> DeclaredError {
+fn declared(e: wit::PolicyError) -> DeclaredError {
     match e {
         wit::PolicyError::InvalidConfig(m) => DeclaredError::InvalidConfig(m),
         wit::PolicyError::Unsupported(m) => DeclaredError::Unsupported(m),
