@@ -169,6 +169,8 @@ struct RawStep {
     copy_parent: Option<String>,
     #[serde(rename = "chown-like-parent")]
     chown_like_parent: Option<String>,
+    #[serde(rename = "chown-to-mapped-root")]
+    chown_to_mapped_root: Option<String>,
     mode: Option<toml::Value>,
 }
 
@@ -471,8 +473,15 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, s) in raw.steps.iter().enumerate() {
         let p = path.clone().key("steps").index(i);
-        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent) {
-            (Some(name), None, None) => {
+        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent, &s.chown_to_mapped_root)
+        {
+            (None, None, None, Some(name)) => {
+                if s.mode.is_some() {
+                    return Err(at.error(p.key("mode"), "chown-to-mapped-root takes no mode".into()));
+                }
+                Step::ChownToMappedRoot { name: name.clone() }
+            }
+            (Some(name), None, None, None) => {
                 let mode = match &s.mode {
                     None => 0o755,
                     Some(m) => {
@@ -481,7 +490,7 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                 };
                 Step::Mkdir { name: name.clone(), mode }
             }
-            (None, Some(name), None) => {
+            (None, Some(name), None, None) => {
                 let mode = match &s.mode {
                     None => CopyMode::Copy,
                     Some(toml::Value::String(m)) if m == "copy" => CopyMode::Copy,
@@ -495,7 +504,7 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                 };
                 Step::CopyParent { name: name.clone(), mode }
             }
-            (None, None, Some(name)) => {
+            (None, None, Some(name), None) => {
                 if s.mode.is_some() {
                     return Err(at.error(p.key("mode"), "chown-like-parent takes no mode".into()));
                 }
@@ -504,7 +513,8 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
             _ => {
                 return Err(at.error(
                     p,
-                    "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`".into(),
+                    "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`, `chown-to-mapped-root`"
+                        .into(),
                 ));
             }
         };
