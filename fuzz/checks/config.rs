@@ -1,10 +1,10 @@
-//! The daemon's config file (`wasmsnap::config::Config::parse`): on any
+//! The daemon's config file (`wasmsnap_daemon::config::Config::parse`): on any
 //! text, it parses or says why (never panics), and what it accepts keeps
 //! the rules the daemon relies on: snapshotter names that are safe as a
 //! directory name, known built-in policies, sha256 pins of 64 hex digits,
 //! limits in range, and every built-in served when none is configured.
 
-use wasmsnap::config::Config;
+use wasmsnap_daemon::config::Config;
 
 pub fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

@@ -14,7 +14,7 @@ use wasmsnap_plan::{
     validate_layout, validate_mounts,
 };
 
-use crate::input::Input;
+use super::input::Input;
 
 const NAMES: &[&str] = &[
     "fs", "work", "upper", "diff", "a-b_c.1", "", ".", "..", "a/b", "/", "x\0", "fs ", "é", "a:b",

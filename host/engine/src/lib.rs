@@ -21,6 +21,7 @@ mod facts;
 mod output;
 mod policy;
 mod sandbox;
+mod source;
 mod v0_1;
 mod v0_2;
 mod version;
@@ -31,6 +32,7 @@ pub use error::{DeclaredError, Func, PolicyError};
 pub use facts::probe_facts;
 pub use policy::{Policy, PolicyInfo};
 pub use sandbox::Sandbox;
+pub use source::{read_policy, sha256_hex};
 pub use version::SUPPORTED_WIT;
 
 mod builtin {

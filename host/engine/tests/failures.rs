@@ -12,7 +12,7 @@ const MISBEHAVE: &str = "wasmsnap.test/misbehave";
 
 #[test]
 fn another_wit_version_is_refused_naming_both_versions() {
-    let err = load("wrong.wasm", &test_policy("wasmsnap-test-policy-wrong-version"), &[])
+    let err = load("wrong.wasm", &test_policy(wasmsnap_test_artifacts::WRONG_VERSION), &[])
         .err()
         .expect("refused");
     let text = err.to_string();
@@ -46,7 +46,7 @@ fn a_component_without_the_policy_interface_is_a_load_error() {
 
 #[test]
 fn a_declared_error_is_reported_as_declared() {
-    let p = load("test:misbehave", &test_policy("wasmsnap-test-policy-misbehave"), &[]).unwrap();
+    let p = load("test:misbehave", &test_policy(wasmsnap_test_artifacts::MISBEHAVE), &[]).unwrap();
     let err = p.mounts(&labelled(Kind::Active, 1, MISBEHAVE, "declare-mounts")).unwrap_err();
     assert!(
         matches!(&err, PolicyError::Declared { func: "mounts", error: DeclaredError::Failed(m), .. } if m.contains("declared failure")),
@@ -63,7 +63,7 @@ fn a_declared_error_is_reported_as_declared() {
 fn init_refusing_refuses_the_load() {
     let err = load(
         "test:misbehave",
-        &test_policy("wasmsnap-test-policy-misbehave"),
+        &test_policy(wasmsnap_test_artifacts::MISBEHAVE),
         &[("refuse", "no thanks")],
     )
     .err()
@@ -76,7 +76,7 @@ fn init_refusing_refuses_the_load() {
 
 #[test]
 fn a_panic_is_a_trap_carrying_its_message_and_the_policy_recovers() {
-    let p = load("test:misbehave", &test_policy("wasmsnap-test-policy-misbehave"), &[]).unwrap();
+    let p = load("test:misbehave", &test_policy(wasmsnap_test_artifacts::MISBEHAVE), &[]).unwrap();
     let err = p.layout(&labelled(Kind::Active, 1, MISBEHAVE, "trap-layout")).unwrap_err();
     let text = err.to_string();
     assert!(matches!(&err, PolicyError::Trap { func: "layout", .. }), "{text}");
@@ -93,7 +93,7 @@ fn a_panic_is_a_trap_carrying_its_message_and_the_policy_recovers() {
 
 #[test]
 fn an_invalid_plan_from_a_builtin_style_policy_is_not_a_trap() {
-    let p = load("test:misbehave", &test_policy("wasmsnap-test-policy-misbehave"), &[]).unwrap();
+    let p = load("test:misbehave", &test_policy(wasmsnap_test_artifacts::MISBEHAVE), &[]).unwrap();
     let err = p.mounts(&labelled(Kind::View, 1, MISBEHAVE, "invalid-mounts")).unwrap_err();
     assert!(matches!(&err, PolicyError::InvalidPlan { func: "mounts", .. }), "{err}");
     assert!(err.to_string().contains("[foreign-snapshot]"), "{err}");

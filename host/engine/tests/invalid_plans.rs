@@ -15,7 +15,8 @@ const CASE: &str = "containerd.io/snapshot/wasmsnap-test.case";
 fn bad_plans() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
     P.get_or_init(|| {
-        load("test:bad-plans", &test_policy("wasmsnap-test-policy-bad-plans"), &[]).expect("loads")
+        load("test:bad-plans", &test_policy(wasmsnap_test_artifacts::BAD_PLANS), &[])
+            .expect("loads")
     })
 }
 
@@ -123,7 +124,7 @@ fn layout_rules() {
 fn the_case_can_come_from_config() {
     let p = load(
         "test:bad-plans",
-        &test_policy("wasmsnap-test-policy-bad-plans"),
+        &test_policy(wasmsnap_test_artifacts::BAD_PLANS),
         &[("case", "dotdot")],
     )
     .unwrap();

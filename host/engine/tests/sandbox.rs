@@ -13,7 +13,7 @@ use wasmsnap_plan::Kind;
 const DO: &str = "containerd.io/snapshot/wasmsnap-test.do";
 
 fn hostile() -> Policy {
-    load("test:hostile", &test_policy("wasmsnap-test-policy-hostile"), &[]).expect("loads")
+    load("test:hostile", &test_policy(wasmsnap_test_artifacts::HOSTILE), &[]).expect("loads")
 }
 
 /// `mounts` of a snapshot labelled to do `act`, timed.
@@ -41,7 +41,7 @@ fn an_infinite_loop_times_out() {
 #[test]
 fn a_loop_in_init_refuses_the_load_within_its_limit() {
     let sandbox = Sandbox { call_timeout: Duration::from_millis(100), ..Sandbox::default() };
-    let wasm = test_policy("wasmsnap-test-policy-hostile");
+    let wasm = test_policy(wasmsnap_test_artifacts::HOSTILE);
     let err =
         load_with("test:hostile", &wasm, &[("do", "loop"), ("in", "init")], &facts(), sandbox)
             .err()
@@ -66,7 +66,7 @@ fn allocating_4_gib_hits_the_memory_limit() {
 #[test]
 fn a_smaller_memory_limit_is_honoured() {
     let sandbox = Sandbox { memory_bytes: 8 << 20, ..Sandbox::default() };
-    let wasm = test_policy("wasmsnap-test-policy-hostile");
+    let wasm = test_policy(wasmsnap_test_artifacts::HOSTILE);
     let p = load_with("test:hostile", &wasm, &[], &facts(), sandbox).unwrap();
     let err = p.mounts(&labelled(Kind::Active, 1, DO, "alloc")).unwrap_err();
     assert!(matches!(&err, PolicyError::MemoryLimit { limit, .. } if *limit == 8 << 20), "{err}");
@@ -190,7 +190,7 @@ fn the_pooling_allocator_serves_and_limits_too() {
         .mounts(&snapshot(Kind::Active, 3))
         .unwrap();
     assert_eq!(overlay.mounts(&snapshot(Kind::Active, 3)).unwrap(), expected);
-    let wasm = test_policy("wasmsnap-test-policy-hostile");
+    let wasm = test_policy(wasmsnap_test_artifacts::HOSTILE);
     let bad =
         Policy::load(&engine, "test:hostile", &wasm, &[], &facts(), Sandbox::default()).unwrap();
     let err = bad.mounts(&labelled(Kind::Active, 1, DO, "alloc")).unwrap_err();

@@ -13,11 +13,11 @@ use wasmsnap_plan::{Capabilities, IdMap, Kind, Snapshot, Step, idmap};
 const EPHEMERAL: &str = "containerd.io/snapshot/wasmsnap.ephemeral";
 
 fn v0_1() -> Policy {
-    load("example-0.1", &test_policy("wasmsnap-test-policy-example-v0-1"), &[]).expect("load 0.1")
+    load("example-0.1", &test_policy(wasmsnap_test_artifacts::EXAMPLE_V0_1), &[]).expect("load 0.1")
 }
 
 fn v0_2() -> Policy {
-    load("example-0.2", &test_policy("wasmsnap-policy-example-ephemeral"), &[]).expect("load 0.2")
+    load("example-0.2", &test_policy(wasmsnap_test_artifacts::EXAMPLE_EPHEMERAL), &[]).expect("load 0.2")
 }
 
 /// The snapshot with CRI's id-map labels, parsed as the host does.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use wasmsnap_daemon::config::Config;
 
 #[derive(Parser)]
 #[command(name = "wasmsnap", version, about = "A WebAssembly-pluggable snapshotter for containerd")]
@@ -40,7 +40,7 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Benchmark a snapshotter socket, or compare wasmsnap with containerd's own (--compare).
-    Bench(crate::bench::BenchArgs),
+    Bench(wasmsnap_bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,7 +57,7 @@ pub fn main() -> ExitCode {
         }
         Command::Policy(cmd) => return policy::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
-        Command::Bench(args) => crate::bench::run(args),
+        Command::Bench(args) => wasmsnap_bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,10 +82,10 @@ fn serve(
             c
         }
     };
-    let overrides = crate::reload::Overrides { root, address, log_level };
+    let overrides = wasmsnap_daemon::reload::Overrides { root, address, log_level };
     overrides.apply(&mut config);
     init_logging(&config.log_level);
-    crate::daemon::serve(config, file, overrides)
+    wasmsnap_daemon::daemon::serve(config, file, overrides)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -93,7 +93,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let engine = wasmsnap_engine::Engine::new()?;
     let scratch = tempdir()?;
     for (name, cfg) in &config.snapshotters {
-        let policy = crate::loader::load_policy(&engine, name, cfg, &scratch.join(name));
+        let policy = wasmsnap_daemon::loader::load_policy(&engine, name, cfg, &scratch.join(name));
         let policy = policy.inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&scratch);
         })?;
@@ -103,7 +103,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
             cfg.policy,
             info.wit_version,
             info.sha256,
-            crate::daemon::capabilities_line(&info.capabilities)
+            wasmsnap_daemon::daemon::capabilities_line(&info.capabilities)
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -144,6 +144,9 @@ fn log_filter(level: &str) -> String {
         Ok(l) if !level.contains(['=', ',']) => {
             let ours = [
                 "wasmsnap",
+                "wasmsnap_daemon",
+                "wasmsnap_harness",
+                "wasmsnap_bench",
                 "wasmsnap_engine",
                 "wasmsnap_metastore",
                 "wasmsnap_fs",

@@ -9,8 +9,8 @@ use serde::Serialize;
 use wasmsnap_engine::{Engine, Policy, Sandbox};
 use wasmsnap_plan::{Kind, Layout, Mount, Snapshot, render_mounts};
 
-use crate::harness;
-use crate::loader::read_policy;
+use wasmsnap_engine::read_policy;
+use wasmsnap_harness as harness;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -62,7 +62,7 @@ pub enum PolicyCommand {
         #[arg(long)]
         id: Option<u64>,
         /// Root the mounts are rendered under.
-        #[arg(long, default_value = crate::config::DEFAULT_ROOT)]
+        #[arg(long, default_value = wasmsnap_daemon::config::DEFAULT_ROOT)]
         root: PathBuf,
         /// Operator config for the policy's init, `key=value`.
         #[arg(long = "config", value_parser = parse_key_value)]

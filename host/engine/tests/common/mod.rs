@@ -1,9 +1,8 @@
 //! Shared by the engine's integration tests: one engine per test binary,
-//! the test policies the build script made, snapshots by shape.
+//! the test policies `wasmsnap-test-artifacts` built, snapshots by shape.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use wasmsnap_engine::{Engine, Policy, PolicyError, Sandbox};
@@ -14,11 +13,10 @@ pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| Engine::new().expect("create the engine"))
 }
 
-/// A component the build script compiled, by cargo package name.
-pub fn test_policy(package: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("WASMSNAP_POLICY_DIR"))
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+/// The bytes of a component `wasmsnap-test-artifacts` built (one of its
+/// path constants).
+pub fn test_policy(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
 /// Facts of a host with overlay and the index parameter, no userxattr.

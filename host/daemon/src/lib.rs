@@ -1,0 +1,27 @@
+//! wasmsnap-daemon: the core of the wasmsnap daemon, a WebAssembly-pluggable
+//! snapshotter for containerd.
+//!
+//! Layers, top to bottom (see `docs/architecture.md`):
+//! - [`wire`]: containerd's gRPC API over a unix socket (tonic);
+//! - [`service`]: the snapshotters served, by name;
+//! - [`snapshotter`]: the transaction of each operation, over the
+//!   metastore (`wasmsnap-metastore`), the policy engine (`wasmsnap-engine`)
+//!   and the filesystem executor (`wasmsnap-fs`).
+//!
+//! Around them: [`config`] and [`loader`] (config file to snapshotters),
+//! [`daemon`] (socket, signals), [`reload`] (SIGHUP), [`recovery`] (at
+//! open), [`cancel`] (a caller that went away).
+
+mod background;
+pub mod cancel;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod loader;
+mod mount_cache;
+pub mod recovery;
+pub mod reload;
+pub mod service;
+mod rebase;
+pub mod snapshotter;
+pub mod wire;
