@@ -148,7 +148,13 @@ pub fn id_mapped(mut mount: Mount) -> Mount {
 /// into overlay whiteouts there); for [`Snapshot::is_parallel_extraction`].
 #[cfg(not(feature = "wit-0-1"))]
 pub fn extraction(upper: DirRef, options: Vec<String>) -> Mount {
-    Mount::Overlay(OverlayMount { lower: Vec::new(), upper: Some(upper), work: None, options, id_mapped: false })
+    Mount::Overlay(OverlayMount {
+        lower: Vec::new(),
+        upper: Some(upper),
+        work: None,
+        options,
+        id_mapped: false,
+    })
 }
 
 /// Builds a [`Layout`] step by step.

@@ -272,7 +272,8 @@ fn xattr_set(path: &Path, name: &str, value: &[u8]) {
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     // SAFETY: valid C strings and a buffer with its length.
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r =
+        unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     assert_eq!(r, 0, "setxattr {name} on {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
@@ -369,9 +370,10 @@ async fn unpack_parallel(c: &mut Client, s: &str, ns: &str, scratch: &Path) -> S
                 mounts[0].options.iter().filter(|o| o.starts_with("upperdir=")).collect();
             assert_eq!(upper.len(), 1, "{mounts:?}");
             assert!(
-                !mounts[0].options.iter().any(|o| o.starts_with("lowerdir=")
-                    || o.starts_with("workdir=")
-                    || o == "ro"),
+                !mounts[0]
+                    .options
+                    .iter()
+                    .any(|o| o.starts_with("lowerdir=") || o.starts_with("workdir=") || o == "ro"),
                 "{mounts:?}"
             );
         }
@@ -437,7 +439,13 @@ fn walk(
 }
 
 /// View `key` of `parent`, mounted as a client would, described.
-async fn view_tree(c: &mut Client, s: &str, key: &str, parent: &str, scratch: &Path) -> BTreeMap<String, String> {
+async fn view_tree(
+    c: &mut Client,
+    s: &str,
+    key: &str,
+    parent: &str,
+    scratch: &Path,
+) -> BTreeMap<String, String> {
     let r = api::ViewSnapshotRequest {
         snapshotter: s.into(),
         key: key.into(),
@@ -648,7 +656,11 @@ async fn rebase_onto_missing_active_or_cyclic_parent_is_refused_and_changes_noth
         let name = format!("{key}-done");
         let err = commit(&mut c, s, &name, key, parent, HashMap::new()).await.unwrap_err();
         assert_eq!(err.code(), code, "commit {key} onto {parent}: {err:?}");
-        assert_eq!(state(&mut c, &d, s).await, before, "commit {key} onto {parent} changed something");
+        assert_eq!(
+            state(&mut c, &d, s).await,
+            before,
+            "commit {key} onto {parent} changed something"
+        );
     }
     // Same parent as now: no rebase, allowed.
     commit(&mut c, s, "stacked-done", "stacked", "low", HashMap::new()).await.unwrap();
@@ -681,7 +693,11 @@ async fn policies_without_rebase_refuse_it_saying_why() {
         let before = state(&mut c, &d, s).await;
         let err = commit(&mut c, s, "done", "layer", "low", HashMap::new()).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{s}: {err:?}");
-        assert!(err.message().contains("full copy of their parent's tree"), "{s}: {}", err.message());
+        assert!(
+            err.message().contains("full copy of their parent's tree"),
+            "{s}: {}",
+            err.message()
+        );
         assert!(err.message().contains("rebase"), "{s}: {}", err.message());
         assert_eq!(state(&mut c, &d, s).await, before, "{s}: the refusal changed something");
         // Without a parent the commit is as ever.

@@ -37,7 +37,10 @@ fn main() {
     // its own, so the SDK's feature `wit-0-1` reaches no other policy.
     let v0_1_target = repo.join("target").join("policies-v0_1");
     run(policy_build(&repo.join("tests").join("policies").join("example-v0_1"), &v0_1_target));
-    let path = v0_1_target.join("wasm32-wasip2").join("policy").join("wasmsnap_test_policy_example_v0_1.wasm");
+    let path = v0_1_target
+        .join("wasm32-wasip2")
+        .join("policy")
+        .join("wasmsnap_test_policy_example_v0_1.wasm");
     assert!(path.is_file(), "{} was not built", path.display());
     code.push_str(&format!(
         "/// The example policy built for wasmsnap:policy@0.1.0 (tests/policies/example-v0_1).\npub const EXAMPLE_V0_1: &str = {:?};\n",

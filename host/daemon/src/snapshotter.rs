@@ -276,7 +276,7 @@ impl Snapshotter {
             self.lost.check(&self.name, key, [active.id])?;
             // A taken name is AlreadyExists before any rebase check, as in
             // containerd (its unpacker counts that as done).
-            if !parent.is_empty() && !tx.contains(name)? {
+            if !parent.is_empty() && tx.find(name)?.is_none() {
                 self.rebase(tx, &policy, &active, parent)?;
             }
             let usage = match self.content_dir(&active) {

@@ -19,7 +19,13 @@ fn main() -> anyhow::Result<()> {
         reflink: false,
         page_size: 4096,
     };
-    let s = Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![], id_map: None };
+    let s = Snapshot {
+        id: 9,
+        kind: Kind::Active,
+        parent_ids: vec![3, 2, 1],
+        labels: vec![],
+        id_map: None,
+    };
     let wasm = builtin("overlay").expect("overlay is built in");
 
     println!("component sizes:");

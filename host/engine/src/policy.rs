@@ -92,7 +92,8 @@ impl Policy {
         };
         let linker = linker(&engine.inner)
             .map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
-        let pre = PolicyPre::new(wit_version, &linker, &component).map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
+        let pre = PolicyPre::new(wit_version, &linker, &component)
+            .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let mut policy = Policy {
             info: PolicyInfo {

@@ -19,8 +19,8 @@ pub(crate) mod bindings {
     });
 }
 
-pub(crate) use bindings::{SnapshotPolicy, SnapshotPolicyPre};
 use bindings::wasmsnap::policy::types as wit;
+pub(crate) use bindings::{SnapshotPolicy, SnapshotPolicyPre};
 
 impl wit::Host for HostState {}
 

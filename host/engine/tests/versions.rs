@@ -17,7 +17,8 @@ fn v0_1() -> Policy {
 }
 
 fn v0_2() -> Policy {
-    load("example-0.2", &test_policy(wasmsnap_test_artifacts::EXAMPLE_EPHEMERAL), &[]).expect("load 0.2")
+    load("example-0.2", &test_policy(wasmsnap_test_artifacts::EXAMPLE_EPHEMERAL), &[])
+        .expect("load 0.2")
 }
 
 /// The snapshot with CRI's id-map labels, parsed as the host does.

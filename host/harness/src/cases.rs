@@ -473,11 +473,12 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, s) in raw.steps.iter().enumerate() {
         let p = path.clone().key("steps").index(i);
-        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent, &s.chown_to_mapped_root)
-        {
+        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent, &s.chown_to_mapped_root) {
             (None, None, None, Some(name)) => {
                 if s.mode.is_some() {
-                    return Err(at.error(p.key("mode"), "chown-to-mapped-root takes no mode".into()));
+                    return Err(
+                        at.error(p.key("mode"), "chown-to-mapped-root takes no mode".into())
+                    );
                 }
                 Step::ChownToMappedRoot { name: name.clone() }
             }

@@ -44,7 +44,8 @@ pub fn userns_fd(map: &IdMap) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the fds were just made and are owned here alone.
-    let (read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: the child only makes syscalls (unshare, write, pause, _exit),
     // which is what is allowed after fork in a threaded process.
     let pid = unsafe { libc::fork() };

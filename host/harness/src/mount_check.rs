@@ -270,7 +270,8 @@ fn extraction_checks(options: &[String], own: Option<&Path>, report: &mut MountR
         .filter(|o| o.starts_with("lowerdir=") || o.starts_with("workdir=") || *o == "ro")
         .collect();
     let own_text = own.map(|p| p.display().to_string());
-    let passed = uppers.len() == 1 && stray.is_empty() && own_text.as_deref() == uppers.first().copied();
+    let passed =
+        uppers.len() == 1 && stray.is_empty() && own_text.as_deref() == uppers.first().copied();
     let detail = if passed {
         format!("upperdir={} alone: containerd's applier writes the layer there", uppers[0])
     } else {

@@ -104,7 +104,8 @@ fn mount_idmapped(
 ) -> io::Result<Method> {
     use super::idmapped::{idmapped_mount, userns_fd};
     use std::os::fd::AsFd;
-    let userns = userns_fd(map).map_err(|e| io::Error::new(e.kind(), format!("user namespace for the id map: {e}")))?;
+    let userns = userns_fd(map)
+        .map_err(|e| io::Error::new(e.kind(), format!("user namespace for the id map: {e}")))?;
     let rest: Vec<String> = m
         .options
         .iter()
@@ -122,8 +123,7 @@ fn mount_idmapped(
             "an id-mapped overlay without lowerdir= (containerd idmaps the lowerdirs)",
         ));
     };
-    let lowers: Vec<String> =
-        rest[at]["lowerdir=".len()..].split(':').map(String::from).collect();
+    let lowers: Vec<String> = rest[at]["lowerdir=".len()..].split(':').map(String::from).collect();
     let mut guards = Vec::with_capacity(lowers.len());
     let mut mapped = Vec::with_capacity(lowers.len());
     for (i, lower) in lowers.iter().enumerate() {

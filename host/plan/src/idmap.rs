@@ -53,7 +53,9 @@ pub fn from_labels<'a>(
         (None, None) => Ok(None),
         (Some(_), None) => Err(missing(GID_LABEL, UID_LABEL)),
         (None, Some(_)) => Err(missing(UID_LABEL, GID_LABEL)),
-        (Some(u), Some(g)) => Ok(Some(IdMap { uid: parse(UID_LABEL, u)?, gid: parse(GID_LABEL, g)? })),
+        (Some(u), Some(g)) => {
+            Ok(Some(IdMap { uid: parse(UID_LABEL, u)?, gid: parse(GID_LABEL, g)? }))
+        }
     }
 }
 
@@ -76,11 +78,18 @@ pub fn parse(label: &'static str, value: &str) -> Result<Vec<IdRange>, IdMapErro
         if i == MAX_RANGES {
             return Err(err(format!("more than {MAX_RANGES} ranges (the kernel's limit)")));
         }
-        let range = parse_range(item).map_err(|reason| err(format!("range {i} {item:?}: {reason}")))?;
-        if let Some(j) = ranges.iter().position(|r| overlaps(r.container, range.container, r.size, range.size)) {
-            return Err(err(format!("range {i} {item:?} overlaps range {j} on the container side")));
+        let range =
+            parse_range(item).map_err(|reason| err(format!("range {i} {item:?}: {reason}")))?;
+        if let Some(j) =
+            ranges.iter().position(|r| overlaps(r.container, range.container, r.size, range.size))
+        {
+            return Err(err(format!(
+                "range {i} {item:?} overlaps range {j} on the container side"
+            )));
         }
-        if let Some(j) = ranges.iter().position(|r| overlaps(r.host, range.host, r.size, range.size)) {
+        if let Some(j) =
+            ranges.iter().position(|r| overlaps(r.host, range.host, r.size, range.size))
+        {
             return Err(err(format!("range {i} {item:?} overlaps range {j} on the host side")));
         }
         ranges.push(range);
@@ -93,7 +102,8 @@ pub fn parse(label: &'static str, value: &str) -> Result<Vec<IdRange>, IdMapErro
 
 fn parse_range(item: &str) -> Result<IdRange, String> {
     let mut parts = item.split(':');
-    let (Some(c), Some(h), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(c), Some(h), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("not ctr:host:size".into());
     };
@@ -108,7 +118,8 @@ fn parse_range(item: &str) -> Result<IdRange, String> {
         }
         Ok(n)
     };
-    let (container, host, size) = (number("container id", c)?, number("host id", h)?, number("size", s)?);
+    let (container, host, size) =
+        (number("container id", c)?, number("host id", h)?, number("size", s)?);
     if size == 0 {
         return Err("size 0 maps nothing".into());
     }
@@ -202,7 +213,8 @@ mod tests {
         }
         let e = from_labels([(UID_LABEL, "0:1:1")]).unwrap_err();
         assert_eq!(e.label, GID_LABEL);
-        let many: Vec<String> = (0..=MAX_RANGES as u32).map(|i| format!("{i}:{}:1", 1000 + i)).collect();
+        let many: Vec<String> =
+            (0..=MAX_RANGES as u32).map(|i| format!("{i}:{}:1", 1000 + i)).collect();
         let e = parse(UID_LABEL, &many.join(",")).unwrap_err();
         assert!(e.reason.contains("340"), "{e}");
         assert!(parse(UID_LABEL, &many[..MAX_RANGES].join(",")).is_ok());

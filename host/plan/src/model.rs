@@ -91,11 +91,21 @@ pub enum CopyMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "step")]
 pub enum Step {
-    Mkdir { name: String, mode: u32 },
-    CopyParent { name: String, mode: CopyMode },
-    ChownLikeParent { name: String },
+    Mkdir {
+        name: String,
+        mode: u32,
+    },
+    CopyParent {
+        name: String,
+        mode: CopyMode,
+    },
+    ChownLikeParent {
+        name: String,
+    },
     /// Own `name` by the host ids container uid/gid 0 map to.
-    ChownToMappedRoot { name: String },
+    ChownToMappedRoot {
+        name: String,
+    },
 }
 
 /// What to create for a new snapshot.

@@ -186,8 +186,18 @@ mod tests {
     #[test]
     fn bind_puts_ro_or_rw_then_rbind_then_its_options() {
         let plans = [
-            MountPlan::Bind { source: dir(9, "fs"), readonly: false, options: vec![], id_mapped: false },
-            MountPlan::Bind { source: dir(3, "fs"), readonly: true, options: strings(&["nosuid"]), id_mapped: false },
+            MountPlan::Bind {
+                source: dir(9, "fs"),
+                readonly: false,
+                options: vec![],
+                id_mapped: false,
+            },
+            MountPlan::Bind {
+                source: dir(3, "fs"),
+                readonly: true,
+                options: strings(&["nosuid"]),
+                id_mapped: false,
+            },
         ];
         assert_eq!(
             render_mounts(Path::new(ROOT), &plans, None),
@@ -253,7 +263,12 @@ mod tests {
 
     #[test]
     fn root_slash_renders_without_double_slash() {
-        let plan = MountPlan::Bind { source: dir(u64::MAX, "fs"), readonly: true, options: vec![], id_mapped: false };
+        let plan = MountPlan::Bind {
+            source: dir(u64::MAX, "fs"),
+            readonly: true,
+            options: vec![],
+            id_mapped: false,
+        };
         assert_eq!(
             render_mounts(Path::new("/"), &[plan], None)[0].source,
             "/snapshots/18446744073709551615/fs"
@@ -286,7 +301,12 @@ mod tests {
             gid: crate::idmap::parse(crate::idmap::GID_LABEL, "0:200000:65536,65536:1:1").unwrap(),
         };
         let plans = [
-            MountPlan::Bind { source: dir(9, "fs"), readonly: false, options: vec![], id_mapped: true },
+            MountPlan::Bind {
+                source: dir(9, "fs"),
+                readonly: false,
+                options: vec![],
+                id_mapped: true,
+            },
             MountPlan::Overlay {
                 lower: vec![],
                 upper: Some(dir(9, "fs")),

@@ -318,12 +318,23 @@ fn chown_without_id_map() {
 #[test]
 fn too_many_lowers() {
     let parents: Vec<u64> = (1..=501).rev().collect();
-    let s = Snapshot { id: 502, kind: Kind::View, parent_ids: parents.clone(), labels: vec![], id_map: None };
+    let s = Snapshot {
+        id: 502,
+        kind: Kind::View,
+        parent_ids: parents.clone(),
+        labels: vec![],
+        id_map: None,
+    };
     let lower = parents.iter().map(|&p| dir(p, "fs")).collect();
     refused(mounts(&s, vec![overlay(lower, None, &[])]), "too-many-lowers");
     // 500 is the kernel's limit, and allowed.
-    let s =
-        Snapshot { id: 501, kind: Kind::View, parent_ids: parents[1..].to_vec(), labels: vec![], id_map: None };
+    let s = Snapshot {
+        id: 501,
+        kind: Kind::View,
+        parent_ids: parents[1..].to_vec(),
+        labels: vec![],
+        id_map: None,
+    };
     let lower = parents[1..].iter().map(|&p| dir(p, "fs")).collect();
     mounts(&s, vec![overlay(lower, None, &[])]).unwrap();
 }

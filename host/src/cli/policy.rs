@@ -128,14 +128,15 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 KindArg::View => Kind::View,
             };
             let id = id.unwrap_or_else(|| parents.iter().max().copied().unwrap_or(0) + 1);
-            let id_map =
-                match wasmsnap_plan::idmap::from_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-                    Ok(map) => map,
-                    Err(e) => {
-                        eprintln!("wasmsnap: invalid id map: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
+            let id_map = match wasmsnap_plan::idmap::from_labels(
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                Ok(map) => map,
+                Err(e) => {
+                    eprintln!("wasmsnap: invalid id map: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let snapshot = Snapshot { id, kind, parent_ids: parents, labels, id_map };
             match plan(&policy, snapshot, &root, &config) {
                 Ok(out) => {
@@ -164,7 +165,11 @@ fn plan(
         .map_err(anyhow::Error::new)?;
     let layout = loaded.layout(&snapshot).map_err(anyhow::Error::new).context("layout")?;
     let plans = loaded.mounts(&snapshot).map_err(anyhow::Error::new).context("mounts")?;
-    Ok(PlanOutput { mounts: render_mounts(root, &plans, snapshot.id_map.as_ref()), snapshot, layout })
+    Ok(PlanOutput {
+        mounts: render_mounts(root, &plans, snapshot.id_map.as_ref()),
+        snapshot,
+        layout,
+    })
 }
 
 fn inspect(policy: &str, format: FormatArg) -> anyhow::Result<()> {
