@@ -147,7 +147,7 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// `upperdir=` is written into directly, whiteouts converted for overlay;
 /// anything else is mounted and the tar applied with whiteouts as
 /// deletions.
-fn apply(mounts: &[api::Mount], layer: &[u8], scratch: &Path) {
+fn apply(mounts: &[wasmsnap_daemon::wire::proto::Mount], layer: &[u8], scratch: &Path) {
     if let [m] = mounts
         && m.r#type == "overlay"
         && let Some(upper) = m.options.iter().find_map(|o| o.strip_prefix("upperdir="))
@@ -166,7 +166,7 @@ fn apply(mounts: &[api::Mount], layer: &[u8], scratch: &Path) {
     std::fs::remove_dir(&target).unwrap();
 }
 
-fn plan_mount(m: &api::Mount) -> wasmsnap_plan::Mount {
+fn plan_mount(m: &wasmsnap_daemon::wire::proto::Mount) -> wasmsnap_plan::Mount {
     wasmsnap_plan::Mount {
         r#type: m.r#type.clone(),
         source: m.source.clone(),
@@ -289,7 +289,7 @@ async fn prepare(
     key: &str,
     parent: &str,
     labels: HashMap<String, String>,
-) -> Result<Vec<api::Mount>, tonic::Status> {
+) -> Result<Vec<wasmsnap_daemon::wire::proto::Mount>, tonic::Status> {
     let r = api::PrepareSnapshotRequest {
         snapshotter: snapshotter.into(),
         key: key.into(),
@@ -493,8 +493,9 @@ async fn parallel_unpack_equals_sequential_file_for_file() {
         assert!(got.contains(what), "{path}: {got}");
     };
     expect("etc/config", "640 0:42 file \"two\"");
-    expect("bin/tool", "4755 1000:1000 file \"#!/bin/sh\\n\" nlink 2");
-    expect("bin/hard", "(hard link of bin/tool)");
+    // Walked in name order: bin/hard comes first, bin/tool is its link.
+    expect("bin/hard", "4755 1000:1000 file \"#!/bin/sh\\n\" nlink 2");
+    expect("bin/tool", "(hard link of bin/hard)");
     expect("bin/link", "symlink -> tool");
     expect("data/fresh", "644 1000:1000 file \"only this\"");
     expect("home/note", "600 42:43 file \"from layer 2\"");
@@ -538,8 +539,25 @@ async fn id_mapped_prepare_owns_fs_by_mapped_root_and_idmapped_mounts_show_mappe
         ("home/note", (100042, 200043)),
         ("data/fresh", (101000, 201000)),
     ];
+    // The mount table, as `ctr run --remap-labels --uidmap 0:100000:65536
+    // --gidmap 0:200000:65536` would get it (printed for the record).
+    println!("mount: type={} source={} options={}", m.r#type, m.source, m.options.join(","));
+    println!("{:<12} {:>13} {:>17}", "path", "on disk", "through mount");
+    // On disk: the upper (for the root), else the nearest layer holding it.
+    let lowers: Vec<&str> =
+        m.options.iter().find_map(|o| o.strip_prefix("lowerdir=")).unwrap().split(':').collect();
+    let on_disk = |rel: &str| {
+        let dirs = std::iter::once(upper).chain(lowers.iter().copied());
+        let found = dirs
+            .map(|d| Path::new(d).join(rel))
+            .find_map(|p| std::fs::symlink_metadata(p).ok())
+            .unwrap();
+        format!("{}:{}", found.uid(), found.gid())
+    };
     for (rel, want) in table {
-        assert_eq!(owner(rel), want, "{rel} as seen through the idmapped mount");
+        let (u, g) = owner(rel);
+        println!("{rel:<12} {:>13} {:>17}", on_disk(rel), format!("{u}:{g}"));
+        assert_eq!((u, g), want, "{rel} as seen through the idmapped mount");
     }
     // Container root (the mapped root on the host) writes into its upper.
     std::fs::write(target.join("written"), "x").unwrap();
