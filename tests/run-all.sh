@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
 # (the wasm target; Debian's containerd, runc, Go and containerd's Go sources
-# for the conformance suite; xfsprogs for the reflink tests), then runs every
-# test of the workspace. Needs root (mounts, containerd).
+# for the conformance suite; xfsprogs for the reflink tests), checks the
+# format and the lints, then runs every test of the workspace. Needs root
+# (mounts, containerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Format and lints first: they fail in seconds, the tests take long.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace "$@"

@@ -35,9 +35,15 @@ const RPC_LIMIT: Duration = Duration::from_secs(10);
 /// One test at a time: the battery's 2 s bound includes a 1 s spin, and a
 /// daemon compiling policies beside it on this 2-core machine can delay
 /// the epoch ticks that stop the spin.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
+}
+
+/// [`serial`] for async tests: waits without holding up the runtime.
+async fn serial_async() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn repo() -> PathBuf {
@@ -411,7 +417,7 @@ async fn keep_asking(mut c: Client, stop: Arc<AtomicBool>) -> (usize, Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_act_fails_its_request_and_nothing_else() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&battery_config());
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -657,7 +663,7 @@ fn start_timed(d: &mut Daemon, args: &[&str]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_loads_compiled_policies_and_rebuilds_a_damaged_one() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&battery_config());
     let args = ["--config", file.to_str().unwrap()];
     let mut d = Daemon::start_with(&args);
@@ -802,7 +808,7 @@ fn hangup(d: &Daemon) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broken() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let (_dir, file) = config_file(&swap_config("volatile"));
     let d = Daemon::start_with(&["--config", file.to_str().unwrap()]);
     let mut c = d.client().await;
@@ -919,7 +925,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
-    let _serial = serial();
+    let _serial = serial_async().await;
     let config = |timeout_ms: u64| {
         format!(
             "[snapshotters.{HOSTILE}]\npolicy = {:?}\nlimits = {{ call_timeout_ms = {timeout_ms} }}\n",

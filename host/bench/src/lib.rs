@@ -23,8 +23,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-pub use stats::{Samples, Summary};
-pub use workload::{Op, Shape};
+use stats::{Samples, Summary};
+use workload::{Op, Shape};
 
 use servers::Server;
 use table::Medians;

@@ -32,7 +32,8 @@ impl Token {
         f()
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    #[cfg(test)]
+    fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 

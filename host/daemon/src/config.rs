@@ -246,18 +246,18 @@ impl Config {
                     "snapshotters.{name}.policy: empty; give `builtin:NAME` or the path of a .wasm component"
                 );
             }
-            if let Some(b) = s.policy.strip_prefix("builtin:") {
-                if wasmsnap_engine::builtin(b).is_none() {
-                    bail!(
-                        "snapshotters.{name}.policy: no built-in policy {b:?} (built in: {})",
-                        wasmsnap_engine::builtin_names().join(", ")
-                    );
-                }
+            if let Some(b) = s.policy.strip_prefix("builtin:")
+                && wasmsnap_engine::builtin(b).is_none()
+            {
+                bail!(
+                    "snapshotters.{name}.policy: no built-in policy {b:?} (built in: {})",
+                    wasmsnap_engine::builtin_names().join(", ")
+                );
             }
-            if let Some(d) = &s.sha256 {
-                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    bail!("snapshotters.{name}.sha256: expected 64 hex digits, got {d:?}");
-                }
+            if let Some(d) = &s.sha256
+                && (d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                bail!("snapshotters.{name}.sha256: expected 64 hex digits, got {d:?}");
             }
             if s.limits.call_timeout_ms == 0 || s.limits.call_timeout_ms > 60_000 {
                 bail!(

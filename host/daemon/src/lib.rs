@@ -4,7 +4,8 @@
 //! Layers, top to bottom (see `docs/architecture.md`):
 //! - [`wire`]: containerd's gRPC API over a unix socket (tonic);
 //! - [`service`]: the snapshotters served, by name;
-//! - [`snapshotter`]: the transaction of each operation, over the
+//! - [`snapshotter`]: the transaction of each operation (its types in
+//!   [`info`]), over the
 //!   metastore (`wasmsnap-metastore`), the policy engine (`wasmsnap-engine`)
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
@@ -13,15 +14,16 @@
 //! open), [`cancel`] (a caller that went away).
 
 mod background;
-pub mod cancel;
+mod cancel;
 pub mod config;
 pub mod daemon;
-pub mod error;
+mod error;
+mod info;
 pub mod loader;
 mod mount_cache;
 mod rebase;
-pub mod recovery;
+mod recovery;
 pub mod reload;
-pub mod service;
-pub mod snapshotter;
+mod service;
+mod snapshotter;
 pub mod wire;

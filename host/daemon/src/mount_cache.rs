@@ -5,7 +5,9 @@
 //! validation and rendering. An entry is used only while the record it was
 //! made from is unchanged (same id and same `updated` time: Update of labels
 //! moves it) and the policy that made it is still the one in use (a hot
-//! reload bumps the generation). Commit and Remove drop the entry.
+//! reload bumps the generation). Remove drops the entry. Commit leaves it:
+//! the snapshot is committed then, Mounts refuses it before looking here,
+//! and its Remove drops the entry.
 //!
 //! Parents never change under a snapshot: they are committed, and a parent
 //! with children cannot be removed.

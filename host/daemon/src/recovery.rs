@@ -32,19 +32,6 @@ use wasmsnap_plan::{Kind, SnapshotId};
 
 use crate::error::{Error, Result};
 
-/// What recovery did on one snapshotter.
-#[derive(Debug, Default)]
-pub struct RecoveryReport {
-    /// Entries of `snapshots/` removed: crash leftovers with no record.
-    pub removed: Vec<PathBuf>,
-    /// Entries that could not be removed (left for Cleanup), as messages.
-    pub failed: Vec<String>,
-    /// Records whose directory (or content directory) is missing.
-    pub lost: Vec<LostDir>,
-    /// Records whose parent link does not resolve, as messages.
-    pub broken_links: Vec<String>,
-}
-
 /// A record whose directory is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostDir {
@@ -96,20 +83,12 @@ impl LostDirs {
     pub fn forget(&self, id: SnapshotId) {
         self.lost.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
-
-    pub fn list(&self) -> Vec<LostDir> {
-        self.lost.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
-    }
 }
 
 /// Recover the snapshotter `name`; call once, after opening its metastore
-/// and directories and before serving. Logs everything it finds.
-pub fn recover(
-    name: &str,
-    metastore: &Metastore,
-    dirs: &SnapshotDirs,
-) -> anyhow::Result<(LostDirs, RecoveryReport)> {
-    let mut report = RecoveryReport::default();
+/// and directories and before serving. Logs everything it finds; returns
+/// the records whose directory is missing.
+pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow::Result<LostDirs> {
     let (records, chains, keep) = metastore.read(|tx| {
         let mut records = Vec::new();
         tx.list(&Filter::default(), |r| {
@@ -128,8 +107,6 @@ pub fn recover(
     for e in &cleaned.failed {
         tracing::error!(snapshotter = name, error = %e, "recovery: could not remove a crash leftover; Cleanup will retry");
     }
-    report.removed = cleaned.removed;
-    report.failed = cleaned.failed.iter().map(ToString::to_string).collect();
 
     let on_disk = dirs.ids_on_disk()?;
     let mut lost = BTreeMap::new();
@@ -144,27 +121,28 @@ pub fn recover(
                 "recovery: snapshot directory is MISSING; the record is kept so it can be removed \
                  (containerd's GC or `ctr snapshots rm`); mounting it or creating on top of it fails"
             );
-            let l = LostDir { key: record.name.clone(), id: record.id, path: missing };
-            report.lost.push(l.clone());
-            lost.insert(record.id, l);
+            lost.insert(
+                record.id,
+                LostDir { key: record.name.clone(), id: record.id, path: missing },
+            );
         }
     }
 
-    report.broken_links = broken_links(&records, chains);
-    for message in &report.broken_links {
+    let broken_links = broken_links(&records, chains);
+    for message in &broken_links {
         tracing::error!(snapshotter = name, "recovery: {message}");
     }
 
     tracing::info!(
         snapshotter = name,
         records = records.len(),
-        removed = report.removed.len(),
-        failed = report.failed.len(),
-        lost = report.lost.len(),
-        broken_links = report.broken_links.len(),
+        removed = cleaned.removed.len(),
+        failed = cleaned.failed.len(),
+        lost = lost.len(),
+        broken_links = broken_links.len(),
         "recovery done"
     );
-    Ok((LostDirs { lost: RwLock::new(lost) }, report))
+    Ok(LostDirs { lost: RwLock::new(lost) })
 }
 
 /// The path of `record` that should exist and does not: its directory, or

@@ -16,18 +16,19 @@
 //! background. Mounts answers from a cache of rendered plans, and Usage of
 //! an active snapshot from a short-lived cache.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, UpdateInfo, Usage, parse_filters};
+use wasmsnap_metastore::{Metastore, ReadTx, Reads, Record, parse_filters};
 use wasmsnap_plan::{IdMap, Kind, Mount, Snapshot, SnapshotId, idmap, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
+use crate::info::{Info, InfoUpdate, Labels, Usage};
 use crate::mount_cache::MountCache;
 use crate::recovery::{self, LostDirs};
 
@@ -39,8 +40,6 @@ const ACTIVE_USAGE_TTL: Duration = Duration::from_secs(2);
 /// Prepare/View attempts when the parent changes between the look-up and
 /// the record's transaction (removed and made again meanwhile).
 const CREATE_ATTEMPTS: usize = 3;
-
-pub type Labels = BTreeMap<String, String>;
 
 pub struct Snapshotter {
     name: String,
@@ -62,6 +61,14 @@ enum Found {
     Record(Record, Vec<SnapshotId>),
 }
 
+/// A Prepare or View.
+struct Create<'a> {
+    kind: Kind,
+    key: &'a str,
+    parent: Option<&'a str>,
+    labels: Labels,
+}
+
 /// What a Prepare or View builds on: found before its transaction.
 struct Base {
     parent_ids: Vec<SnapshotId>,
@@ -74,7 +81,7 @@ impl Snapshotter {
         std::fs::create_dir_all(root)?;
         let metastore = Metastore::open(root)?;
         let dirs = SnapshotDirs::open(root)?;
-        let (lost, _) = recovery::recover(name, &metastore, &dirs)?;
+        let lost = recovery::recover(name, &metastore, &dirs)?;
         let dirs = Arc::new(dirs);
         Ok(Snapshotter {
             name: name.to_string(),
@@ -129,107 +136,70 @@ impl Snapshotter {
         parent: &str,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let parent = (!parent.is_empty()).then_some(parent);
-        let mut kept = labels.clone();
-        kept.retain(|_, v| !v.is_empty());
         // Checked before anything else: a bad map never reaches a policy.
-        let id_map = id_map_of(&kept)?;
-        for _ in 0..CREATE_ATTEMPTS {
-            // A read, outside the write lock: a request bound to fail builds nothing.
-            let base = self.metastore.read(|tx| self.base(tx, key, parent))?;
-            let Some(base) = base else {
-                // The transaction names the error, as containerd orders them.
-                // If it finds none, the key was freed or the parent made
-                // since the read: build on what is there now.
-                let checked = self.metastore.write(|tx| -> Result<()> {
-                    tx.create(key, kind, parent, labels.clone())?;
-                    Err(Error::Unavailable(String::new())) // aborts
-                });
-                match checked {
-                    Err(Error::Unavailable(_)) | Ok(()) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
-            let (policy, generation) = self.current_policy();
-            let id = self.metastore.reserve_id()?;
-            let snapshot = Snapshot {
-                id,
-                kind,
-                parent_ids: base.parent_ids.clone(),
-                labels: kept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                id_map: id_map.clone(),
-            };
-            let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-            let mapped_root = id_map.as_ref().and_then(IdMap::root);
-            let new_dir = match self.dirs.create_mapped(
-                id,
-                &layout.steps,
-                base.parent_content.as_deref(),
-                mapped_root,
-            ) {
-                Ok(new_dir) => new_dir,
-                // The parent was removed meanwhile and its directory with it
-                // (copying it failed): try again, which names that error.
-                Err(_)
-                    if self
-                        .metastore
-                        .read(|tx| self.base(tx, key, parent))?
-                        .map(|b| b.parent_ids)
-                        != Some(base.parent_ids) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            // The next Prepare like this one finds its tree made (if the
-            // layout only makes directories).
-            self.background.make_spares(layout.steps.clone());
-            let content = layout.content;
-            let record = self.metastore.write(|tx| -> Result<_> {
-                let (record, parent_ids) =
-                    tx.create_reserved(id, key, kind, parent, labels.clone())?;
-                if parent_ids != base.parent_ids {
-                    return Ok(None); // aborts; the directory goes with `new_dir`
-                }
-                tx.set_content(key, content.clone())?;
-                crate::cancel::check("create", key)?;
-                Ok(Some(record))
-            })?;
-            let Some(record) = record else { continue };
-            new_dir.keep();
-            let mounts = Arc::new(render_mounts(&self.root, &plans, id_map.as_ref()));
-            self.mount_cache.put(&record, generation, mounts.clone());
-            return Ok(mounts.as_ref().clone());
-        }
-        Err(Error::Unavailable(format!(
-            "the parent of {key:?} kept changing while it was being created; retry"
-        )))
+        id_map_of(&labels)?;
+        let request = Create { kind, key, parent: (!parent.is_empty()).then_some(parent), labels };
+        retry_while_parent_changes(key, || self.try_create(&request))
     }
 
-    /// The parent's ids and content dir, if `key` is free and `parent` is a
-    /// committed snapshot; `None` if the transaction is bound to fail.
-    fn base(
-        &self,
-        tx: &ReadTx,
-        key: &str,
-        parent: Option<&str>,
-    ) -> Result<Option<Base>, wasmsnap_metastore::Error> {
-        if tx.find(key)?.is_some() {
-            return Ok(None);
-        }
-        let Some(name) = parent else {
-            return Ok(Some(Base { parent_ids: Vec::new(), parent_content: None }));
+    /// One attempt at [`create`](Self::create); `None` if the parent was
+    /// removed or replaced since this attempt looked it up.
+    fn try_create(&self, request: &Create) -> Result<Option<Vec<Mount>>> {
+        let Create { kind, key, parent, ref labels } = *request;
+        // A read, outside the write lock: a request bound to fail builds nothing.
+        let base = self.metastore.read(|tx| self.base(tx, request))?;
+        self.lost.check(&self.name, key, base.parent_ids.iter().copied())?;
+        let (policy, generation) = self.current_policy();
+        let id = self.metastore.reserve_id()?;
+        let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels)?;
+        let layout = policy.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let plans = policy.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let mapped_root = snapshot.id_map.as_ref().and_then(IdMap::root);
+        let parent_content = base.parent_content.as_deref();
+        let new_dir = match self.dirs.create_mapped(id, &layout.steps, parent_content, mapped_root)
+        {
+            Ok(new_dir) => new_dir,
+            // The parent was removed meanwhile and its directory with it
+            // (copying it failed): the next attempt names that error.
+            Err(_) if self.parent_changed(request, &base) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        match tx.find(name)? {
-            Some(p) if p.kind == Kind::Committed => {
-                let mut parent_ids = vec![p.id];
-                parent_ids.extend(tx.parent_ids(&p)?);
-                Ok(Some(Base { parent_ids, parent_content: self.content_dir(&p) }))
+        // The next Prepare like this one finds its tree made (if the
+        // layout only makes directories).
+        self.background.make_spares(layout.steps.clone());
+        let record = self.metastore.write(|tx| -> Result<_> {
+            let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
+            if parent_ids != base.parent_ids {
+                return Ok(None); // aborts; the directory goes with `new_dir`
             }
-            _ => Ok(None),
-        }
+            tx.set_content(key, layout.content.clone())?;
+            crate::cancel::check("create", key)?;
+            Ok(Some(record))
+        })?;
+        let Some(record) = record else { return Ok(None) };
+        new_dir.keep();
+        let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
+        self.mount_cache.put(&record, generation, mounts.clone());
+        Ok(Some(mounts.as_ref().clone()))
+    }
+
+    /// What `request` builds on: its parent's ids and content directory.
+    /// The error its record's transaction would give if it is bound to fail.
+    fn base(&self, tx: &ReadTx, request: &Create) -> Result<Base, wasmsnap_metastore::Error> {
+        let Create { kind, key, parent, ref labels } = *request;
+        let Some(parent) = tx.check_create(key, kind, parent, labels)? else {
+            return Ok(Base { parent_ids: Vec::new(), parent_content: None });
+        };
+        let mut parent_ids = vec![parent.id];
+        parent_ids.extend(tx.parent_ids(&parent)?);
+        Ok(Base { parent_ids, parent_content: self.content_dir(&parent) })
+    }
+
+    /// Whether `request` would now build on something other than `base`
+    /// (or fail).
+    fn parent_changed(&self, request: &Create, base: &Base) -> bool {
+        let now = self.metastore.read(|tx| self.base(tx, request));
+        now.map(|b| b.parent_ids).ok().as_ref() != Some(&base.parent_ids)
     }
 
     /// The mounts of an active snapshot or a view.
@@ -252,7 +222,8 @@ impl Snapshotter {
             Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
-        let snapshot = describe(&record, parent_ids)?;
+        // Labels may have changed since Prepare (Update): checked again.
+        let snapshot = policy_snapshot(record.id, record.kind, parent_ids, &record.labels)?;
         self.lost.check(
             &self.name,
             key,
@@ -267,7 +238,7 @@ impl Snapshotter {
     /// Commit active `key` as `name`; its usage is measured and stored.
     /// With `parent` (containerd 2.2+'s parallel unpack), an active made
     /// without a parent is re-parented onto it in the same transaction (see
-    /// [`rebase`](Self::rebase)).
+    /// `rebase.rs`).
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
         let policy = self.policy();
         // A disk-usage walk: long, so earlier writers are not kept waiting.
@@ -280,10 +251,10 @@ impl Snapshotter {
                 self.rebase(tx, &policy, &active, parent)?;
             }
             let usage = match self.content_dir(&active) {
-                Some(dir) if active.kind == Kind::Active => to_usage(wasmsnap_fs::usage(&dir)?),
-                _ => Usage { size: 0, inodes: 0 },
+                Some(dir) if active.kind == Kind::Active => Usage::from(wasmsnap_fs::usage(&dir)?),
+                _ => Usage::default(),
             };
-            tx.commit(key, name, labels, usage)?;
+            tx.commit(key, name, labels, usage.into())?;
             crate::cancel::check("commit", key)?;
             Ok(())
         })
@@ -300,22 +271,24 @@ impl Snapshotter {
         Ok(())
     }
 
-    pub fn stat(&self, key: &str) -> Result<Record> {
-        Ok(self.metastore.read(|tx| tx.get(key))?)
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.metastore.read(|tx| tx.get(key))?.into())
     }
 
-    pub fn update(&self, info: UpdateInfo, fieldpaths: &[String]) -> Result<Record> {
-        Ok(self.metastore.write(|tx| -> Result<_> { Ok(tx.update(info, fieldpaths)?) })?)
+    /// containerd's Update: only labels change (see `WriteTx::update`).
+    pub fn update(&self, info: InfoUpdate, fieldpaths: &[String]) -> Result<Info> {
+        let record = self.metastore.write(|tx| tx.update(info.into(), fieldpaths))?;
+        Ok(Info::from(record))
     }
 
     /// Every record matching the filters (ORed; none = all).
-    pub fn list(&self, filters: &[String]) -> Result<Vec<Record>> {
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
         let filter = parse_filters(filters)
             .map_err(|e| Error::InvalidArgument(format!("invalid filter: {e}")))?;
         let mut out = Vec::new();
         self.metastore.read(|tx| {
             tx.list(&filter, |r| {
-                out.push(r);
+                out.push(Info::from(r));
                 Ok(())
             })
         })?;
@@ -325,9 +298,9 @@ impl Snapshotter {
     /// Disk usage: stored at commit for committed snapshots, measured for
     /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
-        let record = self.stat(key)?;
+        let record = self.metastore.read(|tx| tx.get(key))?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
-            return Ok(usage);
+            return Ok(usage.into());
         }
         match (record.kind, self.content_dir(&record)) {
             (Kind::Active, Some(dir)) => {
@@ -341,14 +314,14 @@ impl Snapshotter {
                     return Ok(usage);
                 }
                 let measured_at = Instant::now();
-                let usage = to_usage(wasmsnap_fs::usage(&dir)?);
+                let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
                 self.active_usage
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(record.id, (measured_at, usage));
                 Ok(usage)
             }
-            _ => Ok(Usage { size: 0, inodes: 0 }),
+            _ => Ok(Usage::default()),
         }
     }
 
@@ -371,14 +344,6 @@ impl Snapshotter {
         })
     }
 
-    /// Check a record's view of the parent chain (used by recovery checks).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&ReadTx) -> Result<R, wasmsnap_metastore::Error>,
-    ) -> Result<R> {
-        Ok(self.metastore.read(f)?)
-    }
-
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {
         record.content.as_ref().map(|name| self.dirs.dir(record.id).join(name))
     }
@@ -393,25 +358,41 @@ impl Drop for Snapshotter {
     }
 }
 
-/// The policy's view of a record. Its labels may have changed since
-/// Prepare (Update), so the id map is checked again.
-fn describe(record: &Record, parent_ids: Vec<SnapshotId>) -> Result<Snapshot> {
-    Ok(Snapshot {
-        id: record.id,
-        kind: record.kind,
-        parent_ids,
-        labels: record.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        id_map: id_map_of(&record.labels)?,
-    })
+/// Retries `attempt` while it finds the parent changed (removed and made
+/// again between the look-up and the record's transaction), a few times.
+fn retry_while_parent_changes<T>(
+    key: &str,
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    for _ in 0..CREATE_ATTEMPTS {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+    }
+    Err(Error::ParentChanging(format!(
+        "the parent of {key:?} kept changing while it was being created; retry"
+    )))
 }
 
-/// The id map of containerd's uid/gid mapping labels; InvalidArgument
-/// naming the label for a bad one.
+/// The snapshot as the policy sees it. Labels with an empty value are not
+/// stored (containerd deletes them), so the policy never sees one either.
+fn policy_snapshot(
+    id: SnapshotId,
+    kind: Kind,
+    parent_ids: Vec<SnapshotId>,
+    labels: &Labels,
+) -> Result<Snapshot> {
+    let id_map = id_map_of(labels)?;
+    let labels =
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(Snapshot { id, kind, parent_ids, labels, id_map })
+}
+
+/// The id map of containerd's uid/gid mapping labels (empty values are
+/// not stored, so not counted); InvalidArgument naming the label for a bad
+/// one.
 fn id_map_of(labels: &Labels) -> Result<Option<IdMap>> {
-    idmap::from_labels(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let set = labels.iter().filter(|(_, v)| !v.is_empty());
+    idmap::from_labels(set.map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| Error::InvalidArgument(format!("invalid id map: {e}")))
-}
-
-fn to_usage(u: wasmsnap_fs::Usage) -> Usage {
-    Usage { size: u.size, inodes: u.inodes }
 }

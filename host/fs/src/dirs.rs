@@ -1,7 +1,7 @@
 //! `<root>/snapshots/`: creating a snapshot's directory from its layout,
 //! removing it, and cleaning up what no record owns.
 //!
-//! Crash order (design.md): a directory without a record may exist after a
+//! Crash order (`docs/architecture.md`): a directory without a record may exist after a
 //! crash, never a record without its directory. So a new directory is built
 //! under a temp name, made durable, and renamed into place (the commit point
 //! of the directory) before the caller commits the record; and a directory is
@@ -108,10 +108,11 @@ impl SnapshotDirs {
     /// `<root>/snapshots/<id>`. On failure nothing is left behind and the
     /// error names the step and the path.
     ///
-    /// `id` must be fresh: allocated in the caller's open metastore
-    /// transaction, so no record has it. A directory already at `<id>` is
-    /// therefore a crash leftover (a record rolled back after its directory
-    /// was renamed in) and is replaced.
+    /// `id` must be fresh: reserved from the metastore before the record's
+    /// transaction (`Metastore::reserve_id`), so no record has it. A
+    /// directory already at `<id>` is therefore a leftover (a create whose
+    /// record never committed, its id handed out again after a restart)
+    /// and is replaced.
     ///
     /// The returned guard removes the directory again when dropped: commit
     /// the record, then call [`NewDir::keep`].
@@ -362,9 +363,9 @@ impl SnapshotDirs {
     /// (an fsync per file would cost a journal commit each). Otherwise the
     /// steps made only directories. On XFS and journaled ext4 nothing is
     /// needed here (below). Elsewhere each is fsync'ed, and the temp dir
-    /// holding them: without a journal (this VM's ext4) each one is needed
-    /// for the inode to reach the disk. Measured on the no-journal
-    /// ext4 here: 0.15 to 2 ms per fsync, with the disk quiet or busy.
+    /// holding them: without a journal (ext4 made with `^has_journal`) each
+    /// one is needed for the inode to reach the disk. Measured on a
+    /// no-journal ext4: 0.15 to 2 ms per fsync, with the disk quiet or busy.
     fn flush(&self, temp: &Path, copied: bool) -> Result<(), FsError> {
         if copied {
             return sys::syncfs(&self.handle).map_err(|e| FsError::io("syncfs", temp, e));

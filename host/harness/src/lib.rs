@@ -17,17 +17,18 @@
 //! - [`mount_check`], [`mount_sys`]: `--mount`;
 //! - [`inspect`]: `policy inspect`.
 
-pub mod cases;
-pub mod diff;
-pub mod failure;
-pub mod idmapped;
+mod cases;
+mod diff;
+mod failure;
+mod idmapped;
 pub mod inspect;
-pub mod mount_check;
+mod mount_check;
+/// Public for the whole-system tests, which mount as a client (and containerd 2.x) would.
 pub mod mount_sys;
-pub mod report;
-pub mod run;
-pub mod subject;
-pub mod update;
+mod report;
+mod run;
+mod subject;
+mod update;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

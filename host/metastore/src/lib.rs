@@ -13,8 +13,12 @@
 //!   `create`, since the policy names it only once the id is known.
 //! - [`filter`]: [`parse_filters`] and [`Filter::matches`].
 //!
-//! Ids start at 1, are persisted and never reused: not after Remove, not
-//! after reopening, and (within a process) not after an aborted transaction.
+//! Ids start at 1 and are never reused while a record has them or had them:
+//! not after Remove, not after reopening. Within a process an id is handed
+//! out once, even if its transaction aborts or a reserved id
+//! ([`Metastore::reserve_id`]) is never used; after a restart such an id,
+//! one no committed record ever had, can come again (recovery removes any
+//! directory it left first).
 //!
 //! Deliberate differences from containerd: creating on top of a parent that
 //! exists but is not committed is FailedPrecondition (containerd says

@@ -1,13 +1,13 @@
 //! Reads shared by read and write transactions.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use redb::ReadableTable;
 
 use crate::codec;
 use crate::error::{Error, quoted};
 use crate::filter::Filter;
-use crate::record::{Record, SnapshotId};
+use crate::record::{Kind, Record, SnapshotId, kind_name};
 use crate::tables::NO_PARENT;
 use crate::validate;
 
@@ -34,6 +34,18 @@ pub trait Reads {
     fn has_children(&self, key: &str) -> Result<bool, Error>;
     /// The key of the snapshot with storage id `id`.
     fn key_of(&self, id: SnapshotId) -> Result<Option<String>, Error>;
+    /// Whether [`WriteTx::create`](crate::WriteTx::create) of these
+    /// arguments would succeed now, without writing: the same checks in the
+    /// same order, the same error. Ok with the committed parent's record
+    /// (`None` without a parent). Lets a caller do costly work before the
+    /// write transaction only for a request that can succeed.
+    fn check_create(
+        &self,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<Record>, Error>;
 }
 
 /// The three tables every read needs, over either transaction's table type.
@@ -149,6 +161,50 @@ where
     pub fn key_of(&self, id: SnapshotId) -> Result<Option<String>, Error> {
         Ok(self.ids.get(id)?.map(|entry| entry.value().1.to_owned()))
     }
+
+    pub fn check_create(
+        &self,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<Record>, Error> {
+        validate::key("snapshot key", key)?;
+        if kind == Kind::Committed {
+            return Err(Error::InvalidArgument(format!(
+                "cannot create snapshot {} as committed: only active and view snapshots are created",
+                quoted(key)
+            )));
+        }
+        validate::labels(key, labels)?;
+        let parent = match parent.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(name) => Some(self.committed_parent(key, name)?),
+        };
+        if self.contains(key)? {
+            return Err(Error::AlreadyExists(format!("snapshot {} already exists", quoted(key))));
+        }
+        Ok(parent)
+    }
+
+    fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
+        let rec = self.find(parent)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "parent snapshot {} of {} does not exist",
+                quoted(parent),
+                quoted(key)
+            ))
+        })?;
+        if rec.kind != Kind::Committed {
+            return Err(Error::FailedPrecondition(format!(
+                "parent snapshot {} of {} is {}, not committed",
+                quoted(parent),
+                quoted(key),
+                kind_name(rec.kind)
+            )));
+        }
+        Ok(rec)
+    }
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, Error> {
@@ -194,6 +250,15 @@ macro_rules! delegate_reads {
             }
             fn key_of(&self, id: $crate::SnapshotId) -> Result<Option<String>, $crate::Error> {
                 self.tables.key_of(id)
+            }
+            fn check_create(
+                &self,
+                key: &str,
+                kind: $crate::Kind,
+                parent: Option<&str>,
+                labels: &std::collections::BTreeMap<String, String>,
+            ) -> Result<Option<$crate::Record>, $crate::Error> {
+                self.tables.check_create(key, kind, parent, labels)
             }
         }
     };

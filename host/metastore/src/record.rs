@@ -59,7 +59,8 @@ pub struct Usage {
 /// One snapshot, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// Storage id: names the directory; kept across Commit; never reused.
+    /// Storage id: names the directory; kept across Commit; never given to
+    /// another record (see the crate's note on ids).
     pub id: SnapshotId,
     /// The key (containerd's `Info.name`): the active key, or the committed name.
     pub name: String,
@@ -86,6 +87,15 @@ pub struct UpdateInfo {
     pub kind: Option<Kind>,
     pub parent: Option<String>,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A kind as messages name it ("parent snapshot \"a\" is a view, not committed").
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::View => "a view",
+        Kind::Active => "active",
+        Kind::Committed => "committed",
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::codec;
 use crate::error::{Error, quoted};
 use crate::reads::{Tables, delegate_reads};
-use crate::record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage};
+use crate::record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage, kind_name};
 use crate::tables::{CHILDREN, IDS, META, META_NEXT_ID, NO_PARENT, RECORDS};
 use crate::validate;
 
@@ -55,6 +55,8 @@ impl<'txn> WriteTx<'txn> {
     /// Errors as containerd's `CreateSnapshot`, checked in its order: missing
     /// parent NotFound, then key taken AlreadyExists; except that a parent
     /// that is not committed is FailedPrecondition here (InvalidArgument there).
+    /// [`Reads::check_create`](crate::Reads::check_create) runs the same
+    /// checks without writing.
     pub fn create(
         &mut self,
         key: &str,
@@ -88,22 +90,7 @@ impl<'txn> WriteTx<'txn> {
         parent: Option<&str>,
         mut labels: BTreeMap<String, String>,
     ) -> Result<(Record, Vec<SnapshotId>), Error> {
-        validate::key("snapshot key", key)?;
-        if kind == Kind::Committed {
-            return Err(Error::InvalidArgument(format!(
-                "cannot create snapshot {} as committed: only active and view snapshots are created",
-                quoted(key)
-            )));
-        }
-        validate::labels(key, &labels)?;
-        let parent = match parent.filter(|p| !p.is_empty()) {
-            None => None,
-            Some(name) => Some(self.committed_parent(key, name)?),
-        };
-        if self.tables.contains(key)? {
-            return Err(Error::AlreadyExists(format!("snapshot {} already exists", quoted(key))));
-        }
-
+        let parent = self.tables.check_create(key, kind, parent, &labels)?;
         let id = match reserved {
             Some(id) => self.use_reserved_id(id)?,
             None => self.allocate_id()?,
@@ -294,33 +281,14 @@ impl<'txn> WriteTx<'txn> {
         Ok(rec)
     }
 
-    fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
-        let rec = self.tables.find(parent)?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "parent snapshot {} of {} does not exist",
-                quoted(parent),
-                quoted(key)
-            ))
-        })?;
-        if rec.kind != Kind::Committed {
-            return Err(Error::FailedPrecondition(format!(
-                "parent snapshot {} of {} is {}, not committed",
-                quoted(parent),
-                quoted(key),
-                kind_name(rec.kind)
-            )));
-        }
-        Ok(rec)
-    }
-
     fn put(&mut self, rec: &Record) -> Result<(), Error> {
         self.tables.records.insert(rec.name.as_str(), codec::encode(rec).as_slice())?;
         Ok(())
     }
 
-    /// The next id: persisted, monotonically increasing, never reused (not
-    /// even one allocated by a transaction that then aborted: the daemon may
-    /// have made its directory already).
+    /// The next id: persisted and increasing; within this process not
+    /// handed out again even if this transaction aborts (the daemon may
+    /// have made its directory already). See the crate's note on ids.
     fn allocate_id(&mut self) -> Result<SnapshotId, Error> {
         let stored = self.stored_next_id()?;
         let id = take_id(self.id_floor, stored)?;
@@ -364,13 +332,5 @@ pub(crate) fn take_id(floor: &AtomicU64, stored: SnapshotId) -> Result<SnapshotI
             Ok(_) => return Ok(id),
             Err(seen) => current = seen,
         }
-    }
-}
-
-pub(crate) fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::View => "a view",
-        Kind::Active => "active",
-        Kind::Committed => "committed",
     }
 }

@@ -99,6 +99,38 @@ fn create_errors_follow_containerd() {
     assert_err(store.read(|tx| tx.get("c")), "NotFound", &["\"c\""]);
 }
 
+/// `check_create` in a read transaction answers what `create` would, the
+/// same error for every bad request, and the parent's record for a good one.
+#[test]
+fn check_create_answers_what_create_would() {
+    let (_dir, store) = open();
+    layer(&store, "committed", None);
+    create(&store, "active", Kind::Active, None).unwrap();
+    let big = labels(&[("containerd.io/snapshot/big", &"x".repeat(4096))]);
+    type Request<'a> = (&'a str, Kind, Option<&'a str>, BTreeMap<String, String>);
+    let requests: &[Request] = &[
+        ("", Kind::Active, None, labels(&[])),
+        ("c", Kind::Committed, None, labels(&[])),
+        ("c", Kind::Active, Some("missing"), labels(&[])),
+        ("c", Kind::Active, Some("active"), labels(&[])),
+        ("active", Kind::Active, None, labels(&[])),
+        ("active", Kind::Active, Some("missing"), labels(&[])),
+        ("c", Kind::Active, None, big),
+    ];
+    for (key, kind, parent, l) in requests {
+        let checked = store.read(|tx| tx.check_create(key, *kind, *parent, l)).unwrap_err();
+        let created =
+            store.write(|tx| tx.create(key, *kind, *parent, l.clone()).map(|_| ())).unwrap_err();
+        assert_eq!(checked, created, "{key:?} on {parent:?}");
+    }
+
+    let parent = store.read(|tx| tx.check_create("c", Kind::View, Some("committed"), &labels(&[])));
+    assert_eq!(parent.unwrap().map(|p| p.name), Some("committed".to_string()));
+    let none = store.read(|tx| tx.check_create("c", Kind::Active, Some(""), &labels(&[])));
+    assert_eq!(none.unwrap(), None, "an empty parent is no parent");
+    assert_err(store.read(|tx| tx.get("c")), "NotFound", &["\"c\""]);
+}
+
 #[test]
 fn commit_keeps_the_id_and_the_children_index() {
     let (_dir, store) = open();

@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 
 use prost_types::Timestamp as WireTime;
-use wasmsnap_metastore::{Record, Timestamp, UpdateInfo};
-use wasmsnap_plan::Kind;
 
 use super::proto::{Mount as WireMount, snapshots as api};
 use crate::error::Error;
+use crate::info::{Info, InfoUpdate, Kind, Mount, Timestamp};
 
-pub fn info(r: Record) -> api::Info {
+pub fn info(r: Info) -> api::Info {
     api::Info {
         name: r.name,
         parent: r.parent.unwrap_or_default(),
@@ -34,7 +33,7 @@ fn time(t: Timestamp) -> WireTime {
 }
 
 /// An Update request's info; the kind is checked only if the mask names it.
-pub fn update_info(i: api::Info) -> Result<UpdateInfo, Error> {
+pub fn update_info(i: api::Info) -> Result<InfoUpdate, Error> {
     let kind = match api::Kind::try_from(i.kind) {
         Ok(api::Kind::View) => Some(Kind::View),
         Ok(api::Kind::Active) => Some(Kind::Active),
@@ -47,7 +46,7 @@ pub fn update_info(i: api::Info) -> Result<UpdateInfo, Error> {
             )));
         }
     };
-    Ok(UpdateInfo {
+    Ok(InfoUpdate {
         name: i.name,
         kind,
         parent: (!i.parent.is_empty()).then_some(i.parent),
@@ -59,7 +58,7 @@ pub fn labels(l: std::collections::HashMap<String, String>) -> BTreeMap<String, 
     l.into_iter().collect()
 }
 
-pub fn mounts(m: Vec<wasmsnap_plan::Mount>) -> Vec<WireMount> {
+pub fn mounts(m: Vec<Mount>) -> Vec<WireMount> {
     m.into_iter()
         .map(|m| WireMount {
             r#type: m.r#type,

@@ -6,4 +6,4 @@ mod convert;
 pub mod proto;
 mod server;
 
-pub use server::{SnapshotsApi, status};
+pub(crate) use server::SnapshotsApi;

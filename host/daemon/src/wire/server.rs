@@ -14,9 +14,9 @@ use super::convert;
 use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
 use crate::cancel;
 use crate::error::Error;
+use crate::info::Kind;
 use crate::service::Service;
 use crate::snapshotter::Snapshotter;
-use wasmsnap_plan::Kind;
 
 /// containerd's List batches, as its own snapshot service sends them.
 const LIST_BATCH: usize = 100;
@@ -50,29 +50,46 @@ impl SnapshotsApi {
         // The span is entered on the worker too, so what the call logs (a
         // policy's output, its failure) lands under the request.
         let worker_span = span.clone();
-        let result =
-            tokio::task::spawn_blocking(move || worker_span.in_scope(|| token.run(|| f(&target))))
-                .instrument(span.clone())
-                .await
-                .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
-        guard.disarm();
-        result.map_err(|e| {
-            span.in_scope(|| tracing::debug!(error = %e, "{op} failed"));
-            status(e)
+        let result = tokio::task::spawn_blocking(move || {
+            worker_span.in_scope(|| {
+                let result = token.run(|| f(&target));
+                // Logged here, on the worker: the operator sees a policy's
+                // failure (and its output) even when the client went away.
+                if let Err(e) = &result {
+                    log_failure(op, e);
+                }
+                result
+            })
         })
+        .instrument(span)
+        .await
+        .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+        guard.disarm();
+        result.map_err(status)
     }
 }
 
-/// Core errors to gRPC codes, as containerd's errdefs maps them.
+fn log_failure(op: &str, e: &Error) {
+    if e.is_policy_failure() {
+        tracing::warn!(error = %e.message(), "policy failed");
+    } else {
+        tracing::debug!(error = %e.message(), "{op} failed");
+    }
+}
+
+/// Core errors to gRPC codes, as containerd's errdefs maps them; the
+/// message is the whole chain of causes.
 pub fn status(e: Error) -> Status {
+    let message = e.message();
     match e {
-        Error::NotFound(m) => Status::not_found(m),
-        Error::AlreadyExists(m) => Status::already_exists(m),
-        Error::FailedPrecondition(m) => Status::failed_precondition(m),
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
-        Error::Cancelled(m) => Status::cancelled(m),
-        Error::Unavailable(m) => Status::unavailable(m),
-        Error::Internal(m) => Status::unknown(m),
+        Error::NotFound(_) => Status::not_found(message),
+        Error::AlreadyExists(_) => Status::already_exists(message),
+        Error::FailedPrecondition(_) => Status::failed_precondition(message),
+        Error::InvalidArgument(_) => Status::invalid_argument(message),
+        Error::Cancelled(_) => Status::cancelled(message),
+        // Both can pass with a retry: containerd's errdefs Unavailable.
+        Error::PolicyUnavailable { .. } | Error::ParentChanging(_) => Status::unavailable(message),
+        Error::PolicyFailed { .. } | Error::Storage(_) | Error::Fs(_) => Status::unknown(message),
     }
 }
 
@@ -148,8 +165,8 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
-        let record = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
-        Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(record)) }))
+        let info = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
+        Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
     async fn update(
@@ -162,9 +179,9 @@ impl Snapshots for SnapshotsApi {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let key = info.name.clone();
         let info = convert::update_info(info).map_err(status)?;
-        let record =
+        let info =
             self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
-        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(record)) }))
+        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
     type ListStream = ListStream;
@@ -175,11 +192,11 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
         let filters = r.filters;
-        let records = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
-        let mut batches = Vec::with_capacity(records.len().div_ceil(LIST_BATCH));
+        let snapshots = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
+        let mut batches = Vec::with_capacity(snapshots.len().div_ceil(LIST_BATCH));
         let (mut info, mut bytes) = (Vec::new(), 0);
-        for record in records {
-            let one = convert::info(record);
+        for snapshot in snapshots {
+            let one = convert::info(snapshot);
             let len = prost::Message::encoded_len(&one);
             if info.len() == LIST_BATCH || (!info.is_empty() && bytes + len > LIST_BATCH_BYTES) {
                 batches.push(Ok(api::ListSnapshotsResponse { info: std::mem::take(&mut info) }));

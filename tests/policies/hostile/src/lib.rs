@@ -37,10 +37,10 @@ impl Policy for Hostile {
             act: config.get("do").map(String::from),
             place: config.get("in").unwrap_or("mounts").to_string(),
         };
-        if policy.place == "init" {
-            if let Some(act) = &policy.act {
-                act_out::<()>(act)?;
-            }
+        if policy.place == "init"
+            && let Some(act) = &policy.act
+        {
+            act_out::<()>(act)?;
         }
         Ok(policy)
     }
