@@ -241,20 +241,38 @@ fn checks(
 }
 
 /// Write as the container's root would: with an id map, as the mapped
-/// root (an idmapped mount refuses a writer its map does not cover).
+/// root (an idmapped mount refuses a writer its map does not cover). The
+/// mount's directory is opened first, as host root: the mapped root may not
+/// traverse the scratch directories above it.
 fn write_as_container_root(map: Option<&IdMap>, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
     let Some((uid, gid)) = map.and_then(IdMap::root) else {
         return std::fs::write(path, "written\n");
     };
-    let path = path.to_path_buf();
+    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?;
+    let name = std::ffi::CString::new(path.file_name().unwrap_or_default().as_bytes())
+        .map_err(|_| std::io::Error::other("NUL in a file name"))?;
     // setfsuid/setfsgid are per thread: a thread of its own, then gone.
     std::thread::spawn(move || {
-        // SAFETY: plain syscalls changing this thread's file system ids.
-        unsafe {
+        // SAFETY: plain syscalls: this thread's file system ids, then an
+        // openat relative to a directory fd we own.
+        let fd = unsafe {
             libc::setfsgid(gid);
             libc::setfsuid(uid);
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        std::fs::write(&path, "written\n")
+        // SAFETY: a new fd, owned here.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        std::io::Write::write_all(&mut file, b"written\n")
     })
     .join()
     .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))

@@ -187,7 +187,7 @@ where
         Ok(parent)
     }
 
-    fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
+    pub(crate) fn committed_parent(&self, key: &str, parent: &str) -> Result<Record, Error> {
         let rec = self.find(parent)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "parent snapshot {} of {} does not exist",

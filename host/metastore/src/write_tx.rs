@@ -210,7 +210,7 @@ impl<'txn> WriteTx<'txn> {
             }
             None => {}
         }
-        let new_parent = self.committed_parent(key, parent)?;
+        let new_parent = self.tables.committed_parent(key, parent)?;
         if new_parent.id == active.id || self.tables.parent_ids(&new_parent)?.contains(&active.id) {
             return Err(Error::FailedPrecondition(format!(
                 "cannot commit {} onto parent {}: {} is in that parent's own chain (a cycle)",
