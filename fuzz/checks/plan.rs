@@ -76,7 +76,7 @@ fn snapshot(input: &mut Input) -> Snapshot {
         }
     }
     let kind = [Kind::Active, Kind::View, Kind::Committed][input.below(3)];
-    Snapshot { id, kind, parent_ids, labels: Vec::new() }
+    Snapshot { id, kind, parent_ids, labels: Vec::new(), id_map: None }
 }
 
 fn layout(input: &mut Input) -> Layout {
@@ -117,12 +117,13 @@ fn mount(input: &mut Input, s: &Snapshot) -> MountPlan {
             source: dir_ref(input, s),
             readonly: input.flag(),
             options: options(input),
+            id_mapped: false,
         },
         1 => {
             let lower = (0..input.below(5)).map(|_| dir_ref(input, s)).collect();
             let upper = input.flag().then(|| dir_ref(input, s));
             let work = input.flag().then(|| dir_ref(input, s));
-            MountPlan::Overlay { lower, upper, work, options: options(input) }
+            MountPlan::Overlay { lower, upper, work, options: options(input), id_mapped: false }
         }
         _ => MountPlan::Other {
             fs_type: input.word(FS_TYPES),
@@ -156,6 +157,10 @@ fn check_layout(s: &Snapshot, layout: &Layout) {
             Step::ChownLikeParent { name } => {
                 assert!(created.contains(name), "accepted a chown before {name:?} exists")
             }
+            Step::ChownToMappedRoot { name } => {
+                assert!(created.contains(name), "accepted a chown before {name:?} exists");
+                assert!(s.id_map.is_some(), "accepted a mapped-root chown without an id map");
+            }
         }
     }
     if let Some(content) = &layout.content {
@@ -180,7 +185,7 @@ fn owner_of(path: &str, s: &Snapshot) -> u64 {
 
 fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
     let read_only = s.kind != Kind::Active;
-    for (plan, m) in plans.iter().zip(render_mounts(Path::new(ROOT), plans)) {
+    for (plan, m) in plans.iter().zip(render_mounts(Path::new(ROOT), plans, s.id_map.as_ref())) {
         match plan {
             MountPlan::Bind { .. } => {
                 assert_eq!(m.r#type, "bind", "{m:?}");
@@ -197,6 +202,17 @@ fn check_rendered(s: &Snapshot, plans: &[MountPlan]) {
                     !m.options[2..].iter().any(|o| o == "ro" || o == "rw"),
                     "a free ro/rw beside the host's: {m:?}"
                 );
+            }
+            MountPlan::Overlay { lower, upper, .. } if lower.is_empty() => {
+                // An extraction plan: the host's upperdir= alone, last, the
+                // snapshot's own, on a parentless active snapshot.
+                assert_eq!(m.r#type, "overlay", "{m:?}");
+                assert!(s.kind == Kind::Active && s.parent_ids.is_empty(), "{m:?} for {s:?}");
+                assert!(upper.is_some(), "an overlay with no lower and no upper: {m:?}");
+                let (free, host) = m.options.split_at(m.options.len() - 1);
+                free.iter().for_each(|o| check_free_option(o, &m));
+                let upper = host[0].strip_prefix("upperdir=").unwrap_or_else(|| panic!("{m:?}"));
+                assert_eq!(owner_of(upper, s), s.id, "an upperdir of someone else: {m:?}");
             }
             MountPlan::Overlay { upper, .. } => {
                 assert_eq!(m.r#type, "overlay", "{m:?}");
@@ -249,4 +265,6 @@ fn check_free_option(o: &str, m: &wasmsnap_plan::Mount) {
     let path_key =
         (key.ends_with("dir") && key != "redirect_dir") || key == "x-containerd.mkdir.path";
     assert!(!(path_key && o.contains('=')), "path-bearing free option {o:?}: {m:?}");
+    let id_map = key.eq_ignore_ascii_case("uidmap") || key.eq_ignore_ascii_case("gidmap");
+    assert!(!id_map, "a hand-written id map {o:?}: {m:?}");
 }

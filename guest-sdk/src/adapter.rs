@@ -21,6 +21,15 @@ pub trait Policy: Sized + 'static {
 
     /// How to mount a snapshot.
     fn mounts(&self, snapshot: &Snapshot) -> Result<Vec<Mount>, PolicyError>;
+
+    /// What the policy supports beyond the basics (contract 0.2): `rebase`
+    /// (containerd's parallel unpack) and `remap-ids` (user namespaces).
+    /// None by default; the overlay recipes support both
+    /// ([`recipes::OVERLAY_CAPABILITIES`](crate::recipes::OVERLAY_CAPABILITIES)).
+    #[cfg(not(feature = "wit-0-1"))]
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities::empty()
+    }
 }
 
 /// Implements the generated `Guest` trait for any [`Policy`]. Used by
@@ -45,6 +54,18 @@ fn with_policy<P: Policy, R>(
 }
 
 impl<P: Policy> Guest for Adapter<P> {
+    #[cfg(not(feature = "wit-0-1"))]
+    fn init(
+        config: Vec<(String, String)>,
+        facts: HostFacts,
+    ) -> Result<crate::Capabilities, PolicyError> {
+        let policy = P::init(&Config::new(config), &facts)?;
+        let capabilities = policy.capabilities();
+        INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(policy)));
+        Ok(capabilities)
+    }
+
+    #[cfg(feature = "wit-0-1")]
     fn init(config: Vec<(String, String)>, facts: HostFacts) -> Result<(), PolicyError> {
         let policy = P::init(&Config::new(config), &facts)?;
         INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(policy)));

@@ -2,7 +2,13 @@
 //!
 //! Write a wasmsnap snapshot policy: implement [`Policy`] and export it with
 //! one line of [`export_policy!`]. Build for `wasm32-wasip2`; the component
-//! implements the `wasmsnap:policy@0.1.0` world in `wit/policy.wit`.
+//! implements the `wasmsnap:policy@0.2.0` world in `wit/policy.wit` (with
+//! the feature `wit-0-1`, the frozen 0.1.0 world in `wit/0.1.0/`).
+//!
+//! containerd 2.x's features come as recipes: [`recipes::overlay_mounts`]
+//! and [`recipes::overlay_layout`] give a policy parallel unpack (`rebase`)
+//! and user namespaces (`remap-ids`); declare them with
+//! [`Policy::capabilities`] returning [`recipes::OVERLAY_CAPABILITIES`].
 //!
 //! ```
 //! use wasmsnap_guest::*;
@@ -46,9 +52,23 @@ pub mod recipes;
 pub mod testing;
 
 #[doc(hidden)]
+#[cfg(not(feature = "wit-0-1"))]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
+        world: "snapshot-policy",
+        pub_export_macro: true,
+        export_macro_name: "__export_snapshot_policy",
+        default_bindings_module: "wasmsnap_guest::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+#[doc(hidden)]
+#[cfg(feature = "wit-0-1")]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/0.1.0",
         world: "snapshot-policy",
         pub_export_macro: true,
         export_macro_name: "__export_snapshot_policy",
@@ -62,7 +82,11 @@ pub use bindings::wasmsnap::policy::types::{
     BindMount, CopyMode, CopyParentStep, DirRef, HostFacts, Kind, LayoutStep, MkdirStep, Mount,
     OtherMount, OverlayMount, PolicyError, Snapshot, SnapshotId, SnapshotLayout as Layout,
 };
-pub use plan::{Config, LayoutBuilder, bind, overlay};
+#[cfg(not(feature = "wit-0-1"))]
+pub use bindings::wasmsnap::policy::types::{Capabilities, IdMap, IdRange};
+pub use plan::{Config, LayoutBuilder, PARENT_CHAIN_ID_LABEL, bind, overlay};
+#[cfg(not(feature = "wit-0-1"))]
+pub use plan::{extraction, id_mapped};
 
 /// Export a [`Policy`] implementation as the component's `policy` interface.
 ///

@@ -74,7 +74,33 @@ impl Snapshot {
     pub fn is_view(&self) -> bool {
         self.kind == Kind::View
     }
+
+    /// A snapshot as the host describes it, without an id map.
+    pub fn new(
+        id: SnapshotId,
+        kind: Kind,
+        parent_ids: Vec<SnapshotId>,
+        labels: Vec<(String, String)>,
+    ) -> Snapshot {
+        #[cfg(not(feature = "wit-0-1"))]
+        return Snapshot { id, kind, parent_ids, labels, id_map: None };
+        #[cfg(feature = "wit-0-1")]
+        return Snapshot { id, kind, parent_ids, labels };
+    }
+
+    /// Whether this is an extraction snapshot of a later layer in
+    /// containerd's parallel unpack: active, prepared without a parent,
+    /// labelled with the parent's chain id (it is re-parented at Commit).
+    pub fn is_parallel_extraction(&self) -> bool {
+        self.kind == Kind::Active
+            && self.parent_ids.is_empty()
+            && self.label(PARENT_CHAIN_ID_LABEL).is_some()
+    }
 }
+
+/// The label containerd's unpacker puts on every layer but the first: the
+/// chain id of the layer below.
+pub const PARENT_CHAIN_ID_LABEL: &str = "containerd.io/snapshot/parent-chain-id";
 
 fn dir_ref(snapshot: SnapshotId, name: &str) -> DirRef {
     DirRef { snapshot, name: name.to_string() }
@@ -82,7 +108,10 @@ fn dir_ref(snapshot: SnapshotId, name: &str) -> DirRef {
 
 /// A bind mount of `source`, read-only or read-write.
 pub fn bind(source: DirRef, readonly: bool) -> Mount {
-    Mount::Bind(BindMount { source, readonly, options: Vec::new() })
+    #[cfg(not(feature = "wit-0-1"))]
+    return Mount::Bind(BindMount { source, readonly, options: Vec::new(), id_mapped: false });
+    #[cfg(feature = "wit-0-1")]
+    return Mount::Bind(BindMount { source, readonly, options: Vec::new() });
 }
 
 /// An overlay mount: `lower` top first; `upper_work` for a writable overlay.
@@ -95,7 +124,37 @@ pub fn overlay(
         Some((u, w)) => (Some(u), Some(w)),
         None => (None, None),
     };
-    Mount::Overlay(OverlayMount { lower, upper, work, options })
+    #[cfg(not(feature = "wit-0-1"))]
+    return Mount::Overlay(OverlayMount { lower, upper, work, options, id_mapped: false });
+    #[cfg(feature = "wit-0-1")]
+    return Mount::Overlay(OverlayMount { lower, upper, work, options });
+}
+
+/// `mount` asking for the snapshot's id map (`uidmap=`/`gidmap=`, rendered
+/// by the host; nothing for a snapshot without one). `other` mounts have
+/// no id map: returned as they are.
+#[cfg(not(feature = "wit-0-1"))]
+pub fn id_mapped(mut mount: Mount) -> Mount {
+    match &mut mount {
+        Mount::Bind(b) => b.id_mapped = true,
+        Mount::Overlay(o) => o.id_mapped = true,
+        Mount::Other(_) => {}
+    }
+    mount
+}
+
+/// An extraction plan: an overlay of `upper` alone, which the host renders
+/// as `upperdir=` for containerd's applier (it turns the layer's whiteouts
+/// into overlay whiteouts there); for [`Snapshot::is_parallel_extraction`].
+#[cfg(not(feature = "wit-0-1"))]
+pub fn extraction(upper: DirRef, options: Vec<String>) -> Mount {
+    Mount::Overlay(OverlayMount {
+        lower: Vec::new(),
+        upper: Some(upper),
+        work: None,
+        options,
+        id_mapped: false,
+    })
 }
 
 /// Builds a [`Layout`] step by step.
@@ -125,6 +184,15 @@ impl LayoutBuilder {
     /// Give `name` the owner of the nearest parent's content.
     pub fn chown_like_parent(mut self, name: &str) -> Self {
         self.steps.push(LayoutStep::ChownLikeParent(name.into()));
+        self
+    }
+
+    /// Give `name` the owner of the mapped root (the host ids container
+    /// root maps to in the snapshot's id map; the host refuses it for a
+    /// snapshot without one).
+    #[cfg(not(feature = "wit-0-1"))]
+    pub fn chown_to_mapped_root(mut self, name: &str) -> Self {
+        self.steps.push(LayoutStep::ChownToMappedRoot(name.into()));
         self
     }
 

@@ -70,17 +70,30 @@ pub fn config(entries: &[(&str, &str)]) -> Config {
 /// A snapshot with id `parents + 1` whose parents are `parents, ..., 1`
 /// (nearest first), as the host numbers a chain.
 pub fn snapshot(kind: Kind, parents: u64) -> Snapshot {
-    Snapshot {
-        id: parents + 1,
+    Snapshot::new(parents + 1, kind, (1..=parents).rev().collect(), Vec::new())
+}
+
+/// [`snapshot`] with the id map containerd's CRI asks for: container ids
+/// 0..65536 are host ids `uid_host..` and `gid_host..`, with the labels
+/// that carry it.
+#[cfg(not(feature = "wit-0-1"))]
+pub fn id_mapped(kind: Kind, parents: u64, uid_host: u32, gid_host: u32) -> Snapshot {
+    let range = |host| vec![crate::IdRange { container: 0, host, size: 65536 }];
+    let mut s = labelled(
         kind,
-        parent_ids: (1..=parents).rev().collect(),
-        labels: Vec::new(),
-    }
+        parents,
+        &[
+            ("containerd.io/snapshot/uidmapping", &format!("0:{uid_host}:65536")),
+            ("containerd.io/snapshot/gidmapping", &format!("0:{gid_host}:65536")),
+        ],
+    );
+    s.id_map = Some(crate::IdMap { uid: range(uid_host), gid: range(gid_host) });
+    s
 }
 
 /// A snapshot with explicit ids: `id` on `parent_ids` (nearest first).
 pub fn snapshot_with(id: SnapshotId, kind: Kind, parent_ids: &[SnapshotId]) -> Snapshot {
-    Snapshot { id, kind, parent_ids: parent_ids.to_vec(), labels: Vec::new() }
+    Snapshot::new(id, kind, parent_ids.to_vec(), Vec::new())
 }
 
 /// [`snapshot`] with labels.

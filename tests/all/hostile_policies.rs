@@ -656,7 +656,7 @@ async fn a_policy_of_another_contract_version_is_refused_with_both_versions() {
     let (_dir, file) =
         config_file(&format!("[snapshotters.future]\npolicy = {:?}\n", wasm.display().to_string()));
     let expected = format!(
-        "snapshotter \"future\": policy {}: built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0",
+        "snapshotter \"future\": policy {}: built for wasmsnap:policy@0.3.0, but this host supports wasmsnap:policy@0.1.0, 0.2.0",
         wasm.display()
     );
     let (_d, message, _) = serve_unavailable(&file, "future").await;

@@ -16,6 +16,9 @@ mod bench_smoke;
 mod conformance;
 /// Walkers of container-written trees racing a hostile container (docs/security.md).
 mod container_trees;
+/// containerd 2.x through the gRPC socket: parallel unpack (rebase) and
+/// user namespaces (remap-ids).
+mod containerd2;
 /// A real, private containerd with wasmsnap as its proxy snapshotter.
 mod containerd_e2e;
 /// Random churn, SIGKILL, recovery checks (docs/crash-safety.md).

@@ -252,17 +252,17 @@ fn a_plan_the_kernel_refuses_fails_the_case_and_leaves_nothing_behind() {
 
 #[test]
 fn a_component_of_another_contract_version_is_told_apart() {
-    // Built by wasmsnap-test-artifacts against wasmsnap:policy@0.2.0.
+    // Built by wasmsnap-test-artifacts against wasmsnap:policy@0.3.0.
     let policy = extra_policy(wasmsnap_test_artifacts::WRONG_VERSION);
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
         "version.toml",
-        "[[case]]\nname = \"refused at load\"\nkind = \"active\"\n[case.expect.error]\nin = \"init\"\nkind = \"version\"\ncontains = \"built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0\"\n",
+        "[[case]]\nname = \"refused at load\"\nkind = \"active\"\n[case.expect.error]\nin = \"init\"\nkind = \"version\"\ncontains = \"built for wasmsnap:policy@0.3.0, but this host supports wasmsnap:policy@0.1.0, 0.2.0\"\n",
     );
     assert_all_pass(&wasmsnap(&["policy", "test", &policy, &file]));
     let o = wasmsnap(&["policy", "inspect", &policy]);
-    assert!(stdout(&o).contains("contract: wasmsnap:policy@0.2.0 (NOT supported: this host supports wasmsnap:policy@0.1.0)"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("contract: wasmsnap:policy@0.3.0 (NOT supported: this host supports wasmsnap:policy@0.1.0, 0.2.0)"), "{}", stdout(&o));
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -358,7 +358,7 @@ fn filter_selects_cases_by_file_and_name() {
     // "view of one parent" and "view of two parents", not "view without parents".
     assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 2, "{out}");
     assert!(
-        out.lines().last().unwrap().starts_with("2 passed, 0 failed, 16 filtered out"),
+        out.lines().last().unwrap().starts_with("2 passed, 0 failed, 20 filtered out"),
         "{out}"
     );
     let o =
@@ -411,8 +411,9 @@ fn inspect_shows_contract_exports_size_and_sha256() {
     let o = wasmsnap(&["policy", "inspect", "builtin:overlay"]);
     let out = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(out.contains("contract: wasmsnap:policy@0.1.0 (supported)"), "{out}");
-    assert!(out.contains("wasmsnap:policy/policy@0.1.0 (instance): init, layout, mounts"), "{out}");
+    assert!(out.contains("contract: wasmsnap:policy@0.2.0 (supported)"), "{out}");
+    assert!(out.contains("wasmsnap:policy/policy@0.2.0 (instance): init, layout, mounts"), "{out}");
+    assert!(out.contains("containerd: capabilities = [\"rebase\", \"remap-ids\"]"), "{out}");
 
     let path = extra_policy(wasmsnap_test_artifacts::EXAMPLE_EPHEMERAL);
     let o = wasmsnap(&["policy", "inspect", "--format", "json", &path]);
@@ -421,8 +422,16 @@ fn inspect_shows_contract_exports_size_and_sha256() {
     assert_eq!(json["size"], bytes.len());
     use sha2::Digest;
     assert_eq!(json["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(json["wit_package"], "wasmsnap:policy@0.2.0");
+    assert_eq!(json["supported"], true);
+    // The example declares no capabilities; its 0.1 build is still supported.
+    assert_eq!(json["capabilities"], serde_json::json!([]));
+    let o =
+        wasmsnap(&["policy", "inspect", "--format", "json", wasmsnap_test_artifacts::EXAMPLE_V0_1]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(json["wit_package"], "wasmsnap:policy@0.1.0");
     assert_eq!(json["supported"], true);
+    assert_eq!(json["capabilities"], serde_json::json!([]));
 
     let o = wasmsnap(&["policy", "inspect", "Cargo.toml"]);
     assert!(!o.status.success());

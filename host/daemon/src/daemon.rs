@@ -57,6 +57,17 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
         tracing::info!(address = %address, "serving metrics at /metrics");
     }
     forget_unused_compilations(&engine, &service);
+    for s in service.serving() {
+        let info = s.policy().info().clone();
+        tracing::info!(
+            snapshotter = %s.name(),
+            policy = %info.label,
+            wit = info.wit_version,
+            "put in containerd's [proxy_plugins.{}]: {}",
+            s.name(),
+            crate::capabilities::line(&info.capabilities)
+        );
+    }
     let reloader =
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
     let life = Life { notifier, started, root: config.root.clone() };

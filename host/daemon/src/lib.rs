@@ -25,6 +25,7 @@ pub mod loader;
 pub mod metrics;
 mod mount_cache;
 mod notify;
+mod rebase;
 mod recovery;
 pub mod reload;
 mod service;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
 use wasmsnap_metastore::{Filter, Metastore, ReadTx, Reads, Record, parse_filters};
-use wasmsnap_plan::{Kind, Mount, Snapshot, SnapshotId, render_mounts};
+use wasmsnap_plan::{IdMap, Kind, Mount, Snapshot, SnapshotId, idmap, render_mounts};
 
 use crate::background::Background;
 use crate::error::{Error, Result};
@@ -217,6 +217,8 @@ impl Snapshotter {
         parent: &str,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
+        // Checked before anything else: a bad map never reaches a policy.
+        id_map_of(&labels)?;
         let request = Create { kind, key, parent: (!parent.is_empty()).then_some(parent), labels };
         retry_while_parent_changes(key, || self.try_create(&request))
     }
@@ -232,11 +234,14 @@ impl Snapshotter {
         let current = self.current_policy();
         let generation = current.generation;
         let id = self.metastore.reserve_id()?;
-        let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels);
+        let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels)?;
         // Layout and mounts checked together: a mount of an own directory
         // needs a layout that makes it.
         let (layout, plans) = current.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-        let new_dir = match self.dirs.create(id, &layout.steps, base.parent_content.as_deref()) {
+        let mapped_root = snapshot.id_map.as_ref().and_then(IdMap::root);
+        let parent_content = base.parent_content.as_deref();
+        let new_dir = match self.dirs.create_mapped(id, &layout.steps, parent_content, mapped_root)
+        {
             Ok(new_dir) => new_dir,
             // The client went away mid-copy: the copy stopped between files
             // (see `cancel`) and its temp dir is gone.
@@ -265,7 +270,7 @@ impl Snapshotter {
         })?;
         let Some(record) = record else { return Ok(None) };
         new_dir.keep();
-        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(Some(mounts.as_ref().clone()))
     }
@@ -310,14 +315,15 @@ impl Snapshotter {
             Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
-        let snapshot = policy_snapshot(record.id, record.kind, parent_ids, &record.labels);
+        // Labels may have changed since Prepare (Update): checked again.
+        let snapshot = policy_snapshot(record.id, record.kind, parent_ids, &record.labels)?;
         self.lost.check(
             &self.name,
             key,
             std::iter::once(snapshot.id).chain(snapshot.parent_ids.iter().copied()),
         )?;
         let plans = current.mounts(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
-        let mounts = Arc::new(render_mounts(&self.root, &plans));
+        let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(mounts.as_ref().clone())
     }
@@ -330,12 +336,17 @@ impl Snapshotter {
     /// measured (same id); a key removed and prepared again meanwhile is
     /// measured again. Nothing is written before the transaction, so a
     /// crash anywhere leaves the snapshot active, as before the request.
+    ///
+    /// With `parent` (containerd 2.2+'s parallel unpack), an active made
+    /// without a parent is re-parented onto it in the same transaction (see
+    /// `rebase.rs`).
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
         // A bad name or label is refused before the walk, not after it.
         wasmsnap_metastore::check_commit(name, key, &labels)?;
+        let policy = self.policy();
         for _ in 0..CREATE_ATTEMPTS {
             let measured = self.metastore.read(|tx| tx.get(key))?;
-            self.check_commit(&measured, key, parent)?;
+            self.lost.check(&self.name, key, [measured.id])?;
             let usage = match self.content_dir(&measured) {
                 Some(dir) if measured.kind == Kind::Active => {
                     Usage::from(wasmsnap_fs::usage(&dir)?)
@@ -347,7 +358,12 @@ impl Snapshotter {
                 if active.id != measured.id {
                     return Ok(false);
                 }
-                self.check_commit(&active, key, parent)?;
+                self.lost.check(&self.name, key, [active.id])?;
+                // A taken name is AlreadyExists before any rebase check, as in
+                // containerd (its unpacker counts that as done).
+                if !parent.is_empty() && tx.find(name)?.is_none() {
+                    self.rebase(tx, &policy, &active, parent)?;
+                }
                 tx.commit(key, name, labels.clone(), usage.into())?;
                 crate::cancel::check("commit", key)?;
                 Ok(true)
@@ -359,17 +375,6 @@ impl Snapshotter {
         Err(Error::KeyChanging(format!(
             "{key:?} kept being removed and created again while it was being committed; retry"
         )))
-    }
-
-    fn check_commit(&self, active: &Record, key: &str, parent: &str) -> Result<()> {
-        self.lost.check(&self.name, key, [active.id])?;
-        if !parent.is_empty() && active.parent.as_deref() != Some(parent) {
-            return Err(Error::InvalidArgument(format!(
-                "commit of {key:?} with parent {parent:?}: its parent is {:?} (rebase is not supported)",
-                active.parent.as_deref().unwrap_or("")
-            )));
-        }
-        Ok(())
     }
 
     /// Remove a snapshot: the record first (durably, before the reply),
@@ -578,8 +583,18 @@ pub(crate) fn policy_snapshot(
     kind: Kind,
     parent_ids: Vec<SnapshotId>,
     labels: &Labels,
-) -> Snapshot {
+) -> Result<Snapshot> {
+    let id_map = id_map_of(labels)?;
     let labels =
         labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect();
-    Snapshot { id, kind, parent_ids, labels }
+    Ok(Snapshot { id, kind, parent_ids, labels, id_map })
+}
+
+/// The id map of containerd's uid/gid mapping labels (empty values are
+/// not stored, so not counted); InvalidArgument naming the label for a bad
+/// one.
+fn id_map_of(labels: &Labels) -> Result<Option<IdMap>> {
+    let set = labels.iter().filter(|(_, v)| !v.is_empty());
+    idmap::from_labels(set.map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| Error::InvalidArgument(format!("invalid id map: {e}")))
 }

@@ -19,7 +19,13 @@ fn main() -> anyhow::Result<()> {
         reflink: false,
         page_size: 4096,
     };
-    let s = Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![] };
+    let s = Snapshot {
+        id: 9,
+        kind: Kind::Active,
+        parent_ids: vec![3, 2, 1],
+        labels: vec![],
+        id_map: None,
+    };
     let wasm = builtin("overlay").expect("overlay is built in");
 
     println!("component sizes:");
@@ -62,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     let limits = Limits::default();
     let validate = per_call(200_000, || validate_mounts(&s, &plans, &limits).unwrap());
     let render = per_call(200_000, || {
-        std::hint::black_box(render_mounts(Path::new("/var/lib/wasmsnap"), &plans));
+        std::hint::black_box(render_mounts(Path::new("/var/lib/wasmsnap"), &plans, None));
     });
     println!("\nhost side, 3 parents: validate {}, render {}", micros(validate), micros(render));
     Ok(())

@@ -13,15 +13,8 @@
 //! let mounts = wasmsnap_plan::render_mounts(root, &plans);
 //! ```
 
-mod bindings {
-    //! Host bindings of contract `wasmsnap:policy@0.1.0`.
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "snapshot-policy",
-    });
-}
 mod cache_trust;
-mod convert;
+mod contract;
 mod disk_cache;
 mod engine;
 mod error;
@@ -31,6 +24,8 @@ mod permits;
 mod policy;
 mod sandbox;
 mod source;
+mod v0_1;
+mod v0_2;
 mod version;
 
 pub use cache_trust::Refusal as CacheRefusal;

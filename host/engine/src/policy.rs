@@ -12,15 +12,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmsnap_plan::{
-    HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts, validate_plan,
+    Capabilities, HostFacts, Layout, Limits, MountPlan, Snapshot, validate_layout, validate_mounts,
+    validate_plan,
 };
 use wasmtime::{Store, Trap};
 
-use crate::bindings::wasmsnap::policy::types as wit;
-use crate::bindings::{SnapshotPolicy, SnapshotPolicyPre};
-use crate::convert;
+use crate::contract::{Outcome, PolicyBindings, PolicyPre};
 use crate::engine::{Engine, TICK};
-use crate::error::{Func, PolicyError};
+use crate::error::{DeclaredError, Func, PolicyError};
 use crate::permits::{self, Permits};
 use crate::sandbox::{HOSTCALL_FUEL, HostState, Sandbox, linker};
 use crate::version::{Contract, SUPPORTED_WIT, contract};
@@ -36,6 +35,8 @@ pub struct PolicyInfo {
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
+    /// What its `init` declared (a 0.1 policy: nothing).
+    pub capabilities: Capabilities,
 }
 
 /// A policy ready to answer `layout` and `mounts`. Send + Sync: share it
@@ -43,10 +44,9 @@ pub struct PolicyInfo {
 pub struct Policy {
     info: PolicyInfo,
     engine: Engine,
-    pre: SnapshotPolicyPre<HostState>,
+    pre: PolicyPre,
     config: Vec<(String, String)>,
-    facts: wit::HostFacts,
-    host_facts: HostFacts,
+    facts: HostFacts,
     sandbox: Sandbox,
     deadline_ticks: u64,
     limits: Limits,
@@ -58,7 +58,7 @@ pub struct Policy {
 /// An initialised instance in its own store.
 struct Instance {
     store: Store<HostState>,
-    bindings: SnapshotPolicy,
+    bindings: PolicyBindings,
 }
 
 impl Policy {
@@ -74,18 +74,18 @@ impl Policy {
         sandbox: Sandbox,
     ) -> Result<Policy, PolicyError> {
         let (digest, wit_version, pre) = Self::link(engine, label, wasm)?;
-        let policy = Policy {
+        let mut policy = Policy {
             info: PolicyInfo {
                 label: label.to_string(),
                 wit_version,
                 sha256: hex::encode(digest),
                 size: wasm.len(),
+                capabilities: Capabilities::default(),
             },
             engine: engine.clone(),
             pre,
             config: config.to_vec(),
-            facts: convert::facts(facts),
-            host_facts: facts.clone(),
+            facts: facts.clone(),
             sandbox,
             deadline_ticks: deadline_ticks(sandbox.call_timeout),
             limits: Limits::default(),
@@ -95,7 +95,8 @@ impl Policy {
             permits: Permits::new(sandbox.max_calls),
         };
         // init runs now, so a bad config refuses the load, not a request.
-        let first = policy.fresh()?;
+        let (first, capabilities) = policy.fresh()?;
+        policy.info.capabilities = capabilities;
         policy.put_back(first);
         Ok(policy)
     }
@@ -112,7 +113,7 @@ impl Policy {
         engine: &Engine,
         label: &str,
         wasm: &[u8],
-    ) -> Result<([u8; 32], &'static str, SnapshotPolicyPre<HostState>), PolicyError> {
+    ) -> Result<([u8; 32], &'static str, PolicyPre), PolicyError> {
         let load_error = |reason: String| PolicyError::Load { label: label.to_string(), reason };
         let digest: [u8; 32] = Sha256::digest(wasm).into();
         let component = engine
@@ -140,9 +141,7 @@ impl Policy {
         };
         let linker = linker(&engine.inner)
             .map_err(|e| load_error(format!("set up the sandbox: {}", chain(&e))))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(SnapshotPolicyPre::new)
+        let pre = PolicyPre::new(wit_version, &linker, &component)
             .map_err(|e| load_error(format!("cannot link it into the sandbox: {}", chain(&e))))?;
         Ok((digest, wit_version, pre))
     }
@@ -153,7 +152,12 @@ impl Policy {
 
     /// The host facts its `init` was given.
     pub fn host_facts(&self) -> &HostFacts {
-        &self.host_facts
+        &self.facts
+    }
+
+    /// What the policy declared it supports at load.
+    pub fn capabilities(&self) -> Capabilities {
+        self.info.capabilities
     }
 
     /// Initialised instances waiting in the pool.
@@ -169,11 +173,7 @@ impl Policy {
 
     /// The layout for a new snapshot, validated.
     pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
-        let wit_snapshot = convert::snapshot(s);
-        let layout = self.call("layout", |b, store| {
-            b.wasmsnap_policy_policy().call_layout(store, &wit_snapshot)
-        })?;
-        let layout = convert::layout(layout);
+        let layout = self.call("layout", |b, store| b.layout(store, s))?;
         validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
         Ok(layout)
     }
@@ -181,11 +181,7 @@ impl Policy {
     /// The mounts of a snapshot, validated (render them with
     /// `wasmsnap_plan::render_mounts`).
     pub fn mounts(&self, s: &Snapshot) -> Result<Vec<MountPlan>, PolicyError> {
-        let wit_snapshot = convert::snapshot(s);
-        let mounts = self.call("mounts", |b, store| {
-            b.wasmsnap_policy_policy().call_mounts(store, &wit_snapshot)
-        })?;
-        let mounts = convert::mounts(mounts);
+        let mounts = self.call("mounts", |b, store| b.mounts(store, s))?;
         validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
         Ok(mounts)
     }
@@ -215,10 +211,7 @@ impl Policy {
     fn call<R>(
         &self,
         func: Func,
-        f: impl FnOnce(
-            &SnapshotPolicy,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<Result<R, wit::PolicyError>>,
+        f: impl FnOnce(&PolicyBindings, &mut Store<HostState>) -> Outcome<R>,
     ) -> Result<R, PolicyError> {
         let Some(_turn) = self.permits.acquire(permits::WAIT) else {
             return Err(PolicyError::Busy {
@@ -230,7 +223,7 @@ impl Policy {
         };
         let mut instance = match self.take_idle() {
             Some(instance) => instance,
-            None => self.fresh()?,
+            None => self.fresh()?.0,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks);
         match f(&instance.bindings, &mut instance.store) {
@@ -244,8 +237,8 @@ impl Policy {
         }
     }
 
-    /// A new store and instance that ran `init`.
-    fn fresh(&self) -> Result<Instance, PolicyError> {
+    /// A new store and instance that ran `init`, and what `init` declared.
+    fn fresh(&self) -> Result<(Instance, Capabilities), PolicyError> {
         let mut store = Store::new(&self.engine.inner, HostState::new(&self.sandbox));
         store.limiter(|state| &mut state.limiter);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
@@ -257,10 +250,10 @@ impl Policy {
             Err(e) => return Err(self.failure("instantiate", &store, e)),
         };
         store.set_epoch_deadline(self.deadline_ticks);
-        match bindings.wasmsnap_policy_policy().call_init(&mut store, &self.config, self.facts) {
-            Ok(Ok(())) => {
+        match bindings.init(&mut store, &self.config, &self.facts) {
+            Ok(Ok(capabilities)) => {
                 self.log_output("init", &store);
-                Ok(Instance { store, bindings })
+                Ok((Instance { store, bindings }, capabilities))
             }
             Ok(Err(e)) => Err(self.declared("init", e)),
             Err(e) => Err(self.failure("init", &store, e)),
@@ -309,8 +302,17 @@ impl Policy {
         PolicyError::Trap { label, func, reason, output }
     }
 
-    fn declared(&self, func: Func, e: wit::PolicyError) -> PolicyError {
-        PolicyError::Declared { label: self.info.label.clone(), func, error: convert::declared(e) }
+    /// A declared error, its message escaped and capped where it enters the
+    /// host (whatever the contract version): it goes on to a gRPC status, a
+    /// log line and the harness's report.
+    fn declared(&self, func: Func, error: DeclaredError) -> PolicyError {
+        use wasmsnap_plan::untrusted;
+        let error = match error {
+            DeclaredError::InvalidConfig(m) => DeclaredError::InvalidConfig(untrusted(&m)),
+            DeclaredError::Unsupported(m) => DeclaredError::Unsupported(untrusted(&m)),
+            DeclaredError::Failed(m) => DeclaredError::Failed(untrusted(&m)),
+        };
+        PolicyError::Declared { label: self.info.label.clone(), func, error }
     }
 
     fn invalid(&self, func: Func, error: wasmsnap_plan::ValidationError) -> PolicyError {

@@ -17,7 +17,6 @@ use wasmtime_wasi::{
     WasiView,
 };
 
-use crate::bindings;
 use crate::output::Capture;
 
 /// Limits of one policy's calls.
@@ -104,8 +103,6 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::wasmsnap::policy::types::Host for HostState {}
-
 /// The store limits, remembering a refused memory growth so a trap can be
 /// reported as the memory limit it is.
 pub(crate) struct Limiter {
@@ -180,7 +177,12 @@ const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    bindings::wasmsnap::policy::types::add_to_linker::<HostState, HasSelf<HostState>>(
+    // The contract's types, of every version this host speaks.
+    crate::v0_1::bindings::wasmsnap::policy::types::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    crate::v0_2::bindings::wasmsnap::policy::types::add_to_linker::<HostState, HasSelf<HostState>>(
         &mut linker,
         |s| s,
     )?;

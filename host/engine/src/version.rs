@@ -10,7 +10,7 @@
 use wasmtime::component::Component;
 
 /// The `wasmsnap:policy` versions this host has bindings for.
-pub const SUPPORTED_WIT: &[&str] = &["0.1.0"];
+pub const SUPPORTED_WIT: &[&str] = &["0.1.0", "0.2.0"];
 
 /// The interface every policy exports, without its version.
 const POLICY_INTERFACE: &str = "wasmsnap:policy/policy";

@@ -17,12 +17,12 @@ fn another_wit_version_is_refused_naming_both_versions() {
         .expect("refused");
     let text = err.to_string();
     assert!(
-        matches!(&err, PolicyError::UnsupportedVersion { found, .. } if found == "0.2.0"),
+        matches!(&err, PolicyError::UnsupportedVersion { found, .. } if found == "0.3.0"),
         "{text}"
     );
     assert_eq!(
         text,
-        "policy wrong.wasm: built for wasmsnap:policy@0.2.0, but this host supports wasmsnap:policy@0.1.0"
+        "policy wrong.wasm: built for wasmsnap:policy@0.3.0, but this host supports wasmsnap:policy@0.1.0, 0.2.0"
     );
 }
 

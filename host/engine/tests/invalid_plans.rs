@@ -125,6 +125,7 @@ fn overlay_shapes() {
     refused("upper-without-work", Kind::Active, 2, "upper-without-work");
     // The kernel's "at least 2 lowerdir are needed while upperdir nonexistent".
     refused("single-lower", Kind::View, 2, "overlay-single-lower");
+    refused("extraction-with-parents", Kind::Active, 2, "extraction-plan");
 }
 
 #[test]
@@ -172,4 +173,10 @@ fn the_case_can_come_from_config() {
     assert!(err.to_string().contains("[name-dot]"), "{err}");
     // After a refused plan the policy keeps answering.
     p.layout(&snapshot(Kind::View, 1)).unwrap();
+}
+
+#[test]
+fn id_maps_are_the_hosts() {
+    refused("idmap-option", Kind::Active, 2, "option-idmap");
+    refused("layout-mapped-root", Kind::Active, 1, "chown-without-id-map");
 }

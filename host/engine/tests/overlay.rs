@@ -32,7 +32,7 @@ fn plain() -> &'static Policy {
 
 fn mounts(policy: &Policy, kind: Kind, parents: u64) -> Vec<Mount> {
     let plans = policy.mounts(&snapshot(kind, parents)).expect("mounts");
-    render_mounts(Path::new(ROOT), &plans)
+    render_mounts(Path::new(ROOT), &plans, None)
 }
 
 fn fs(id: u64) -> String {
@@ -98,8 +98,9 @@ fn the_issue_example_renders_as_promised() {
         kind: Kind::Active,
         parent_ids: vec![3, 2, 1],
         labels: vec![],
+        id_map: None,
     };
-    let rendered = render_mounts(Path::new(ROOT), &plain().mounts(&s).unwrap());
+    let rendered = render_mounts(Path::new(ROOT), &plain().mounts(&s).unwrap(), None);
     assert_eq!(
         rendered[0].options,
         strings(&[

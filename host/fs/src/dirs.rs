@@ -117,6 +117,19 @@ impl SnapshotDirs {
         steps: &[Step],
         parent_content: Option<&Path>,
     ) -> Result<NewDir<'_>, FsError> {
+        self.create_mapped(id, steps, parent_content, None)
+    }
+
+    /// [`create`](Self::create) for a snapshot with an id map:
+    /// `mapped_root` is the host (uid, gid) its container root maps to, the
+    /// owner `chown-to-mapped-root` gives.
+    pub fn create_mapped(
+        &self,
+        id: SnapshotId,
+        steps: &[Step],
+        parent_content: Option<&Path>,
+        mapped_root: Option<(u32, u32)>,
+    ) -> Result<NewDir<'_>, FsError> {
         let target = self.dir(id);
         let claim = self
             .claims
@@ -148,7 +161,7 @@ impl SnapshotDirs {
             return Ok(new_dir);
         }
         let temp = self.make_temp()?;
-        let ran = layout::run(&temp.path, id, steps, parent_content)?;
+        let ran = layout::run(&temp.path, id, steps, parent_content, mapped_root)?;
         if ran.small_plain_copy(SMALL_COPY) {
             self.fsync_tree(&temp.path)?;
         } else {
@@ -235,7 +248,7 @@ impl SnapshotDirs {
             .iter()
             .map(|(name, mode)| Step::Mkdir { name: name.clone(), mode: *mode })
             .collect();
-        let built = layout::run(&path, 0, &steps, None)
+        let built = layout::run(&path, 0, &steps, None, None)
             .and_then(|_| self.flush(&path, false))
             .and_then(|()| {
                 let first = path.join(&shape[0].0);

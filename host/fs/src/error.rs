@@ -56,6 +56,8 @@ pub enum FsError {
     /// The request the copy was for was cancelled (see `interrupt`).
     #[error("copy stopped at {}: the request was cancelled", path.display())]
     Cancelled { path: PathBuf },
+    #[error("chown-to-mapped-root {name:?}: the snapshot has no id map")]
+    NoIdMap { name: String },
 }
 
 impl FsError {

@@ -30,16 +30,18 @@ impl Ran {
 }
 
 /// Runs `steps` in order inside `dir`; the first failure stops them and is
-/// returned naming the step.
+/// returned naming the step. `mapped_root`: the host (uid, gid) container
+/// root maps to, from the snapshot's checked id map.
 pub(crate) fn run(
     dir: &Path,
     id: SnapshotId,
     steps: &[Step],
     parent: Option<&Path>,
+    mapped_root: Option<(u32, u32)>,
 ) -> Result<Ran, FsError> {
     let mut ran = Ran { copied: false, copied_plain: Some(0) };
     for (index, step) in steps.iter().enumerate() {
-        run_step(dir, step, parent, &mut ran).map_err(|error| FsError::Step {
+        run_step(dir, step, parent, mapped_root, &mut ran).map_err(|error| FsError::Step {
             id,
             index,
             step: describe(step),
@@ -49,7 +51,13 @@ pub(crate) fn run(
     Ok(ran)
 }
 
-fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Result<(), FsError> {
+fn run_step(
+    dir: &Path,
+    step: &Step,
+    parent: Option<&Path>,
+    mapped_root: Option<(u32, u32)>,
+    ran: &mut Ran,
+) -> Result<(), FsError> {
     match step {
         Step::Mkdir { name, mode } => {
             if mode & !0o7777 != 0 {
@@ -79,6 +87,13 @@ fn run_step(dir: &Path, step: &Step, parent: Option<&Path>, ran: &mut Ran) -> Re
             let st = sys::lstat(&parent_c).map_err(|e| FsError::io("stat", parent, e))?;
             let c = sys::cpath(&path).map_err(|e| FsError::io("lchown", &path, e))?;
             Node::Path(&c).chown(st.st_uid, st.st_gid).map_err(|e| FsError::io("lchown", &path, e))
+        }
+        // One lchown, as containerd's overlayfs does with the labels' root.
+        Step::ChownToMappedRoot { name } => {
+            let path = entry(dir, name)?;
+            let (uid, gid) = mapped_root.ok_or_else(|| FsError::NoIdMap { name: name.clone() })?;
+            let c = sys::cpath(&path).map_err(|e| FsError::io("lchown", &path, e))?;
+            Node::Path(&c).chown(uid, gid).map_err(|e| FsError::io("lchown", &path, e))
         }
     }
 }
@@ -113,6 +128,7 @@ fn describe(step: &Step) -> String {
             format!("copy-parent {name:?} {mode}")
         }
         Step::ChownLikeParent { name } => format!("chown-like-parent {name:?}"),
+        Step::ChownToMappedRoot { name } => format!("chown-to-mapped-root {name:?}"),
     }
 }
 

@@ -181,6 +181,8 @@ struct RawStep {
     copy_parent: Option<String>,
     #[serde(rename = "chown-like-parent")]
     chown_like_parent: Option<String>,
+    #[serde(rename = "chown-to-mapped-root")]
+    chown_to_mapped_root: Option<String>,
     mode: Option<toml::Value>,
 }
 
@@ -313,6 +315,16 @@ fn resolve(
 
     let mut labels = defaults.labels.clone();
     labels.extend(rc.labels.clone());
+    // Checked as the daemon checks a Prepare's labels: a bad map is a
+    // broken case file (the daemon would refuse it before the policy).
+    let id_map = wasmsnap_plan::idmap::from_labels(
+        labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| {
+        let in_case = rc.labels.contains_key(e.label);
+        let table = if in_case { path.clone() } else { KeyPath::default().key("defaults") };
+        at.error(table.key("labels").key(e.label), format!("invalid id map: {e}"))
+    })?;
     let mut config = BTreeMap::new();
     for (source, table) in
         [(KeyPath::default().key("defaults"), &defaults.config), (path.clone(), &rc.config)]
@@ -349,7 +361,7 @@ fn resolve(
         index,
         line: at.line(&path),
         name: rc.name.clone(),
-        snapshot: Snapshot { id, kind, parent_ids, labels: labels.into_iter().collect() },
+        snapshot: Snapshot { id, kind, parent_ids, labels: labels.into_iter().collect(), id_map },
         config: config.into_iter().collect(),
         facts,
         root,
@@ -479,8 +491,16 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
     let mut steps = Vec::with_capacity(raw.steps.len());
     for (i, s) in raw.steps.iter().enumerate() {
         let p = path.clone().key("steps").index(i);
-        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent) {
-            (Some(name), None, None) => {
+        let step = match (&s.mkdir, &s.copy_parent, &s.chown_like_parent, &s.chown_to_mapped_root) {
+            (None, None, None, Some(name)) => {
+                if s.mode.is_some() {
+                    return Err(
+                        at.error(p.key("mode"), "chown-to-mapped-root takes no mode".into())
+                    );
+                }
+                Step::ChownToMappedRoot { name: name.clone() }
+            }
+            (Some(name), None, None, None) => {
                 let mode = match &s.mode {
                     None => 0o755,
                     Some(m) => {
@@ -489,7 +509,7 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                 };
                 Step::Mkdir { name: name.clone(), mode }
             }
-            (None, Some(name), None) => {
+            (None, Some(name), None, None) => {
                 let mode = match &s.mode {
                     None => CopyMode::Copy,
                     Some(toml::Value::String(m)) if m == "copy" => CopyMode::Copy,
@@ -503,7 +523,7 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
                 };
                 Step::CopyParent { name: name.clone(), mode }
             }
-            (None, None, Some(name)) => {
+            (None, None, Some(name), None) => {
                 if s.mode.is_some() {
                     return Err(at.error(p.key("mode"), "chown-like-parent takes no mode".into()));
                 }
@@ -512,7 +532,8 @@ fn resolve_layout(at: &Locator, raw: &RawLayout, path: KeyPath) -> Result<Layout
             _ => {
                 return Err(at.error(
                     p,
-                    "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`".into(),
+                    "a step has exactly one of `mkdir`, `copy-parent`, `chown-like-parent`, `chown-to-mapped-root`"
+                        .into(),
                 ));
             }
         };

@@ -32,6 +32,7 @@ pub fn step_text(step: &Step) -> String {
             format!("copy-parent {name} clone-or-copy")
         }
         Step::ChownLikeParent { name } => format!("chown-like-parent {name}"),
+        Step::ChownToMappedRoot { name } => format!("chown-to-mapped-root {name}"),
     }
 }
 

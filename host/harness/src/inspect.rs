@@ -1,6 +1,8 @@
 //! `wasmsnap policy inspect`: what a policy component is, read from its
-//! component type, and whether it links into the daemon's sandbox (no
-//! instance is created, nothing runs).
+//! component type, whether it links into the daemon's sandbox, and, for a
+//! contract this host speaks, what its `init` declares (capabilities), from
+//! one instance in the daemon's sandbox with an empty config and this
+//! machine's host facts.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +28,12 @@ pub struct Inspection {
     pub host_supports: Vec<&'static str>,
     pub exports: Vec<Item>,
     pub imports: Vec<Item>,
+    /// containerd's names of what `init` declared (`rebase`, `remap-ids`);
+    /// `None` if it was not loaded.
+    pub capabilities: Option<Vec<&'static str>>,
+    /// Why `init` could not tell (e.g. the policy needs config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities_unknown: Option<String>,
 }
 
 /// An export or import: its name, and the functions of an instance.
@@ -66,8 +74,20 @@ pub fn inspect(label: &str, wasm: &[u8]) -> anyhow::Result<Inspection> {
         Err(wasmsnap_engine::PolicyError::Load { reason, .. }) if supported => Some(reason),
         _ => None,
     };
+    let (capabilities, capabilities_unknown) = if supported && link_error.is_none() {
+        let facts = wasmsnap_engine::probe_facts(&std::env::temp_dir());
+        let sandbox = wasmsnap_engine::Sandbox::default();
+        match wasmsnap_engine::Policy::load(&policy_engine, label, wasm, &[], &facts, sandbox) {
+            Ok(p) => (Some(p.capabilities().names()), None),
+            Err(e) => (None, Some(format!("init with an empty config failed: {e}"))),
+        }
+    } else {
+        (None, None)
+    };
     Ok(Inspection {
         link_error,
+        capabilities,
+        capabilities_unknown,
         policy: label.to_string(),
         size: wasm.len(),
         sha256: hex::encode(Sha256::digest(wasm)),
@@ -117,6 +137,15 @@ pub fn text(i: &Inspection) -> String {
     out.push_str(&format!("contract: {contract}\n"));
     out.push_str(&format!("size:     {} bytes\n", i.size));
     out.push_str(&format!("sha256:   {}\n", i.sha256));
+    match (&i.capabilities, &i.capabilities_unknown) {
+        (Some(c), _) => out.push_str(&format!(
+            "capabilities: {}\n  containerd: capabilities = [{}]\n",
+            if c.is_empty() { "none".to_string() } else { c.join(", ") },
+            c.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+        )),
+        (None, Some(why)) => out.push_str(&format!("capabilities: unknown ({why})\n")),
+        (None, None) => {}
+    }
     for (title, list) in [("exports", &i.exports), ("imports", &i.imports)] {
         out.push_str(&format!("{title}:\n"));
         if list.is_empty() {

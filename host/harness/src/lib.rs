@@ -20,9 +20,11 @@
 mod cases;
 mod diff;
 mod failure;
+mod idmapped;
 pub mod inspect;
 mod mount_check;
-mod mount_sys;
+/// Public for the whole-system tests, which mount as a client (and containerd 2.x) would.
+pub mod mount_sys;
 mod report;
 mod run;
 mod subject;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_plan::{Kind, Snapshot, SnapshotId, render_mounts};
+use wasmsnap_plan::{IdMap, Kind, MountPlan, Snapshot, SnapshotId, render_mounts};
 
 use super::mount_sys::{Method, Mounted};
 use super::subject::{Plan, failure};
@@ -114,6 +114,7 @@ fn run(
             kind: Kind::Active,
             parent_ids: s.parent_ids[depth + 1..].to_vec(),
             labels: Vec::new(),
+            id_map: None,
         };
         let layout =
             policy.layout(&parent).map_err(|e| format!("layout of parent {id}: {}", failure(e)))?;
@@ -129,18 +130,29 @@ fn run(
         parent_content = Some(content);
     }
     contents.reverse(); // nearest first again
-    dirs.create(s.id, &plan.layout.steps, parent_content.as_deref())
+    let mapped_root = s.id_map.as_ref().and_then(IdMap::root);
+    dirs.create_mapped(s.id, &plan.layout.steps, parent_content.as_deref(), mapped_root)
         .map_err(|e| format!("create snapshot {}: {e}", s.id))?
         .keep();
     let own = plan.layout.content.as_ref().map(|name| dirs.dir(s.id).join(name));
     report.setup_ms = ms(started.elapsed());
+    let rendered = render_mounts(&scratch.root, &plan.plans, s.id_map.as_ref());
+    if let [MountPlan::Overlay { lower, .. }] = plan.plans.as_slice()
+        && lower.is_empty()
+    {
+        // An extraction plan: containerd's applier writes into upperdir=;
+        // the kernel cannot mount an overlay without lowers (EINVAL).
+        extraction_checks(&rendered[0].options, own.as_deref(), report);
+        report.methods.push("overlay extraction-only (not mounted)".into());
+        return Ok(());
+    }
 
     let started = Instant::now();
     let target = scratch.root.join("mnt");
     std::fs::create_dir(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
     let mut mounted = Mounted::new(&target);
     // The same plan, rendered under the scratch root instead of the case's.
-    for m in &render_mounts(&scratch.root, &plan.plans) {
+    for m in &rendered {
         let method = mounted.mount(m, page_size).map_err(|e| e.to_string())?;
         report.methods.push(format!("{} {}", m.r#type, method));
         if let Method::Fsconfig { .. } = method {
@@ -148,6 +160,9 @@ fn run(
         }
     }
     checks(s, &target, own.as_deref(), &contents, report);
+    if let Some(map) = &s.id_map {
+        owner_checks(map, &target, &contents, own.as_deref(), report);
+    }
     mounted.unmount().map_err(|e| e.to_string())?;
     report.mount_ms = ms(started.elapsed());
     Ok(())
@@ -184,7 +199,7 @@ fn checks(
     }
 
     let writable = s.kind == Kind::Active;
-    let attempt = std::fs::write(target.join(WRITTEN), "written\n");
+    let attempt = write_as_container_root(s.id_map.as_ref(), &target.join(WRITTEN));
     if writable {
         let landed_in_own = own.is_some_and(|dir| dir.join(WRITTEN).exists());
         let leaked: Vec<SnapshotId> = parents
@@ -223,6 +238,99 @@ fn checks(
         };
         report.check("read-only", passed, detail);
     }
+}
+
+/// Write as the container's root would: with an id map, as the mapped
+/// root (an idmapped mount refuses a writer its map does not cover). The
+/// mount's directory is opened first, as host root: the mapped root may not
+/// traverse the scratch directories above it.
+fn write_as_container_root(map: Option<&IdMap>, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let Some((uid, gid)) = map.and_then(IdMap::root) else {
+        return std::fs::write(path, "written\n");
+    };
+    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?;
+    let name = std::ffi::CString::new(path.file_name().unwrap_or_default().as_bytes())
+        .map_err(|_| std::io::Error::other("NUL in a file name"))?;
+    // setfsuid/setfsgid are per thread: a thread of its own, then gone.
+    std::thread::spawn(move || {
+        // SAFETY: plain syscalls: this thread's file system ids, then an
+        // openat relative to a directory fd we own.
+        let fd = unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new fd, owned here.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        std::io::Write::write_all(&mut file, b"written\n")
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")))
+}
+
+/// An extraction plan must render as containerd's applier reads it: one
+/// `upperdir=` (the snapshot's own content dir), no `lowerdir=`, no
+/// `workdir=`, nothing read-only.
+fn extraction_checks(options: &[String], own: Option<&Path>, report: &mut MountReport) {
+    let uppers: Vec<&str> = options.iter().filter_map(|o| o.strip_prefix("upperdir=")).collect();
+    let stray: Vec<&String> = options
+        .iter()
+        .filter(|o| o.starts_with("lowerdir=") || o.starts_with("workdir=") || *o == "ro")
+        .collect();
+    let own_text = own.map(|p| p.display().to_string());
+    let passed =
+        uppers.len() == 1 && stray.is_empty() && own_text.as_deref() == uppers.first().copied();
+    let detail = if passed {
+        format!("upperdir={} alone: containerd's applier writes the layer there", uppers[0])
+    } else {
+        format!("upperdir {uppers:?}, own content {own_text:?}, unexpected {stray:?}")
+    };
+    report.check("extraction plan renders as the applier expects", passed, detail);
+}
+
+/// Through an idmapped mount, what each layer wrote as host root (0:0)
+/// reads as the mapped root; the snapshot's own dir is the mapped root's.
+fn owner_checks(
+    map: &IdMap,
+    target: &Path,
+    parents: &[(SnapshotId, PathBuf)],
+    own: Option<&Path>,
+    report: &mut MountReport,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(root) = map.root() else { return };
+    let owner = |p: &Path| std::fs::symlink_metadata(p).map(|m| (m.uid(), m.gid())).ok();
+    let mut wrong = Vec::new();
+    for (id, _) in parents {
+        let seen = owner(&target.join(marker(*id)));
+        if seen != Some(root) {
+            wrong.push(format!("layer {id}'s file reads as {seen:?}"));
+        }
+    }
+    let seen = owner(target);
+    if seen != Some(root) {
+        wrong.push(format!("the mount's root reads as {seen:?}"));
+    }
+    let on_disk = own.and_then(owner);
+    let detail = if wrong.is_empty() {
+        format!(
+            "files owned by 0:0 in the layers read as {}:{} (the mapped root); own content on disk {on_disk:?}",
+            root.0, root.1
+        )
+    } else {
+        wrong.join("; ")
+    };
+    report.check("ids through the mount are the mapped ones", wrong.is_empty(), detail);
 }
 
 fn ids_text(ids: &[SnapshotId]) -> String {

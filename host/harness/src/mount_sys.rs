@@ -17,6 +17,12 @@
 //! carries that. Some refusals (overlayfs' "at least 2 lowerdir are
 //! needed") go to the kernel log only: those are read from /dev/kmsg,
 //! the records the probe added that name the filesystem.
+//!
+//! A mount with `uidmap=` and `gidmap=` is made as containerd 2.x's mount
+//! code makes it (see [`idmapped`](super::idmapped)): an overlay's
+//! lowerdirs are each idmapped onto a temporary directory and the overlay
+//! is mounted on those (the temporary mounts are detached after); a bind's
+//! source is idmapped onto the target.
 
 use std::ffi::{CString, c_char, c_int, c_uint};
 use std::io;
@@ -59,7 +65,12 @@ impl Mounted {
 
     /// Mount `m` on the target, over whatever this guard mounted before.
     pub fn mount(&mut self, m: &Mount, page_size: usize) -> io::Result<Method> {
-        let method = mount_one(m, &self.target, page_size)?;
+        let method = match super::idmapped::from_options(&m.options)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        {
+            Some(map) => mount_idmapped(m, &map, &self.target, page_size)?,
+            None => mount_one(m, &self.target, page_size)?,
+        };
         self.count += 1;
         Ok(method)
     }
@@ -90,6 +101,65 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = self.unmount();
     }
+}
+
+/// `m` with its id map applied as containerd's mount code applies it.
+fn mount_idmapped(
+    m: &Mount,
+    map: &wasmsnap_plan::IdMap,
+    target: &Path,
+    page_size: usize,
+) -> io::Result<Method> {
+    use super::idmapped::{idmapped_mount, userns_fd};
+    use std::os::fd::AsFd;
+    let userns = userns_fd(map)
+        .map_err(|e| io::Error::new(e.kind(), format!("user namespace for the id map: {e}")))?;
+    let rest: Vec<String> = m
+        .options
+        .iter()
+        .filter(|o| !o.starts_with("uidmap=") && !o.starts_with("gidmap="))
+        .cloned()
+        .collect();
+    if m.r#type != "overlay" {
+        let readonly = rest.iter().any(|o| o == "ro");
+        idmapped_mount(Path::new(&m.source), target, userns.as_fd(), readonly)?;
+        return Ok(Method::Mount2);
+    }
+    let Some(at) = rest.iter().position(|o| o.starts_with("lowerdir=")) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an id-mapped overlay without lowerdir= (containerd idmaps the lowerdirs)",
+        ));
+    };
+    let lowers: Vec<String> = rest[at]["lowerdir=".len()..].split(':').map(String::from).collect();
+    let mut guards = Vec::with_capacity(lowers.len());
+    let mut mapped = Vec::with_capacity(lowers.len());
+    for (i, lower) in lowers.iter().enumerate() {
+        let dir = PathBuf::from(format!("{}.idmapped-{i}", target.display()));
+        std::fs::create_dir(&dir)?;
+        let mut guard = Mounted::new(&dir);
+        let made = idmapped_mount(Path::new(lower), &dir, userns.as_fd(), true);
+        if made.is_ok() {
+            guard.count = 1;
+        }
+        guards.push((guard, dir.clone()));
+        made?;
+        mapped.push(dir.display().to_string());
+    }
+    let mut options = rest;
+    options[at] = format!("lowerdir={}", mapped.join(":"));
+    let overlay = Mount { options, ..m.clone() };
+    let result = mount_one(&overlay, target, page_size);
+    // The overlay holds the idmapped layers; their mount points can go
+    // (containerd detaches them the same way).
+    for (mut guard, dir) in guards {
+        if guard.count > 0 {
+            guard.count = 0;
+            umount2(&dir, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+        }
+        std::fs::remove_dir(&dir)?;
+    }
+    result
 }
 
 /// Mount flags and the rest (filesystem data), as containerd's client

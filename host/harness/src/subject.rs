@@ -95,7 +95,7 @@ impl Subject {
 /// `layout` and `mounts` of `snapshot`, mounts rendered under `root`.
 pub fn plan(policy: &Policy, snapshot: &Snapshot, root: &std::path::Path) -> Result<Plan, Failure> {
     let (layout, plans) = policy.plan(snapshot).map_err(failure)?;
-    let mounts = render_mounts(root, &plans);
+    let mounts = render_mounts(root, &plans, snapshot.id_map.as_ref());
     Ok(Plan { layout, plans, mounts })
 }
 

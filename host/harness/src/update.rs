@@ -99,6 +99,9 @@ fn step_table(step: &Step) -> InlineTable {
         Step::ChownLikeParent { name } => {
             t.insert("chown-like-parent", name.as_str().into());
         }
+        Step::ChownToMappedRoot { name } => {
+            t.insert("chown-to-mapped-root", name.as_str().into());
+        }
     }
     t
 }

@@ -177,6 +177,55 @@ impl<'txn> WriteTx<'txn> {
         Ok(committed)
     }
 
+    /// Re-parents the active snapshot `key`, created without a parent, onto
+    /// the committed snapshot `parent`, as containerd's `CommitActive` does
+    /// with a parent (2.2+, its parallel unpack); the caller commits it in
+    /// the same transaction, so the two happen together or not at all.
+    /// `parent` equal to the current parent changes nothing.
+    ///
+    /// Errors, as containerd's: `key` missing NotFound, not active
+    /// FailedPrecondition, already on another parent InvalidArgument,
+    /// `parent` missing NotFound, not committed FailedPrecondition; and a
+    /// parent whose chain reaches `key` (a cycle) FailedPrecondition.
+    pub fn rebase(&mut self, key: &str, parent: &str) -> Result<(), Error> {
+        validate::key("snapshot key", key)?;
+        validate::key("parent", parent)?;
+        let mut active = self.tables.get(key)?;
+        if active.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} is {}, not active: only an active snapshot can be committed",
+                quoted(key),
+                kind_name(active.kind)
+            )));
+        }
+        match active.parent.as_deref() {
+            Some(current) if current == parent => return Ok(()),
+            Some(current) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot change parent of active snapshot {} on commit: its parent is {}, not {}",
+                    quoted(key),
+                    quoted(current),
+                    quoted(parent)
+                )));
+            }
+            None => {}
+        }
+        let new_parent = self.tables.committed_parent(key, parent)?;
+        if new_parent.id == active.id || self.tables.parent_ids(&new_parent)?.contains(&active.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot commit {} onto parent {}: {} is in that parent's own chain (a cycle)",
+                quoted(key),
+                quoted(parent),
+                quoted(key)
+            )));
+        }
+        active.parent = Some(new_parent.name.clone());
+        self.put(&active)?;
+        self.tables.ids.insert(active.id, (new_parent.id, key))?;
+        self.tables.children.insert((new_parent.id, active.id), ())?;
+        Ok(())
+    }
+
     /// Deletes the record of `key` and returns it. A snapshot that is the
     /// parent of another is FailedPrecondition ("cannot remove snapshot with
     /// child", as containerd says it).

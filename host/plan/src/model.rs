@@ -22,6 +22,52 @@ pub struct Snapshot {
     /// Nearest first.
     pub parent_ids: Vec<SnapshotId>,
     pub labels: Vec<(String, String)>,
+    /// The id map of the snapshot's labels, parsed and checked by the host
+    /// (see [`crate::idmap`]); policies of contract 0.1 never see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_map: Option<IdMap>,
+}
+
+/// One range of an id map: container ids `container..container+size` are
+/// host ids `host..host+size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// A user namespace's uid and gid maps, as containerd's labels
+/// `containerd.io/snapshot/uidmapping` and `.../gidmapping` give them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdMap {
+    pub uid: Vec<IdRange>,
+    pub gid: Vec<IdRange>,
+}
+
+/// What a policy declares it supports (contract 0.2 `init`); a 0.1 policy
+/// supports neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// A parentless active snapshot may be committed onto a parent.
+    pub rebase: bool,
+    /// The policy honours id maps (owner of new content, id-mapped mounts).
+    pub remap_ids: bool,
+}
+
+impl Capabilities {
+    /// containerd's names for them, as `[proxy_plugins.NAME] capabilities`
+    /// lists them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.rebase {
+            names.push("rebase");
+        }
+        if self.remap_ids {
+            names.push("remap-ids");
+        }
+        names
+    }
 }
 
 /// Facts the host probed, handed to a policy's `init`.
@@ -59,6 +105,10 @@ pub enum Step {
     ChownLikeParent {
         name: String,
     },
+    /// Own `name` by the host ids container uid/gid 0 map to.
+    ChownToMappedRoot {
+        name: String,
+    },
 }
 
 /// What to create for a new snapshot.
@@ -84,12 +134,19 @@ pub enum MountPlan {
         source: DirRef,
         readonly: bool,
         options: Vec<String>,
+        /// Render the snapshot's id map as `uidmap=`/`gidmap=` options.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        id_mapped: bool,
     },
+    /// No lowers and an upper without work: an extraction plan, rendered as
+    /// `upperdir=` alone for containerd's applier (never mounted).
     Overlay {
         lower: Vec<DirRef>,
         upper: Option<DirRef>,
         work: Option<DirRef>,
         options: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        id_mapped: bool,
     },
     Other {
         fs_type: String,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DirRef, MountPlan, SnapshotId};
+use crate::model::{DirRef, IdMap, MountPlan, SnapshotId};
 
 /// A mount as containerd's `containerd.types.Mount` carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,19 +55,36 @@ pub fn snapshot_dir(root: &Path, id: SnapshotId) -> PathBuf {
 /// (validation refused any `rw` of the policy's, so nothing later can make
 /// a read-only mount writable).
 ///
+/// A bind or overlay that asked for it (`id_mapped`) gets the snapshot's
+/// `id_map` first, as `uidmap=` and `gidmap=` (containerd's overlayfs puts
+/// them first too); without an id map nothing is added.
+///
+/// An overlay without lowers (an extraction plan) is rendered as its
+/// options and `upperdir=` alone: containerd's applier writes the layer
+/// into that directory, converting whiteouts; it is never mounted.
+///
 /// `root` comes from the daemon's (UTF-8) config; a non-UTF-8 root would be
 /// rendered lossily.
-pub fn render_mounts(root: &Path, plans: &[MountPlan]) -> Vec<Mount> {
+pub fn render_mounts(root: &Path, plans: &[MountPlan], id_map: Option<&IdMap>) -> Vec<Mount> {
     let root = root.to_string_lossy();
     // `/` as root would otherwise give `//snapshots`.
     let root = root.trim_end_matches('/');
-    plans.iter().map(|plan| render_one(root, plan)).collect()
+    plans.iter().map(|plan| render_one(root, plan, id_map)).collect()
 }
 
-fn render_one(root: &str, plan: &MountPlan) -> Mount {
+/// `uidmap=`/`gidmap=` of `id_map`, when the plan asked for them.
+fn id_map_options(id_mapped: bool, id_map: Option<&IdMap>, out: &mut Vec<String>) {
+    if let (true, Some(map)) = (id_mapped, id_map) {
+        out.push(format!("uidmap={}", IdMap::render(&map.uid)));
+        out.push(format!("gidmap={}", IdMap::render(&map.gid)));
+    }
+}
+
+fn render_one(root: &str, plan: &MountPlan, id_map: Option<&IdMap>) -> Mount {
     match plan {
-        MountPlan::Bind { source, readonly, options } => {
-            let mut rendered = Vec::with_capacity(2 + options.len());
+        MountPlan::Bind { source, readonly, options, id_mapped } => {
+            let mut rendered = Vec::with_capacity(4 + options.len());
+            id_map_options(*id_mapped, id_map, &mut rendered);
             rendered.push(if *readonly { "ro" } else { "rw" }.to_string());
             rendered.push("rbind".to_string());
             rendered.extend(options.iter().cloned());
@@ -78,14 +95,19 @@ fn render_one(root: &str, plan: &MountPlan) -> Mount {
                 options: rendered,
             }
         }
-        MountPlan::Overlay { lower, upper, work, options } => {
-            let mut rendered = Vec::with_capacity(options.len() + 3);
+        MountPlan::Overlay { lower, upper, work, options, id_mapped } => {
+            let mut rendered = Vec::with_capacity(options.len() + 5);
+            id_map_options(*id_mapped, id_map, &mut rendered);
             rendered.extend(options.iter().cloned());
-            if let (Some(upper), Some(work)) = (upper, work) {
+            if let Some(work) = work {
                 rendered.push(dir_path(root, work, "workdir="));
+            }
+            if let Some(upper) = upper {
                 rendered.push(dir_path(root, upper, "upperdir="));
             }
-            rendered.push(lowerdir(root, lower));
+            if !lower.is_empty() {
+                rendered.push(lowerdir(root, lower));
+            }
             Mount {
                 r#type: "overlay".into(),
                 source: "overlay".into(),
@@ -190,11 +212,21 @@ mod tests {
     #[test]
     fn bind_puts_ro_or_rw_then_rbind_then_its_options() {
         let plans = [
-            MountPlan::Bind { source: dir(9, "fs"), readonly: false, options: vec![] },
-            MountPlan::Bind { source: dir(3, "fs"), readonly: true, options: strings(&["nosuid"]) },
+            MountPlan::Bind {
+                source: dir(9, "fs"),
+                readonly: false,
+                options: vec![],
+                id_mapped: false,
+            },
+            MountPlan::Bind {
+                source: dir(3, "fs"),
+                readonly: true,
+                options: strings(&["nosuid"]),
+                id_mapped: false,
+            },
         ];
         assert_eq!(
-            render_mounts(Path::new(ROOT), &plans),
+            render_mounts(Path::new(ROOT), &plans, None),
             vec![
                 mount("bind", "/var/lib/wasmsnap/snapshots/9/fs", &["rw", "rbind"]),
                 mount("bind", "/var/lib/wasmsnap/snapshots/3/fs", &["ro", "rbind", "nosuid"]),
@@ -209,9 +241,10 @@ mod tests {
             upper: Some(dir(9, "fs")),
             work: Some(dir(9, "work")),
             options: strings(&["index=off", "volatile"]),
+            id_mapped: false,
         };
         assert_eq!(
-            render_mounts(Path::new(ROOT), &[plan]),
+            render_mounts(Path::new(ROOT), &[plan], None),
             vec![mount(
                 "overlay",
                 "overlay",
@@ -233,9 +266,10 @@ mod tests {
             upper: None,
             work: None,
             options: vec![],
+            id_mapped: false,
         };
         assert_eq!(
-            render_mounts(Path::new("/r/"), &[plan]),
+            render_mounts(Path::new("/r/"), &[plan], None),
             vec![mount("overlay", "overlay", &["lowerdir=/r/snapshots/10/fs:/r/snapshots/1/fs"])]
         );
     }
@@ -249,7 +283,7 @@ mod tests {
         };
         let plans = [other(&["size=1m"]), other(&["nosuid", "ro", "mode=0755"])];
         assert_eq!(
-            render_mounts(Path::new(ROOT), &plans),
+            render_mounts(Path::new(ROOT), &plans, None),
             vec![
                 mount("tmpfs", "tmpfs", &["rw", "size=1m"]),
                 mount("tmpfs", "tmpfs", &["ro", "nosuid", "mode=0755"]),
@@ -257,15 +291,20 @@ mod tests {
         );
         // Validation refuses `rw` from a policy; were one to slip through,
         // it still could not follow (and override) the host's `ro`.
-        let rendered = render_mounts(Path::new(ROOT), &[other(&["ro", "rw"])]);
+        let rendered = render_mounts(Path::new(ROOT), &[other(&["ro", "rw"])], None);
         assert_eq!(rendered, vec![mount("tmpfs", "tmpfs", &["ro"])]);
     }
 
     #[test]
     fn root_slash_renders_without_double_slash() {
-        let plan = MountPlan::Bind { source: dir(u64::MAX, "fs"), readonly: true, options: vec![] };
+        let plan = MountPlan::Bind {
+            source: dir(u64::MAX, "fs"),
+            readonly: true,
+            options: vec![],
+            id_mapped: false,
+        };
         assert_eq!(
-            render_mounts(Path::new("/"), &[plan])[0].source,
+            render_mounts(Path::new("/"), &[plan], None)[0].source,
             "/snapshots/18446744073709551615/fs"
         );
     }
@@ -287,5 +326,41 @@ mod tests {
     fn serializes_with_a_type_field() {
         let json = serde_json::to_string(&mount("bind", "/s", &["ro"])).unwrap();
         assert_eq!(json, r#"{"type":"bind","source":"/s","target":"","options":["ro"]}"#);
+    }
+
+    #[test]
+    fn id_mapped_mounts_carry_the_map_first_and_extraction_is_upperdir_alone() {
+        let map = IdMap {
+            uid: crate::idmap::parse(crate::idmap::UID_LABEL, "0:100000:65536").unwrap(),
+            gid: crate::idmap::parse(crate::idmap::GID_LABEL, "0:200000:65536,65536:1:1").unwrap(),
+        };
+        let plans = [
+            MountPlan::Bind {
+                source: dir(9, "fs"),
+                readonly: false,
+                options: vec![],
+                id_mapped: true,
+            },
+            MountPlan::Overlay {
+                lower: vec![],
+                upper: Some(dir(9, "fs")),
+                work: None,
+                options: strings(&["index=off"]),
+                id_mapped: false,
+            },
+        ];
+        assert_eq!(
+            render_mounts(Path::new("/r"), &plans, Some(&map)),
+            vec![
+                mount(
+                    "bind",
+                    "/r/snapshots/9/fs",
+                    &["uidmap=0:100000:65536", "gidmap=0:200000:65536,65536:1:1", "rw", "rbind"]
+                ),
+                mount("overlay", "overlay", &["index=off", "upperdir=/r/snapshots/9/fs"]),
+            ]
+        );
+        // Asked for, but the snapshot has no map: nothing is added.
+        assert_eq!(render_mounts(Path::new("/r"), &plans[..1], None)[0].options, ["rw", "rbind"]);
     }
 }

@@ -160,6 +160,10 @@ pub enum ValidationError {
     ChownBeforeCreate { at: Place, name: String },
     #[error("{at}: content {name:?} is not a directory any step creates [content-not-created]")]
     ContentNotCreated { at: Place, name: String },
+    #[error(
+        "{at}: chown-to-mapped-root of {name:?}, but snapshot {id} has no id map (labels containerd.io/snapshot/uidmapping and gidmapping) [chown-without-id-map]"
+    )]
+    ChownWithoutIdMap { at: Place, name: String, id: SnapshotId },
 
     // --- mount plans -----------------------------------------------------
     #[error("{at}: a plan needs at least one mount [no-mounts]")]
@@ -184,6 +188,14 @@ pub enum ValidationError {
         "{at}: a read-only overlay (no upper) of a single lower layer is refused by the kernel (\"at least 2 lowerdir are needed while upperdir nonexistent\"): mount that layer as a read-only bind [overlay-single-lower]"
     )]
     OverlaySingleLower { at: Place },
+    #[error(
+        "{at}: an overlay with an upper and no lower is an extraction plan, for an active snapshot without parents; snapshot {id} is {kind:?} with {parents} parents [extraction-plan]"
+    )]
+    ExtractionPlan { at: Place, id: SnapshotId, kind: Kind, parents: usize },
+    #[error(
+        "{at}: an extraction plan (upper, no lower) is rendered as `upperdir=` alone and takes no work directory [extraction-work]"
+    )]
+    ExtractionWork { at: Place },
     #[error("{at}: {count} lower layers exceed {max} [too-many-lowers]")]
     TooManyLowers { at: Place, count: usize, max: usize },
     #[error(
@@ -224,6 +236,10 @@ pub enum ValidationError {
     OptionPathValue { at: Place, option: String },
     #[error("{at}: option {option:?} is reserved to the host [option-reserved]")]
     OptionReserved { at: Place, option: String },
+    #[error(
+        "{at}: option {option:?} sets an id map by hand; ask for the snapshot's with `id-mapped` and the host renders it [option-idmap]"
+    )]
+    OptionIdMap { at: Place, option: String },
 
     // --- other mounts ----------------------------------------------------
     #[error(
@@ -267,6 +283,7 @@ impl ValidationError {
             CopyParentWithoutParent { .. } => "copy-parent-without-parent",
             ChownBeforeCreate { .. } => "chown-before-create",
             ContentNotCreated { .. } => "content-not-created",
+            ChownWithoutIdMap { .. } => "chown-without-id-map",
             NoMounts { .. } => "no-mounts",
             TooManyMounts { .. } => "too-many-mounts",
             ForeignSnapshot { .. } => "foreign-snapshot",
@@ -274,6 +291,8 @@ impl ValidationError {
             ViewWritable { .. } => "view-writable",
             OverlayNoLower { .. } => "overlay-no-lower",
             OverlaySingleLower { .. } => "overlay-single-lower",
+            ExtractionPlan { .. } => "extraction-plan",
+            ExtractionWork { .. } => "extraction-work",
             TooManyLowers { .. } => "too-many-lowers",
             DuplicateLower { .. } => "duplicate-lower",
             UpperWithoutWork { .. } => "upper-without-work",
@@ -288,6 +307,7 @@ impl ValidationError {
             OptionPathKey { .. } => "option-path-key",
             OptionPathValue { .. } => "option-path-value",
             OptionReserved { .. } => "option-reserved",
+            OptionIdMap { .. } => "option-idmap",
             OtherType { .. } => "other-type",
             OtherOption { .. } => "other-option",
             OtherOptionValue { .. } => "other-option-value",
@@ -338,6 +358,19 @@ pub fn validate_layout(s: &Snapshot, l: &Layout, limits: &Limits) -> Checked {
                     return Err(ValidationError::ChownBeforeCreate { at, name: name.clone() });
                 }
             }
+            Step::ChownToMappedRoot { name } => {
+                check_name(at, name, limits)?;
+                if !earlier.iter().any(|e| created_name(e) == Some(name)) {
+                    return Err(ValidationError::ChownBeforeCreate { at, name: name.clone() });
+                }
+                if s.id_map.is_none() {
+                    return Err(ValidationError::ChownWithoutIdMap {
+                        at,
+                        name: name.clone(),
+                        id: s.id,
+                    });
+                }
+            }
         }
     }
     if let Some(content) = &l.content {
@@ -356,7 +389,7 @@ pub fn validate_layout(s: &Snapshot, l: &Layout, limits: &Limits) -> Checked {
 fn created_name(step: &Step) -> Option<&String> {
     match step {
         Step::Mkdir { name, .. } | Step::CopyParent { name, .. } => Some(name),
-        Step::ChownLikeParent { .. } => None,
+        Step::ChownLikeParent { .. } | Step::ChownToMappedRoot { .. } => None,
     }
 }
 
@@ -382,7 +415,7 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
     let read_only = matches!(s.kind, Kind::View | Kind::Committed);
     for (n, mount) in mounts.iter().enumerate() {
         match mount {
-            MountPlan::Bind { source, readonly, options } => {
+            MountPlan::Bind { source, readonly, options, .. } => {
                 check_dir_ref(Place::Source(n), s, source, limits)?;
                 if !readonly {
                     if read_only {
@@ -396,7 +429,7 @@ pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> C
                 }
                 check_options(n, options, OptionSet::Bind, limits)?;
             }
-            MountPlan::Overlay { lower, upper, work, options } => {
+            MountPlan::Overlay { lower, upper, work, options, .. } => {
                 check_overlay(n, s, lower, upper.as_ref(), work.as_ref(), limits)?;
                 if read_only && upper.is_some() {
                     return Err(ValidationError::ViewWritable {
@@ -433,7 +466,24 @@ fn check_overlay(
     limits: &Limits,
 ) -> Checked {
     if lower.is_empty() {
-        return Err(ValidationError::OverlayNoLower { at: Place::Mount(n) });
+        let Some(upper) = upper else {
+            return Err(ValidationError::OverlayNoLower { at: Place::Mount(n) });
+        };
+        // containerd's applier writes a layer straight into `upperdir=`
+        // of a lone overlay mount; only a parentless extraction may ask.
+        if s.kind != Kind::Active || !s.parent_ids.is_empty() {
+            return Err(ValidationError::ExtractionPlan {
+                at: Place::Mount(n),
+                id: s.id,
+                kind: s.kind,
+                parents: s.parent_ids.len(),
+            });
+        }
+        if work.is_some() {
+            return Err(ValidationError::ExtractionWork { at: Place::Work(n) });
+        }
+        check_dir_ref(Place::Upper(n), s, upper, limits)?;
+        return check_writable(Place::Upper(n), s, upper);
     }
     if lower.len() > limits.max_lower {
         return Err(ValidationError::TooManyLowers {
@@ -588,6 +638,9 @@ const RESERVED_FOR_BIND: &[&str] = &["ro", "rw"];
 /// the host; an `rw` anywhere would win over it.
 const RESERVED_FOR_OTHER: &[&str] = &["rw"];
 
+/// containerd's mount code idmaps lowerdirs or the bind source by these.
+const ID_MAP_KEYS: &[&str] = &["uidmap", "gidmap"];
+
 /// Option keys that take a path, besides any key ending in `dir`.
 const PATH_KEYS: &[&str] = &["x-containerd.mkdir.path"];
 /// Keys ending in `dir` that take no path.
@@ -639,6 +692,11 @@ fn check_option(at: Place, option: &str, set: OptionSet, limits: &Limits) -> Che
         || (set == OptionSet::Other && reserved(RESERVED_FOR_OTHER))
     {
         return Err(ValidationError::OptionReserved { at, option: owned() });
+    }
+    // The host renders these from the snapshot's checked id map; one by
+    // hand could map a container's root to any host user.
+    if reserved(ID_MAP_KEYS) {
+        return Err(ValidationError::OptionIdMap { at, option: owned() });
     }
     Ok(())
 }

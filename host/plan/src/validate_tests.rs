@@ -7,7 +7,7 @@ use crate::model::{CopyMode, Kind, Layout, MountPlan, Snapshot, Step};
 
 /// Snapshot 9 with parents 3, 2, 1 (nearest first).
 fn active() -> Snapshot {
-    Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![] }
+    Snapshot { id: 9, kind: Kind::Active, parent_ids: vec![3, 2, 1], labels: vec![], id_map: None }
 }
 
 fn view() -> Snapshot {
@@ -53,6 +53,7 @@ fn overlay(
         upper,
         work,
         options: options.iter().map(|o| o.to_string()).collect(),
+        id_mapped: false,
     }
 }
 
@@ -66,7 +67,12 @@ fn good_overlay(options: &[&str]) -> MountPlan {
 }
 
 fn bind(source: DirRef, readonly: bool, options: &[&str]) -> MountPlan {
-    MountPlan::Bind { source, readonly, options: options.iter().map(|o| o.to_string()).collect() }
+    MountPlan::Bind {
+        source,
+        readonly,
+        options: options.iter().map(|o| o.to_string()).collect(),
+        id_mapped: false,
+    }
 }
 
 fn other(fs_type: &str, source: &str, options: &[&str]) -> MountPlan {
@@ -253,21 +259,82 @@ fn view_writable() {
 
 #[test]
 fn overlay_no_lower() {
-    refused(
-        mounts(&active(), vec![overlay(vec![], Some((dir(9, "fs"), dir(9, "work"))), &[])]),
-        "overlay-no-lower",
-    );
+    refused(mounts(&active(), vec![overlay(vec![], None, &[])]), "overlay-no-lower");
+    refused(mounts(&orphan(), vec![overlay(vec![], None, &[])]), "overlay-no-lower");
+}
+
+/// An upper and no lower: containerd's applier writes into `upperdir=`.
+fn extraction(work: Option<DirRef>) -> MountPlan {
+    MountPlan::Overlay {
+        lower: vec![],
+        upper: Some(dir(9, "fs")),
+        work,
+        options: vec!["index=off".into()],
+        id_mapped: false,
+    }
+}
+
+#[test]
+fn extraction_plan_only_for_a_parentless_active() {
+    mounts(&orphan(), vec![extraction(None)]).unwrap();
+    refused(mounts(&active(), vec![extraction(None)]), "extraction-plan");
+    let view = Snapshot { kind: Kind::View, ..orphan() };
+    refused(mounts(&view, vec![extraction(None)]), "extraction-plan");
+    refused(mounts(&orphan(), vec![extraction(Some(dir(9, "work")))]), "extraction-work");
+    let foreign = MountPlan::Overlay {
+        lower: vec![],
+        upper: Some(dir(3, "fs")),
+        work: None,
+        options: vec![],
+        id_mapped: false,
+    };
+    refused(mounts(&orphan(), vec![foreign]), "foreign-snapshot");
+}
+
+#[test]
+fn option_idmap() {
+    for option in ["uidmap=0:0:4294967294", "gidmap=0:1:1", "UIDMAP=0:0:1"] {
+        refused(mounts(&active(), vec![bind(dir(9, "fs"), false, &[option])]), "option-idmap");
+        refused(mounts(&active(), vec![good_overlay(&[option])]), "option-idmap");
+    }
+}
+
+#[test]
+fn chown_without_id_map() {
+    let steps = vec![mkdir("fs"), Step::ChownToMappedRoot { name: "fs".into() }];
+    refused(lay(&active(), layout(steps.clone(), Some("fs"))), "chown-without-id-map");
+    let mapped = Snapshot {
+        id_map: Some(crate::IdMap {
+            uid: vec![crate::IdRange { container: 0, host: 100000, size: 65536 }],
+            gid: vec![crate::IdRange { container: 0, host: 100000, size: 65536 }],
+        }),
+        ..active()
+    };
+    lay(&mapped, layout(steps, Some("fs"))).unwrap();
+    let early = vec![Step::ChownToMappedRoot { name: "fs".into() }, mkdir("fs")];
+    refused(lay(&mapped, layout(early, Some("fs"))), "chown-before-create");
 }
 
 #[test]
 fn too_many_lowers() {
     let parents: Vec<u64> = (1..=501).rev().collect();
-    let s = Snapshot { id: 502, kind: Kind::View, parent_ids: parents.clone(), labels: vec![] };
+    let s = Snapshot {
+        id: 502,
+        kind: Kind::View,
+        parent_ids: parents.clone(),
+        labels: vec![],
+        id_map: None,
+    };
     let lower = parents.iter().map(|&p| dir(p, "fs")).collect();
     refused(mounts(&s, vec![overlay(lower, None, &[])]), "too-many-lowers");
     // 500 is the kernel's limit, and allowed.
-    let s =
-        Snapshot { id: 501, kind: Kind::View, parent_ids: parents[1..].to_vec(), labels: vec![] };
+    let s = Snapshot {
+        id: 501,
+        kind: Kind::View,
+        parent_ids: parents[1..].to_vec(),
+        labels: vec![],
+        id_map: None,
+    };
     let lower = parents[1..].iter().map(|&p| dir(p, "fs")).collect();
     mounts(&s, vec![overlay(lower, None, &[])]).unwrap();
 }
@@ -325,6 +392,7 @@ fn upper_without_work() {
         upper: Some(dir(9, "fs")),
         work: None,
         options: vec![],
+        id_mapped: false,
     };
     refused(mounts(&active(), vec![plan]), "upper-without-work");
 }
@@ -336,6 +404,7 @@ fn work_without_upper() {
         upper: None,
         work: Some(dir(9, "work")),
         options: vec![],
+        id_mapped: false,
     };
     refused(mounts(&active(), vec![plan]), "work-without-upper");
 }

@@ -120,8 +120,11 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         })?;
         let info = policy.info();
         println!(
-            "snapshotter {name}: policy {} loads (wasmsnap:policy@{}, sha256 {})",
-            cfg.policy, info.wit_version, info.sha256
+            "snapshotter {name}: policy {} loads (wasmsnap:policy@{}, sha256 {}); {}",
+            cfg.policy,
+            info.wit_version,
+            info.sha256,
+            wasmsnap_daemon::capabilities::line(&info.capabilities)
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);

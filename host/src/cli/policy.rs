@@ -149,7 +149,16 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 KindArg::Committed => Kind::Committed,
             };
             let id = id.unwrap_or_else(|| parents.iter().max().copied().unwrap_or(0) + 1);
-            let snapshot = Snapshot { id, kind, parent_ids: parents, labels };
+            let id_map = match wasmsnap_plan::idmap::from_labels(
+                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            ) {
+                Ok(map) => map,
+                Err(e) => {
+                    eprintln!("wasmsnap: invalid id map: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let snapshot = Snapshot { id, kind, parent_ids: parents, labels, id_map };
             let planned = harness::snapshotter_name(&policy, snapshotter.as_deref())
                 .map_err(anyhow::Error::msg)
                 .and_then(|name| plan(&policy, snapshot, &root.join(name), &config));
@@ -180,7 +189,11 @@ fn plan(
     let loaded = Policy::load(&engine, policy, &wasm, config, &facts, Sandbox::default())
         .map_err(anyhow::Error::new)?;
     let (layout, plans) = loaded.plan(&snapshot).map_err(anyhow::Error::new)?;
-    Ok(PlanOutput { mounts: render_mounts(store, &plans), snapshot, layout })
+    Ok(PlanOutput {
+        mounts: render_mounts(store, &plans, snapshot.id_map.as_ref()),
+        snapshot,
+        layout,
+    })
 }
 
 fn inspect(policy: &str, format: FormatArg) -> anyhow::Result<()> {

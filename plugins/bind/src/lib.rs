@@ -1,6 +1,10 @@
 //! Bind mounts only, like `native`, but the parent is cloned
 //! (`clone-or-copy`): on XFS or btrfs a Prepare costs metadata, not bytes.
 //!
+//! Capability `remap-ids`: its bind mounts carry the snapshot's id map, and
+//! containerd idmaps the bind source, so a clone needs no chown. No
+//! `rebase`: a snapshot holds its parent's full tree, not a diff.
+//!
 //! Config: `require_reflink = "true"` refuses to load where the root's
 //! filesystem cannot clone (the host facts say so).
 
@@ -26,7 +30,11 @@ impl Policy for Bind {
     }
 
     fn mounts(&self, s: &Snapshot) -> Result<Vec<Mount>, PolicyError> {
-        Ok(recipes::copied_fs_mounts(s))
+        Ok(recipes::copied_fs_mounts_id_mapped(s))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::REMAP_IDS
     }
 }
 

@@ -5,6 +5,10 @@
 //! - a view with a parent creates nothing and binds that parent's `fs`
 //!   read-only;
 //! - mounts are `bind` with `rbind` and `rw`/`ro`.
+//!
+//! No capabilities, as containerd's native: no `rebase` (a snapshot holds
+//! its parent's full tree, not a diff that could be re-parented) and no
+//! `remap-ids` (containerd then chowns a `<key>-remap` copy itself).
 
 use wasmsnap_guest::*;
 

@@ -65,7 +65,7 @@ fn explain(s: &Snapshotter, key: &str) -> Result<admin::ExplainResponse, Error> 
         record.info.kind,
         chain.iter().map(|r| r.id).collect(),
         &record.info.labels,
-    );
+    )?;
     // What the policy plans for it now (as at creation, for a policy that
     // answers the same to the same question).
     let layout = policy.layout(&snapshot).map_err(|e| Error::policy(s.name(), e))?;
@@ -173,6 +173,7 @@ fn step(s: &Step) -> String {
         Step::Mkdir { name, mode } => format!("mkdir {name} {mode:04o}"),
         Step::CopyParent { name, mode } => format!("copy-parent {name} ({mode:?})"),
         Step::ChownLikeParent { name } => format!("chown-like-parent {name}"),
+        Step::ChownToMappedRoot { name } => format!("chown-to-mapped-root {name}"),
     }
 }
 

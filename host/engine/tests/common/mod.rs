@@ -50,7 +50,13 @@ pub fn load_with(
 
 /// Snapshot `parents + 1` on parents `parents, ..., 1` (nearest first).
 pub fn snapshot(kind: Kind, parents: u64) -> Snapshot {
-    Snapshot { id: parents + 1, kind, parent_ids: (1..=parents).rev().collect(), labels: vec![] }
+    Snapshot {
+        id: parents + 1,
+        kind,
+        parent_ids: (1..=parents).rev().collect(),
+        labels: vec![],
+        id_map: None,
+    }
 }
 
 pub fn labelled(kind: Kind, parents: u64, key: &str, value: &str) -> Snapshot {

@@ -52,6 +52,12 @@ impl Policy for BadPlans {
             "layout-chown-first" => {
                 LayoutBuilder::new().chown_like_parent("fs").mkdir("fs", 0o755).build()
             }
+            // Without id-map labels there is no mapped root to own it by.
+            "layout-mapped-root" => LayoutBuilder::new()
+                .mkdir("fs", 0o755)
+                .chown_to_mapped_root("fs")
+                .content("fs")
+                .build(),
             "layout-too-many-steps" => (0..1000)
                 .fold(LayoutBuilder::new(), |l, i| l.mkdir(&format!("d{i}"), 0o755))
                 .build(),
@@ -93,8 +99,14 @@ impl Policy for BadPlans {
                     source: s.dir("fs"),
                     readonly: true,
                     options: vec!["rw".into()],
+                    id_mapped: false,
                 })]
             }
+            // A map written by hand: container root as host root.
+            "idmap-option" => vec![overlay_with(&["uidmap=0:0:65536", "gidmap=0:0:65536"])],
+            // An extraction plan on a snapshot with parents.
+            "extraction-with-parents" => vec![extraction(s.dir("fs"), vec![])],
+            // chown-to-mapped-root is a layout step: see `layout`.
             "other-bind-absolute" => vec![other("bind", "/etc", &["rbind", "rw"])],
             "other-source-path" => vec![other("tmpfs", "/etc", &[])],
             // Host namespaces: containerd mounts plans as root on the host.
@@ -112,7 +124,7 @@ impl Policy for BadPlans {
             "writable-view" => vec![bind(s.dir("fs"), false)],
             "no-mounts" => vec![],
             "too-many-mounts" => vec![bind(s.dir("fs"), view); 1000],
-            "no-lower" => vec![overlay(vec![], Some((s.dir("fs"), s.dir("work"))), vec![])],
+            "no-lower" => vec![overlay(vec![], None, vec![])],
             "duplicate-lower" => {
                 vec![overlay(vec![dir(parent, "fs"), dir(parent, "fs")], None, vec![])]
             }
@@ -121,6 +133,7 @@ impl Policy for BadPlans {
                 upper: Some(s.dir("fs")),
                 work: None,
                 options: vec![],
+                id_mapped: false,
             })],
             "too-many-lowers" => vec![overlay(vec![dir(parent, "fs"); 501], None, vec![])],
             "single-lower" => vec![overlay(vec![dir(parent, "fs")], None, vec![])],

@@ -72,6 +72,7 @@ impl Policy for Hostile {
                     source: s.dir("fs"),
                     readonly: s.is_view(),
                     options: vec![option],
+                    id_mapped: false,
                 })]);
             }
             act_out::<()>(act)?;
@@ -166,6 +167,7 @@ fn huge_plan(s: &Snapshot) -> Vec<Mount> {
                 source: s.dir("fs"),
                 readonly: s.is_view(),
                 options: options.clone(),
+                id_mapped: false,
             })
         })
         .collect()

@@ -1,6 +1,6 @@
-//! A policy built against `wasmsnap:policy@0.2.0`: the contract's WIT
+//! A policy built against `wasmsnap:policy@0.3.0`: the contract's WIT
 //! copied with another version (`wit/policy.wit`), bound with wit-bindgen
-//! directly (the SDK only speaks 0.1). A 0.1 host must refuse it at load,
+//! directly (the SDK speaks 0.2). A host of 0.1 and 0.2 must refuse it at load,
 //! naming both versions. Otherwise it is a plain bind policy.
 
 wit_bindgen::generate!({
@@ -21,7 +21,7 @@ impl Guest for WrongVersion {
     }
 
     fn layout(_snapshot: Snapshot) -> Result<SnapshotLayout, PolicyError> {
-        Err(PolicyError::Unsupported("a 0.2 policy answers only a 0.2 host".into()))
+        Err(PolicyError::Unsupported("a 0.3 policy answers only a 0.3 host".into()))
     }
 
     fn mounts(s: Snapshot) -> Result<Vec<Mount>, PolicyError> {
