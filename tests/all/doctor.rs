@@ -40,7 +40,7 @@ fn doctor_checks_a_running_daemon_and_containerds_config() {
     std::fs::write(
         &containerd,
         format!(
-            "version = 3\n[proxy_plugins.overlay]\n  type = \"snapshot\"\n  address = \"{socket}\"\n  exports = {{ root = \"{root}/overlay\" }}\n\
+            "version = 3\n[proxy_plugins.overlay]\n  type = \"snapshot\"\n  capabilities = [\"rebase\", \"remap-ids\"]\n  address = \"{socket}\"\n  exports = {{ root = \"{root}/overlay\" }}\n\
              [plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'overlay'\n\
              [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]\n  platform = 'linux/amd64'\n  snapshotter = 'overlay'\n"
         ),
@@ -57,11 +57,13 @@ fn doctor_checks_a_running_daemon_and_containerds_config() {
     assert_eq!(status(&report, "containerd.transfer.unpack_config.overlay"), "ok");
     assert_eq!(report["summary"]["fail"], 0);
 
-    // A mistake fails the run: a capability no policy has.
+    assert_eq!(status(&report, "containerd.proxy_plugins.overlay.capabilities"), "ok");
+
+    // A mistake fails the run: a capability the policy does not have (a typo).
     let text = std::fs::read_to_string(&containerd).unwrap();
     std::fs::write(
         &containerd,
-        text.replace("type = \"snapshot\"", "type = \"snapshot\"\n  capabilities = [\"rebase\"]"),
+        text.replace("[\"rebase\", \"remap-ids\"]", "[\"rebase\", \"remap-id\"]"),
     )
     .unwrap();
     let (ok, report) = doctor(&args);

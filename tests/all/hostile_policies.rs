@@ -644,7 +644,7 @@ async fn a_sha256_mismatch_leaves_that_snapshotter_unavailable_naming_both_diges
     let out = config_check(&file);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
-        "snapshotter pinned: policy {} loads (wasmsnap:policy@0.1.0, sha256 {actual})",
+        "snapshotter pinned: policy {} loads (wasmsnap:policy@0.2.0, sha256 {actual})",
         wasm.display()
     )));
 }

@@ -154,7 +154,7 @@ async fn promtool_accepts_the_exposition_and_it_counts_what_happened() {
         ),
         "{text}"
     );
-    assert!(text.contains("wit_version=\"0.1.0\",call=\"layout\"} 5"), "{text}");
+    assert!(text.contains("wit_version=\"0.2.0\",call=\"layout\"} 5"), "{text}");
     // Group commit: every commit in a group of at least one.
     let commits = text
         .lines()

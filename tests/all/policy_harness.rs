@@ -466,7 +466,7 @@ fn inspect_tries_the_link_and_names_an_import_the_sandbox_lacks() {
     assert!(!out.contains("(supported)"), "{out}");
     assert!(
         out.contains(
-            "contract: wasmsnap:policy@0.1.0 (NOT loadable: cannot link it into the sandbox"
+            "contract: wasmsnap:policy@0.2.0 (NOT loadable: cannot link it into the sandbox"
         ),
         "{out}"
     );

@@ -178,7 +178,7 @@ fn a_bad_config_key_refuses_the_load_as_declared() {
 fn info_describes_the_component() {
     let info = plain().info();
     assert_eq!(info.label, "builtin:overlay");
-    assert_eq!(info.wit_version, "0.1.0");
+    assert_eq!(info.wit_version, "0.2.0");
     assert_eq!(info.size, builtin("overlay").unwrap().len());
     assert_eq!(info.sha256.len(), 64);
 }
