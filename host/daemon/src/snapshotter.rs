@@ -100,6 +100,17 @@ impl Current {
     }
 }
 
+/// One snapshot as [`Snapshotter::explain`] tells it.
+pub struct Explanation {
+    pub record: Described,
+    /// Its parents, nearest first.
+    pub chain: Vec<Described>,
+    pub policy: wasmsnap_engine::PolicyInfo,
+    pub layout: wasmsnap_plan::Layout,
+    pub mounts: Vec<Mount>,
+    pub facts: wasmsnap_plan::HostFacts,
+}
+
 /// Snapshots of one kind, and their usage as last computed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KindCensus {
@@ -472,8 +483,33 @@ impl Snapshotter {
         Ok(census)
     }
 
-    /// `key` and its parents (nearest first), for the admin API; one read.
-    pub fn describe(&self, key: &str) -> Result<(Described, Vec<Described>)> {
+    /// What `wasmsnap explain` shows of `key`: its record and parents, the
+    /// policy answering for it, the layout that policy plans for it now (as
+    /// at creation, for a policy that answers the same to the same
+    /// question), its mounts as served, and the host facts `init` saw.
+    pub fn explain(&self, key: &str) -> Result<Explanation> {
+        let (record, chain) = self.describe(key)?;
+        let current = self.current_policy();
+        let parent_ids = chain.iter().map(|r| r.id).collect();
+        let snapshot =
+            policy_snapshot(record.id, record.info.kind, parent_ids, &record.info.labels)?;
+        let layout = current.layout(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let mounts = match record.info.kind {
+            Kind::Committed => Vec::new(),
+            _ => self.mounts(key)?,
+        };
+        Ok(Explanation {
+            policy: current.policy.info().clone(),
+            facts: current.policy.host_facts().clone(),
+            record,
+            chain,
+            layout,
+            mounts,
+        })
+    }
+
+    /// `key` and its parents (nearest first); one read.
+    fn describe(&self, key: &str) -> Result<(Described, Vec<Described>)> {
         Ok(self.metastore.read(|tx| {
             let record = tx.get(key)?;
             let mut chain: Vec<Described> = Vec::new();
@@ -578,7 +614,7 @@ fn retry_while_parent_changes<T>(
 
 /// The snapshot as the policy sees it. Labels with an empty value are not
 /// stored (containerd deletes them), so the policy never sees one either.
-pub(crate) fn policy_snapshot(
+fn policy_snapshot(
     id: SnapshotId,
     kind: Kind,
     parent_ids: Vec<SnapshotId>,

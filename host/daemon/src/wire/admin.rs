@@ -11,7 +11,7 @@ use super::proto::admin::{self, admin_server::Admin};
 use super::server::status;
 use crate::error::Error;
 use crate::service::Service;
-use crate::snapshotter::{Snapshotter, policy_snapshot};
+use crate::snapshotter::Snapshotter;
 
 pub struct AdminApi {
     service: Service,
@@ -57,23 +57,9 @@ impl Admin for AdminApi {
 }
 
 fn explain(s: &Snapshotter, key: &str) -> Result<admin::ExplainResponse, Error> {
-    let (record, chain) = s.describe(key)?;
-    let policy = s.policy();
-    let info = policy.info();
-    let snapshot = policy_snapshot(
-        record.id,
-        record.info.kind,
-        chain.iter().map(|r| r.id).collect(),
-        &record.info.labels,
-    )?;
-    // What the policy plans for it now (as at creation, for a policy that
-    // answers the same to the same question).
-    let layout = policy.layout(&snapshot).map_err(|e| Error::policy(s.name(), e))?;
-    let mounts = match record.info.kind {
-        Kind::Committed => Vec::new(),
-        _ => s.mounts(key)?,
-    };
-    let facts = policy.host_facts();
+    let e = s.explain(key)?;
+    let (record, chain, info, facts, layout, mounts) =
+        (e.record, e.chain, e.policy, e.facts, e.layout, e.mounts);
     Ok(admin::ExplainResponse {
         plan: plan(record.info.kind, &mounts),
         layout_steps: layout.steps.iter().map(step).collect(),
