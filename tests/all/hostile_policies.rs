@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, api};
+use common::{Daemon, api, strip_ansi};
 use tonic::Code;
 
 type Client = api::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
@@ -589,23 +589,6 @@ fn stderr(o: &Output) -> String {
     strip_ansi(&String::from_utf8_lossy(&o.stderr))
 }
 
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sha256_mismatch_leaves_that_snapshotter_unavailable_naming_both_digests() {
     let _serial = serial_async().await;
@@ -846,29 +829,6 @@ fn swap_config(options: &str) -> String {
     )
 }
 
-/// Send SIGHUP and wait for the daemon to log the outcome (a `reloaded` or
-/// `reload failed` line beyond the `before` ones); returns that line.
-fn hangup(d: &Daemon) -> String {
-    let outcomes = |logs: &str| -> Vec<String> {
-        strip_ansi(logs)
-            .lines()
-            .filter(|l| l.contains(" reloaded ") || l.contains("reload failed"))
-            .map(String::from)
-            .collect()
-    };
-    let before = outcomes(&d.logs()).len();
-    let pid = nix::unistd::Pid::from_raw(d.pid().expect("running") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(line) = outcomes(&d.logs()).get(before) {
-            return line.clone();
-        }
-        assert!(Instant::now() < deadline, "no reload outcome logged:\n{}", d.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broken() {
     let _serial = serial_async().await;
@@ -899,7 +859,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
 
     // A good change: the next requests get the new plan.
     std::fs::write(&file, swap_config("metacopy=off")).unwrap();
-    let outcome = tokio::task::block_in_place(|| hangup(&d));
+    let outcome = tokio::task::block_in_place(|| d.hangup());
     assert!(outcome.contains("reloaded") && outcome.contains("changed=[\"swap\"]"), "{outcome}");
     settle(&done).await;
     assert_eq!(current(&seen), "metacopy=off", "{:?}", seen.lock().unwrap());
@@ -946,7 +906,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
     ];
     for (what, text, says) in broken {
         std::fs::write(&file, text).unwrap();
-        let outcome = tokio::task::block_in_place(|| hangup(&d));
+        let outcome = tokio::task::block_in_place(|| d.hangup());
         assert!(
             outcome.contains("reload failed: every snapshotter keeps its running policy"),
             "{what}: {outcome}"
@@ -962,7 +922,7 @@ async fn sighup_swaps_good_policies_under_load_and_keeps_the_old_ones_when_broke
         format!("{}[snapshotters.later]\npolicy = \"builtin:bind\"\n", swap_config("volatile")),
     )
     .unwrap();
-    let outcome = tokio::task::block_in_place(|| hangup(&d));
+    let outcome = tokio::task::block_in_place(|| d.hangup());
     assert!(outcome.contains("changed=[\"swap\"]"), "{outcome}");
     assert!(
         strip_ansi(&d.logs()).contains("snapshotters.later: added; served after a restart"),
@@ -1006,7 +966,7 @@ async fn a_call_in_flight_during_a_reload_finishes_on_the_old_policy() {
     let in_flight = tokio::spawn(async move { mounts(&mut other, HOSTILE, "active").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&file, config(500)).unwrap();
-    let outcome = tokio::task::block_in_place(|| hangup(&d));
+    let outcome = tokio::task::block_in_place(|| d.hangup());
     assert!(outcome.contains("changed=[\"hostile\"]"), "{outcome}");
     assert!(
         !in_flight.is_finished(),

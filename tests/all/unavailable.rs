@@ -7,9 +7,8 @@
 //! both back.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, api};
+use crate::common::{Daemon, api, strip_ansi};
 use tonic::Code;
 
 type Client = api::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
@@ -49,45 +48,6 @@ async fn unavailable(c: &mut Client, snapshotter: &str) -> String {
     let again = stat(c, snapshotter, "k").await.unwrap_err();
     assert_eq!((again.code(), again.message()), (Code::Unavailable, err.message()));
     err.message().to_string()
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-/// SIGHUP, and the reload's outcome line.
-fn hangup(d: &Daemon) -> String {
-    let outcomes = |logs: &str| -> Vec<String> {
-        strip_ansi(logs)
-            .lines()
-            .filter(|l| l.contains(" reloaded ") || l.contains("reload failed"))
-            .map(String::from)
-            .collect()
-    };
-    let before = outcomes(&d.logs()).len();
-    let pid = nix::unistd::Pid::from_raw(d.pid().expect("running") as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(line) = outcomes(&d.logs()).get(before) {
-            return line.clone();
-        }
-        assert!(Instant::now() < deadline, "no reload outcome logged:\n{}", d.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The compile-cache entries under the root, by file name.
@@ -149,7 +109,7 @@ async fn a_refusing_policy_and_a_corrupt_metastore_leave_only_their_snapshotters
 
     // A reload while one is still broken changes nothing and says why.
     std::fs::write(&file, config(false)).unwrap();
-    let outcome = tokio::task::block_in_place(|| hangup(&d));
+    let outcome = tokio::task::block_in_place(|| d.hangup());
     assert!(outcome.contains("reload failed"), "{outcome}");
     assert!(outcome.contains(&redb.display().to_string()), "{outcome}");
     unavailable(&mut c, "refusing").await;
@@ -158,7 +118,7 @@ async fn a_refusing_policy_and_a_corrupt_metastore_leave_only_their_snapshotters
 
     // Config fixed, file mended (moved aside): both come back.
     std::fs::rename(&redb, redb.with_extension("broken")).unwrap();
-    let outcome = tokio::task::block_in_place(|| hangup(&d));
+    let outcome = tokio::task::block_in_place(|| d.hangup());
     assert!(outcome.contains(" reloaded "), "{outcome}");
     assert!(outcome.contains("\"corrupt\"") && outcome.contains("\"refusing\""), "{outcome}");
     for name in ["refusing", "corrupt", "good"] {

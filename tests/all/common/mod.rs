@@ -109,6 +109,31 @@ impl Daemon {
         child.wait().expect("wait for wasmsnap")
     }
 
+    /// Send SIGHUP and wait for the daemon to log the outcome (a `reloaded` or
+    /// `reload failed` line beyond the `before` ones); returns that line.
+    /// Send SIGHUP and wait for the daemon to log the outcome (a `reloaded`
+    /// or `reload failed` line beyond the earlier ones); returns that line.
+    pub fn hangup(&self) -> String {
+        let outcomes = |logs: &str| -> Vec<String> {
+            strip_ansi(logs)
+                .lines()
+                .filter(|l| l.contains(" reloaded ") || l.contains("reload failed"))
+                .map(String::from)
+                .collect()
+        };
+        let before = outcomes(&self.logs()).len();
+        let pid = nix::unistd::Pid::from_raw(self.pid().expect("running") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = outcomes(&self.logs()).get(before) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "no reload outcome logged:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("daemon running");
@@ -151,4 +176,22 @@ pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
         .await
         .expect("connect to wasmsnap");
     SnapshotsClient::new(channel)
+}
+
+/// `text` without terminal escape sequences (the daemon's log is coloured).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
