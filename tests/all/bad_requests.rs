@@ -60,8 +60,7 @@ impl Fixture {
         for s in SNAPSHOTTERS {
             lists.insert(s, list(&mut c, s, &[]).await.unwrap());
         }
-        // Spare trees come and go in the background: not state.
-        State { tree: tree(&self.d.root, &["metadata.redb", "spares"]), lists }
+        State { tree: tree(&self.d.root, &["metadata.redb"]), lists }
     }
 
     /// `result` is an error with `code` whose message holds every needle;

@@ -634,12 +634,16 @@ async fn check_after_restart(
     Ok(counts)
 }
 
-/// A record whose directory is gone (deleted by hand, a restored backup of
-/// the metastore) is never dropped: reported at start, still listed and
+/// What a power loss can take (directories made since the last journal
+/// commit) or someone can delete: an empty tree of an active snapshot or a
+/// view is made again at start from its record and the policy's layout; a
+/// record whose tree cannot be made again (a committed layer, a copy of a
+/// parent) is never dropped: reported at start, still listed and
 /// removable, and nothing is mounted or built on it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_record_without_its_directory_stays_visible_and_removable() {
+async fn lost_trees_are_rebuilt_or_stay_visible_and_removable() {
     const S: &str = "overlay";
+    const N: &str = "native";
     let mut d = Daemon::start();
     {
         let mut c = d.client().await;
@@ -650,26 +654,55 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
         c.prepare(prepare(S, "solo", "")).await.unwrap();
         c.prepare(prepare(S, "hollow", "")).await.unwrap();
         c.prepare(prepare(S, "fine", "")).await.unwrap();
+        c.prepare(prepare(N, "extract-layer", "")).await.unwrap();
+        c.commit(commit(N, "layer", "extract-layer")).await.unwrap();
+        c.prepare(prepare(N, "copied", "layer")).await.unwrap();
     }
     assert!(d.stop().success());
     let ids: BTreeMap<String, u64> =
         records(&d.root.join(S)).into_iter().map(|r| (r.name, r.id)).collect();
+    let copied_id = records(&d.root.join(N)).into_iter().find(|r| r.name == "copied").unwrap().id;
     let snapshots = d.snapshots_dir(S);
-    std::fs::remove_dir_all(snapshots.join(ids["base"].to_string())).unwrap();
-    std::fs::remove_dir_all(snapshots.join(ids["solo"].to_string())).unwrap();
+    let dir = |key: &str| snapshots.join(ids[key].to_string());
+    let modes = |path: &Path| -> Vec<(String, u32, u32, u32)> {
+        let mut out: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| {
+                use std::os::unix::fs::MetadataExt;
+                let m = e.as_ref().unwrap().metadata().unwrap();
+                (e.unwrap().file_name().into_string().unwrap(), m.mode(), m.uid(), m.gid())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let fine = modes(&dir("fine"));
+    std::fs::remove_dir_all(dir("base")).unwrap();
+    std::fs::remove_dir_all(dir("solo")).unwrap();
     // Only the content dir gone.
-    std::fs::remove_dir_all(snapshots.join(ids["hollow"].to_string()).join("fs")).unwrap();
+    std::fs::remove_dir_all(dir("hollow").join("fs")).unwrap();
+    std::fs::remove_dir_all(d.snapshots_dir(N).join(copied_id.to_string())).unwrap();
 
     let log_start = d.logs().len();
     d.spawn(&[]);
     let log = d.logs()[log_start..].to_string();
-    for key in ["base", "solo", "hollow"] {
-        let line =
-            log.lines().find(|l| l.contains("MISSING") && l.contains(&format!("key={key} ")));
-        let line = line.unwrap_or_else(|| panic!("no MISSING error for {key}:\n{log}"));
-        assert!(line.contains("ERROR") && line.contains(&format!("id={}", ids[key])), "{line}");
+    let line_of = |needle: &str, key: &str| {
+        let line = log.lines().find(|l| l.contains(needle) && l.contains(&format!("key={key} ")));
+        line.unwrap_or_else(|| panic!("no {needle:?} line for {key}:\n{log}")).to_string()
+    };
+    for key in ["base", "copied"] {
+        let line = line_of("MISSING", key);
+        assert!(line.contains("ERROR"), "{line}");
     }
-    assert!(!log.contains("key=fine "), "{log}");
+    assert!(line_of("MISSING", "base").contains(&format!("id={}", ids["base"])));
+    assert!(line_of("could not check or rebuild", "copied").contains("copies the parent"), "{log}");
+    for key in ["solo", "hollow"] {
+        let line = line_of("rebuilt", key);
+        assert!(line.contains("WARN") && line.contains(&format!("id={}", ids[key])), "{line}");
+        assert_eq!(modes(&dir(key)), fine, "{key}: rebuilt as the layout makes it");
+    }
+    assert!(line_of("rebuilt", "hollow").contains("/fs"), "only fs was made again");
+    assert!(!log.contains("key=fine ") && !log.contains("key=act "), "{log}");
 
     let mut c = d.client().await;
     // Still listed and statted.
@@ -687,37 +720,31 @@ async fn a_record_without_its_directory_stays_visible_and_removable() {
             e.message()
         );
     };
-    let base_dir = format!(
-        "its parent \"base\"'s directory {}",
-        snapshots.join(ids["base"].to_string()).display()
-    );
+    let base_dir = format!("its parent \"base\"'s directory {}", dir("base").display());
     refused(c.mounts(mounts(S, "act")).await, base_dir.clone());
     refused(c.mounts(mounts(S, "vw")).await, base_dir.clone());
-    refused(
-        c.mounts(mounts(S, "solo")).await,
-        format!("its directory {}", snapshots.join(ids["solo"].to_string()).display()),
-    );
-    refused(
-        c.mounts(mounts(S, "hollow")).await,
-        format!("{}", snapshots.join(ids["hollow"].to_string()).join("fs").display()),
-    );
     let e = c.prepare(prepare(S, "on-base", "base")).await.unwrap_err();
     assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
     let e = c.view(view(S, "view-on-base", "base")).await.unwrap_err();
     assert!(e.code() == Code::FailedPrecondition && e.message().contains(&base_dir), "{e:?}");
-    let e = c.commit(commit(S, "solo-committed", "solo")).await.unwrap_err();
-    assert!(e.code() == Code::FailedPrecondition && e.message().contains("\"solo\""), "{e:?}");
-    // The healthy one is untouched.
-    c.mounts(mounts(S, "fine")).await.unwrap();
+    let e = c.commit(commit(N, "copied-committed", "copied")).await.unwrap_err();
+    assert!(e.code() == Code::FailedPrecondition && e.message().contains("\"copied\""), "{e:?}");
+    // The rebuilt ones serve as before; the healthy one is untouched.
+    for key in ["fine", "solo", "hollow"] {
+        c.mounts(mounts(S, key)).await.unwrap_or_else(|e| panic!("mounts of {key}: {e}"));
+    }
+    c.commit(commit(S, "solo-committed", "solo")).await.unwrap();
 
     // Removable, so containerd's GC can clear them.
-    for key in ["act", "vw", "base", "solo", "hollow"] {
+    for key in ["act", "vw", "base", "solo-committed", "hollow"] {
         c.remove(remove(S, key)).await.unwrap_or_else(|e| panic!("remove {key}: {e}"));
     }
+    c.remove(remove(N, "copied")).await.unwrap();
     c.cleanup(cleanup(S)).await.unwrap();
     assert_eq!(entries(&snapshots), [ids["fine"].to_string()]);
     let log_start = d.logs().len();
     d.stop();
     d.spawn(&[]);
-    assert!(!d.logs()[log_start..].contains("MISSING"), "{}", &d.logs()[log_start..]);
+    let log = &d.logs()[log_start..];
+    assert!(!log.contains("MISSING") && !log.contains("rebuilt"), "{log}");
 }

@@ -186,10 +186,6 @@ fn tree(root: &Path) -> Vec<String> {
         let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            // Spare trees come and go in the background: not state.
-            if e.file_name() == "spares" {
-                continue;
-            }
             let path = e.path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(root).unwrap().display().to_string();

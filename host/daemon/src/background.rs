@@ -1,14 +1,11 @@
 //! A snapshotter's work off the reply path, on one background thread:
-//!
-//! - deleting removed snapshots' directories. Remove replies once the
-//!   record's deletion is durable; the directory is then renamed away
-//!   (`rm-*`) and deleted here. The crash order holds: the record is gone
-//!   before the directory, and a crash with deletions still queued leaves
-//!   directories without records, which start-up recovery and Cleanup
-//!   remove. Ids are never handed out twice in one process, so no new
-//!   snapshot can meet a directory still queued here.
-//! - making spare directory trees for the next Prepare of the same layout
-//!   shape (see `wasmsnap_fs::SnapshotDirs::make_spares`).
+//! deleting removed snapshots' directories. Remove replies once the
+//! record's deletion is durable; the directory is then renamed away
+//! (`rm-*`) and deleted here. The crash order holds: the record is gone
+//! before the directory, and a crash with deletions still queued leaves
+//! directories without records, which start-up recovery and Cleanup
+//! remove. Ids are never handed out twice in one process, so no new
+//! snapshot can meet a directory still queued here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
@@ -16,17 +13,12 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use wasmsnap_fs::SnapshotDirs;
-use wasmsnap_plan::{SnapshotId, Step};
+use wasmsnap_plan::SnapshotId;
 
 use crate::metrics::SnapshotterMeters;
 
-/// Spare trees kept per layout shape: enough for a burst of Prepares
-/// (containerd starts pods' containers a few at a time).
-const SPARES: usize = 8;
-
 enum Job {
     Remove(SnapshotId),
-    Spares(Vec<Step>),
 }
 
 pub struct Background {
@@ -70,12 +62,6 @@ impl Background {
                             }
                             removals.fetch_sub(1, Ordering::Relaxed);
                         }
-                        Job::Spares(steps) => {
-                            if let Err(e) = dirs.make_spares(&steps, SPARES) {
-                                // Prepares build their directories themselves meanwhile.
-                                tracing::warn!(snapshotter = %name, error = %e, "making spare snapshot directories failed");
-                            }
-                        }
                     }
                     let mut count = pending.count.lock().unwrap_or_else(PoisonError::into_inner);
                     *count -= 1;
@@ -99,11 +85,6 @@ impl Background {
     /// Removals queued or running.
     pub fn removals_queued(&self) -> usize {
         self.removals.load(Ordering::Relaxed)
-    }
-
-    /// Queues making spare trees for layouts like `steps`.
-    pub fn make_spares(&self, steps: Vec<Step>) {
-        let _ = self.send(Job::Spares(steps));
     }
 
     /// Whether the job was queued.

@@ -36,7 +36,11 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// from the command line applied.
 pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One reactor thread: it answers the reads itself and hands everything
+    // that blocks (writes, walks, policy calls) to the blocking pool. With
+    // a worker per core, requests and their replies hopped between workers
+    // too: thread switches were most of a Stat (docs/performance.md).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let _entered = runtime.enter();
     // Before anything slow: SIGHUP's default action would kill the process
     // (a reload sent while it starts is kept for after). SIGTERM and SIGINT

@@ -2,8 +2,9 @@
 //! directory agree again after a crash (SIGKILL, power loss), before the
 //! first request is served.
 //!
-//! The crash order (see `snapshotter.rs`) allows only one kind of drift:
-//! a directory without a record. Recovery removes all of them at once, not
+//! The crash order (see `snapshotter.rs`) allows, after a process crash,
+//! only one kind of drift: a directory without a record. Recovery removes
+//! all of them at once, not
 //! leaving them for the next Cleanup, because nothing can be in flight at
 //! start (redb refuses a second process on the same root) and because an
 //! id whose transaction never committed is handed out again after a crash:
@@ -12,9 +13,16 @@
 //! `rm-*` (a Remove interrupted while deleting), `<id>` with no record (a
 //! Prepare or View whose record never committed), and any other entry.
 //!
-//! The other drift, a record whose directory is missing, cannot come from a
-//! crash of ours: only from outside (someone deleted it, a restored backup
-//! of the metastore, a damaged file system). Such a record is never
+//! A power loss can also take the tree of an active snapshot or a view made
+//! shortly before: those empty trees are not flushed before their record
+//! (the record alone holds what is worth keeping). Recovery makes them
+//! again from the record and the policy's layout (`rebuild_trees`).
+//!
+//! The other drift, a record whose directory is missing and cannot be
+//! rebuilt, comes only from outside (someone deleted it, a restored backup
+//! of the metastore, a damaged file system) or from a power loss right
+//! after a Commit (a layer's files are not flushed either, by wasmsnap or
+//! containerd's applier). Such a record is never
 //! dropped: it is logged as an error naming key, id and path at every
 //! start, and stays visible so containerd's garbage collector can remove
 //! it: it still Lists and Stats, and Remove of it succeeds. Mounts of it or
@@ -26,6 +34,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use wasmsnap_engine::Policy;
 use wasmsnap_fs::SnapshotDirs;
 use wasmsnap_metastore::{Error as MetaError, Filter, Metastore, Reads, Record};
 use wasmsnap_plan::{Kind, SnapshotId};
@@ -88,7 +97,12 @@ impl LostDirs {
 /// Recover the snapshotter `name`; call once, after opening its metastore
 /// and directories and before serving. Logs everything it finds; returns
 /// the records whose directory is missing.
-pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow::Result<LostDirs> {
+pub fn recover(
+    name: &str,
+    metastore: &Metastore,
+    dirs: &SnapshotDirs,
+    policy: &Policy,
+) -> anyhow::Result<LostDirs> {
     let (records, chains, keep) = metastore.read(|tx| {
         let mut records = Vec::new();
         tx.list(&Filter::default(), |r| {
@@ -108,6 +122,7 @@ pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow
         tracing::error!(snapshotter = name, error = %e, "recovery: could not remove a crash leftover; Cleanup will retry");
     }
 
+    let rebuilt = rebuild_trees(name, dirs, policy, &records, &chains);
     let on_disk = dirs.ids_on_disk()?;
     let mut lost = BTreeMap::new();
     for record in &records {
@@ -137,12 +152,71 @@ pub fn recover(name: &str, metastore: &Metastore, dirs: &SnapshotDirs) -> anyhow
         snapshotter = name,
         records = records.len(),
         removed = cleaned.removed.len(),
+        rebuilt,
         failed = cleaned.failed.len(),
         lost = lost.len(),
         broken_links = broken_links.len(),
         "recovery done"
     );
     Ok(LostDirs { lost: RwLock::new(lost) })
+}
+
+/// Makes again the trees of active snapshots and views that a power loss
+/// took (their directories are not flushed before the record: see
+/// `wasmsnap_fs::SnapshotDirs`'s durability), from each record and the
+/// layout the policy in use gives it. Returns how many were rebuilt; what
+/// cannot be rebuilt is left for the missing-directory check.
+fn rebuild_trees(
+    name: &str,
+    dirs: &SnapshotDirs,
+    policy: &Policy,
+    records: &[Record],
+    chains: &[Result<Vec<SnapshotId>, MetaError>],
+) -> usize {
+    let by_key: BTreeMap<&str, &Record> = records.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut rebuilt = 0;
+    for (record, chain) in records.iter().zip(chains) {
+        let (Kind::Active | Kind::View, Ok(chain)) = (record.kind, chain) else { continue };
+        let parent_content = record
+            .parent
+            .as_deref()
+            .and_then(|p| by_key.get(p))
+            .and_then(|p| Some(dirs.dir(p.id).join(p.content.as_ref()?)));
+        let made = crate::snapshotter::policy_snapshot(
+            record.id,
+            record.kind,
+            chain.clone(),
+            &record.labels,
+        )
+        .map_err(|e| e.message())
+        .and_then(|snapshot| {
+            let layout = policy.layout(&snapshot).map_err(|e| e.to_string())?;
+            let mapped_root = snapshot.id_map.as_ref().and_then(wasmsnap_plan::IdMap::root);
+            dirs.rebuild(record.id, &layout.steps, parent_content.as_deref(), mapped_root)
+                .map_err(|e| e.to_string())
+        });
+        match made {
+            Ok(made) if made.is_empty() => {}
+            Ok(made) => {
+                rebuilt += 1;
+                tracing::warn!(
+                    snapshotter = name,
+                    key = %record.name,
+                    id = record.id,
+                    made = ?made,
+                    "recovery: rebuilt what a power loss took of an empty snapshot tree"
+                );
+            }
+            Err(e) => tracing::error!(
+                snapshotter = name,
+                key = %record.name,
+                id = record.id,
+                error = %e,
+                "recovery: could not check or rebuild the snapshot's tree"
+            ),
+        }
+    }
+    rebuilt
 }
 
 /// The path of `record` that should exist and does not: its directory, or

@@ -139,6 +139,12 @@ enum Found {
     Record(Record, Vec<SnapshotId>),
 }
 
+/// What Usage finds for a key: its usage, or an active snapshot to measure.
+enum Known {
+    Usage(Usage),
+    ToMeasure(Record),
+}
+
 /// A Prepare or View.
 struct Create<'a> {
     kind: Kind,
@@ -163,7 +169,7 @@ impl Snapshotter {
         let metastore = Metastore::open(root)?;
         private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
         let dirs = SnapshotDirs::open(root)?;
-        let lost = recovery::recover(name, &metastore, &dirs)?;
+        let lost = recovery::recover(name, &metastore, &dirs, &policy)?;
         let dirs = Arc::new(dirs);
         let meters = crate::metrics::get().map(|m| Arc::new(m.snapshotter(name)));
         if let Some(m) = &meters {
@@ -267,9 +273,6 @@ impl Snapshotter {
             Err(_) if self.parent_changed(request, &base) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        // The next Prepare like this one finds its tree made (if the
-        // layout only makes directories).
-        self.background.make_spares(layout.steps.clone());
         let record = self.metastore.write(|tx| -> Result<_> {
             let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
             if parent_ids != base.parent_ids {
@@ -305,11 +308,19 @@ impl Snapshotter {
         now.map(|b| b.parent_ids).ok().as_ref() != Some(&base.parent_ids)
     }
 
-    /// The mounts of an active snapshot or a view.
-    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let current = self.current_policy();
-        let generation = current.generation;
-        let found = self.metastore.read(|tx| {
+    /// The mounts of an active snapshot or a view, if a plan made by the
+    /// policy in use is cached: a read, no policy call.
+    pub fn cached_mounts(&self, key: &str) -> Result<Option<Vec<Mount>>> {
+        let generation = self.policy.read().unwrap_or_else(PoisonError::into_inner).generation;
+        Ok(match self.find_mounts(key, generation)? {
+            Found::Cached(mounts) => Some(mounts.as_ref().clone()),
+            Found::Record(..) => None,
+        })
+    }
+
+    /// A cached plan of `key`, or its record and parents to ask the policy with.
+    fn find_mounts(&self, key: &str, generation: u64) -> Result<Found> {
+        Ok(self.metastore.read(|tx| {
             let record = tx.get(key)?;
             if record.kind == Kind::Committed {
                 return Err(wasmsnap_metastore::Error::FailedPrecondition(format!(
@@ -321,8 +332,14 @@ impl Snapshotter {
             }
             let parent_ids = tx.parent_ids(&record)?;
             Ok(Found::Record(record, parent_ids))
-        })?;
-        let (record, parent_ids) = match found {
+        })?)
+    }
+
+    /// The mounts of an active snapshot or a view.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let current = self.current_policy();
+        let generation = current.generation;
+        let (record, parent_ids) = match self.find_mounts(key, generation)? {
             Found::Cached(mounts) => return Ok(mounts.as_ref().clone()),
             Found::Record(record, parent_ids) => (record, parent_ids),
         };
@@ -426,31 +443,43 @@ impl Snapshotter {
     /// Disk usage: stored at commit for committed snapshots, measured for
     /// active ones (and served again for [`ACTIVE_USAGE_TTL`]).
     pub fn usage(&self, key: &str) -> Result<Usage> {
+        let record = match self.known_usage(key)? {
+            Known::Usage(usage) => return Ok(usage),
+            Known::ToMeasure(record) => record,
+        };
+        let Some(dir) = self.content_dir(&record) else { return Ok(Usage::default()) };
+        let measured_at = Instant::now();
+        let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
+        self.active_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(record.id, (measured_at, usage));
+        Ok(usage)
+    }
+
+    /// [`usage`](Self::usage) if it needs no walk: stored, or measured
+    /// less than [`ACTIVE_USAGE_TTL`] ago. A read.
+    pub fn stored_usage(&self, key: &str) -> Result<Option<Usage>> {
+        Ok(match self.known_usage(key)? {
+            Known::Usage(usage) => Some(usage),
+            Known::ToMeasure(_) => None,
+        })
+    }
+
+    fn known_usage(&self, key: &str) -> Result<Known> {
         let record = self.metastore.read(|tx| tx.get(key))?;
         if let Some(usage) = record.usage.filter(|_| record.kind == Kind::Committed) {
-            return Ok(usage.into());
+            return Ok(Known::Usage(usage.into()));
         }
-        match (record.kind, self.content_dir(&record)) {
-            (Kind::Active, Some(dir)) => {
-                let cached = self
-                    .active_usage
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&record.id)
-                    .copied();
-                if let Some((_, usage)) = cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
-                    return Ok(usage);
-                }
-                let measured_at = Instant::now();
-                let usage = Usage::from(wasmsnap_fs::usage(&dir)?);
-                self.active_usage
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(record.id, (measured_at, usage));
-                Ok(usage)
-            }
-            _ => Ok(Usage::default()),
+        if record.kind != Kind::Active || self.content_dir(&record).is_none() {
+            return Ok(Known::Usage(Usage::default()));
         }
+        let cached =
+            self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).get(&record.id).copied();
+        Ok(match cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
+            Some((_, usage)) => Known::Usage(usage),
+            None => Known::ToMeasure(record),
+        })
     }
 
     /// Snapshots by kind with their usage as last computed: stored at
@@ -545,16 +574,11 @@ impl Snapshotter {
         self.background.removals_queued()
     }
 
-    /// Spare trees ready for the next Prepares.
-    pub fn spares_ready(&self) -> usize {
-        self.dirs.spares_ready()
-    }
-
     fn forget_usage(&self, id: SnapshotId) {
         self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
-    /// Remove every directory without a record (spare trees too), after
+    /// Remove every directory without a record, after
     /// the background jobs queued so far. A Prepare half-way (its directory made, its
     /// record not yet committed) holds a claim on its directory, which
     /// cleanup skips; running as a write transaction also keeps records
@@ -614,7 +638,7 @@ fn retry_while_parent_changes<T>(
 
 /// The snapshot as the policy sees it. Labels with an empty value are not
 /// stored (containerd deletes them), so the policy never sees one either.
-fn policy_snapshot(
+pub(crate) fn policy_snapshot(
     id: SnapshotId,
     kind: Kind,
     parent_ids: Vec<SnapshotId>,

@@ -19,19 +19,6 @@ impl Claims {
     }
 }
 
-impl Claims {
-    /// Claims `name` with no guard (for a claim kept inside a long-lived
-    /// structure): false if another operation holds it. Undo with
-    /// [`release`](Self::release).
-    pub(crate) fn hold(&self, name: &OsStr) -> bool {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_os_string())
-    }
-
-    pub(crate) fn release(&self, name: &OsStr) {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-    }
-}
-
 /// Held while the name is in use; released on drop.
 pub(crate) struct Claim<'a> {
     claims: &'a Claims,

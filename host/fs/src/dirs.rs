@@ -1,11 +1,22 @@
 //! `<root>/snapshots/`: creating a snapshot's directory from its layout,
 //! removing it, and cleaning up what no record owns.
 //!
-//! Crash order (`docs/architecture.md`): a directory without a record may exist after a
-//! crash, never a record without its directory. So a new directory is built
-//! under a temp name, made durable, and renamed into place (the commit point
-//! of the directory) before the caller commits the record; and a directory is
-//! removed only after its record is gone.
+//! Crash order (`docs/crash-safety.md`): a new directory is built under a
+//! temp name and renamed into place before the caller commits the record,
+//! and a directory is removed only after its record is gone. So a process
+//! crash (SIGKILL, OOM) leaves directories without a record, never a record
+//! without its directory.
+//!
+//! Durability (what survives a power loss) depends on the layout:
+//!
+//! - **only directories** (mkdir and chown steps, an overlay active or any
+//!   view): nothing is flushed. The new tree is empty, so the record alone
+//!   holds everything worth keeping; start-up recovery rebuilds a tree a
+//!   power loss took from the record and the policy's layout
+//!   ([`rebuild`](SnapshotDirs::rebuild)). That saves a journal commit (or
+//!   a flush per directory without a journal) on every Prepare.
+//! - **a copy of the parent**: the copy cannot be told from a partial one
+//!   later, so it is flushed and the rename made durable before the record.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -18,12 +29,12 @@ use crate::FsError;
 use crate::claims::{Claim, Claims};
 use crate::layout;
 use crate::remove::remove_tree;
-use crate::spares::{self, Shape, Spare, Spares};
 use crate::sys;
 
 const SNAPSHOTS: &str = "snapshots";
-/// Where spare trees wait, beside `snapshots/`.
-const SPARES: &str = "spares";
+/// Where versions before 0.3 kept spare trees made ahead of time: removed
+/// at open.
+const LEGACY_SPARES: &str = "spares";
 const NEW_PREFIX: &str = "new-";
 const REMOVE_PREFIX: &str = "rm-";
 /// Up to this many copied entries (directories and regular files only),
@@ -36,14 +47,8 @@ pub struct SnapshotDirs {
     /// Held open to fsync the directory after renames, and for syncfs.
     handle: File,
     claims: Claims,
-    /// XFS or journaled ext4: see [`flush`](Self::flush).
+    /// XFS or journaled ext4: see [`fsync_tree`](Self::fsync_tree).
     ordered_journal: bool,
-    /// Durable empty trees made ahead of time (see `spares`).
-    spares: Spares,
-    /// `<root>/spares`, where they wait: beside `snapshots/` (one file
-    /// system, so a spare renames into place) but out of it, so
-    /// `snapshots/` holds only snapshots and the temp dirs of operations.
-    spares_dir: PathBuf,
 }
 
 /// What [`SnapshotDirs::cleanup`] did.
@@ -76,20 +81,8 @@ impl SnapshotDirs {
         let handle =
             sys::open_dir(&snapshots).map_err(|e| FsError::io("open directory", &snapshots, e))?;
         let ordered_journal = sys::has_ordered_metadata_journal(&handle);
-        // Spares of an earlier run are not known to this one: start empty.
-        let spares_dir = root.join(SPARES);
-        remove_tree(&spares_dir)?;
-        let c =
-            sys::cpath(&spares_dir).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
-        sys::mkdir_exact(&c, 0o700).map_err(|e| FsError::io("create directory", &spares_dir, e))?;
-        Ok(SnapshotDirs {
-            snapshots,
-            handle,
-            claims: Claims::default(),
-            ordered_journal,
-            spares: Spares::default(),
-            spares_dir,
-        })
+        remove_tree(&root.join(LEGACY_SPARES))?;
+        Ok(SnapshotDirs { snapshots, handle, claims: Claims::default(), ordered_journal })
     }
 
     /// `<root>/snapshots/<id>`.
@@ -135,148 +128,86 @@ impl SnapshotDirs {
             .claims
             .try_claim(OsStr::new(&id.to_string()))
             .ok_or(FsError::Busy { path: target.clone() })?;
-        if let Some(spare) = self.spare_for(steps, parent_content) {
-            // Made and flushed earlier: only the rename is left to do.
-            if let Err(e) = self.rename_into_place(&spare.path, &target, id) {
-                self.discard_spare(spare);
-                return Err(e);
-            }
-            self.claims.release(&spare.name);
-            let new_dir = NewDir { dirs: self, id, path: target, kept: false, _claim: claim };
-            if !self.ordered_journal {
-                // The spare moved between directories: its `..` entry and
-                // `spares/`'s entry for it changed too, and without a journal
-                // only their own fsyncs write them. Otherwise a crash could
-                // leave the tree linked from both directories (and opening
-                // the directory removes whatever `spares/` holds) or with a
-                // stale `..`, under a committed record.
-                let moved = sys::open_dir(&new_dir.path)
-                    .map_err(|e| FsError::io("open directory", &new_dir.path, e))?;
-                sys::fsync(&moved).map_err(|e| FsError::io("fsync", &new_dir.path, e))?;
-                let spares = sys::open_dir(&self.spares_dir)
-                    .map_err(|e| FsError::io("open directory", &self.spares_dir, e))?;
-                sys::fsync(&spares).map_err(|e| FsError::io("fsync", &self.spares_dir, e))?;
-            }
-            sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
-            return Ok(new_dir);
-        }
         let temp = self.make_temp()?;
         let ran = layout::run(&temp.path, id, steps, parent_content, mapped_root)?;
-        if ran.small_plain_copy(SMALL_COPY) {
-            self.fsync_tree(&temp.path)?;
-        } else {
-            self.flush(&temp.path, ran.copied)?;
+        if ran.copied {
+            self.flush_copy(&temp.path, &ran)?;
         }
         self.rename_into_place(&temp.path, &target, id)?;
         temp.disarm();
         let new_dir = NewDir { dirs: self, id, path: target, kept: false, _claim: claim };
-        // The rename is durable before the caller may commit the record.
-        sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
+        if ran.copied {
+            // The rename is durable before the caller may commit the record.
+            sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
+        }
         Ok(new_dir)
     }
 
-    /// Makes spare trees of `steps`' directories until `want` wait (none if
-    /// the steps do more than make directories): a later [`create`] with
-    /// such steps renames one into place instead of building it then. Run
-    /// it off the reply path, after a create.
-    ///
-    /// [`create`]: Self::create
-    pub fn make_spares(&self, steps: &[Step], want: usize) -> Result<(), FsError> {
-        let Some(shape) = spares::shape_of(steps) else { return Ok(()) };
-        while self.spares.count(&shape) < want {
-            let spare = self.make_spare(&shape)?;
-            self.keep_spare(shape.clone(), spare);
+    /// Makes what a power loss took of snapshot `id`'s tree again, if its
+    /// `steps` only make directories (see the module's comment): the whole
+    /// tree if `<id>` is missing, else each top-level entry that is missing.
+    /// What exists is left alone. The result is made durable (recovery is
+    /// rare; the next power loss must not take it again). Returns the
+    /// entries it made (empty: nothing was missing); an error if the steps
+    /// copy (such a tree was durable before its record: its loss is not a
+    /// crash's) or if making them fails.
+    pub fn rebuild(
+        &self,
+        id: SnapshotId,
+        steps: &[Step],
+        parent_content: Option<&Path>,
+        mapped_root: Option<(u32, u32)>,
+    ) -> Result<Vec<PathBuf>, FsError> {
+        let target = self.dir(id);
+        let mut names: Vec<&str> = Vec::new();
+        for name in steps.iter().map(step_name) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
-        Ok(())
-    }
-
-    /// Removes every spare tree (Cleanup: the directory then holds only
-    /// what records own).
-    pub fn drop_spares(&self) {
-        for spare in self.spares.drain() {
-            self.discard_spare(spare);
+        let missing: Vec<&str> = if sys::cpath(&target).and_then(|c| sys::lstat(&c)).is_err() {
+            Vec::new()
+        } else {
+            let missing: Vec<&str> =
+                names.iter().copied().filter(|name| !is_dir(&target.join(name))).collect();
+            if missing.is_empty() {
+                return Ok(Vec::new());
+            }
+            missing
+        };
+        if steps.iter().any(|s| matches!(s, Step::CopyParent { .. })) {
+            return Err(FsError::NotRebuildable { path: target });
         }
-    }
-
-    /// Spare trees waiting, of every shape.
-    pub fn spares_ready(&self) -> usize {
-        self.spares.total()
+        let temp = self.make_temp()?;
+        layout::run(&temp.path, id, steps, parent_content, mapped_root)?;
+        let made = if missing.is_empty() {
+            self.rename_into_place(&temp.path, &target, id)?;
+            temp.disarm();
+            vec![target.clone()]
+        } else {
+            let mut made = Vec::new();
+            for name in missing {
+                let to = target.join(name);
+                sys::rename_noreplace(&temp.path.join(name), &to)
+                    .map_err(|e| FsError::io("rename into place", &to, e))?;
+                made.push(to);
+            }
+            made
+        };
+        // A whole tree: its subdirectories too.
+        let mut flushed = made.clone();
+        if flushed == [target.clone()] {
+            flushed.extend(names.iter().map(|name| target.join(name)));
+        }
+        self.fsync_made(&target, &flushed)?;
+        sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
+        Ok(made)
     }
 
     /// Whether this file system keeps metadata changes in order (XFS,
     /// journaled ext4): then one fsync makes the earlier ones durable too.
     pub fn orders_metadata(&self) -> bool {
         self.ordered_journal
-    }
-
-    /// A spare that can stand in for `steps`: their shape, and the parent's
-    /// owner is the spare's (so chown-like-parent has nothing to do).
-    fn spare_for(&self, steps: &[Step], parent_content: Option<&Path>) -> Option<Spare> {
-        let shape = spares::shape_of(steps)?;
-        let spare = self.spares.take(&shape)?;
-        let chowns = steps.iter().any(|s| matches!(s, Step::ChownLikeParent { .. }));
-        if let (true, Some(parent)) = (chowns, parent_content) {
-            let owner =
-                sys::cpath(parent).and_then(|c| sys::lstat(&c)).map(|st| (st.st_uid, st.st_gid));
-            if owner.ok() != Some(spare.owner) {
-                self.keep_spare(shape, spare);
-                return None;
-            }
-        }
-        Some(spare)
-    }
-
-    fn make_spare(&self, shape: &Shape) -> Result<Spare, FsError> {
-        let (name, path) = loop {
-            let name = OsString::from(format!("{NEW_PREFIX}{}", sys::random_suffix()));
-            if !self.claims.hold(&name) {
-                continue;
-            }
-            let path = self.spares_dir.join(&name);
-            let made = sys::cpath(&path).and_then(|c| sys::mkdir_exact(&c, 0o700));
-            match made {
-                Ok(()) => break (name, path),
-                Err(e) => {
-                    self.claims.release(&name);
-                    if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(FsError::io("create directory", &path, e));
-                    }
-                }
-            }
-        };
-        let steps: Vec<Step> = shape
-            .iter()
-            .map(|(name, mode)| Step::Mkdir { name: name.clone(), mode: *mode })
-            .collect();
-        let built = layout::run(&path, 0, &steps, None, None)
-            .and_then(|_| self.flush(&path, false))
-            .and_then(|()| {
-                let first = path.join(&shape[0].0);
-                let st = sys::cpath(&first)
-                    .and_then(|c| sys::lstat(&c))
-                    .map_err(|e| FsError::io("stat", &first, e))?;
-                Ok((st.st_uid, st.st_gid))
-            });
-        match built {
-            Ok(owner) => Ok(Spare { name, path, owner }),
-            Err(e) => {
-                self.discard_spare(Spare { name, path, owner: (0, 0) });
-                Err(e)
-            }
-        }
-    }
-
-    fn keep_spare(&self, shape: Shape, spare: Spare) {
-        for pushed_out in self.spares.put(shape, spare) {
-            self.discard_spare(pushed_out);
-        }
-    }
-
-    fn discard_spare(&self, spare: Spare) {
-        if let Err(e) = remove_tree(&spare.path) {
-            tracing::warn!(path = %spare.path.display(), error = %e, "could not remove a spare dir; cleanup will");
-        }
-        self.claims.release(&spare.name);
     }
 
     /// Removes snapshot `id`'s directory: renames it to `rm-<id>-<random>`
@@ -299,7 +230,6 @@ impl SnapshotDirs {
     /// no operation of this process is using: orphaned snapshot dirs, and
     /// `new-*`/`rm-*` left by a crash or a failed delete.
     pub fn cleanup(&self, keep: &HashSet<SnapshotId>) -> Result<CleanupReport, FsError> {
-        self.drop_spares();
         let entries = sys::read_dir(&self.snapshots)
             .map_err(|e| FsError::io("read directory", &self.snapshots, e))?;
         let mut report = CleanupReport::default();
@@ -357,46 +287,28 @@ impl SnapshotDirs {
         }
     }
 
-    /// Flushes what the steps made before it is renamed into place.
-    ///
-    /// A copy wrote a whole tree: one syncfs flushes its data and metadata
-    /// (an fsync per file would cost a journal commit each). Otherwise the
-    /// steps made only directories. On XFS and journaled ext4 nothing is
-    /// needed here (below). Elsewhere each is fsync'ed, and the temp dir
-    /// holding them: without a journal (ext4 made with `^has_journal`) each
-    /// one is needed for the inode to reach the disk. Measured on a
-    /// no-journal ext4: 0.15 to 2 ms per fsync, with the disk quiet or busy.
-    fn flush(&self, temp: &Path, copied: bool) -> Result<(), FsError> {
-        if copied {
-            return sys::syncfs(&self.handle).map_err(|e| FsError::io("syncfs", temp, e));
+    /// Flushes a copy before it is renamed into place: a small one file by
+    /// file, else one syncfs (an fsync per file would cost a journal commit
+    /// each).
+    fn flush_copy(&self, temp: &Path, ran: &layout::Ran) -> Result<(), FsError> {
+        if ran.small_plain_copy(SMALL_COPY) {
+            return self.fsync_tree(temp);
         }
+        sys::syncfs(&self.handle).map_err(|e| FsError::io("syncfs", temp, e))
+    }
+
+    /// fsyncs the directories a rebuild made (each is a fresh directory, or
+    /// a tree of them: only what the steps made, never a container's files)
+    /// and the snapshot directory holding them. Without an ordered journal
+    /// each one needs its own fsync to reach the disk; with one, the fsync
+    /// of `snapshots/` that follows commits them all.
+    fn fsync_made(&self, target: &Path, made: &[PathBuf]) -> Result<(), FsError> {
         if self.ordered_journal {
-            // The steps made only metadata changes, which the journal keeps
-            // in order: the fsync of `snapshots/` after the rename (which
-            // `create` does before the caller may commit the record) commits
-            // them too, so after a crash the renamed directory is there with
-            // its subdirs, modes and owners, or not at all. Each fsync skipped
-            // here would still cost a device flush.
             return Ok(());
         }
-        let entries = sys::read_dir(temp).map_err(|e| FsError::io("read directory", temp, e))?;
-        let mut dirs = Vec::with_capacity(entries.len() + 1);
-        for entry in entries {
-            let path = temp.join(&entry.name);
-            match sys::open_dir(&path) {
-                Ok(dir) => dirs.push((dir, path)),
-                // Not a directory: no step makes one, but a symlink must not be followed.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {}
-                Err(e) => return Err(FsError::io("open directory", &path, e)),
-            }
-        }
-        let dir = sys::open_dir(temp).map_err(|e| FsError::io("open directory", temp, e))?;
-        dirs.push((dir, temp.to_path_buf()));
-        // In any order: nothing is visible until the rename. One after the
-        // other: running them at once saved little here (~0.1 ms on the
-        // no-journal ext4) and thread start-ups cost CPU on every Prepare.
-        for (dir, path) in &dirs {
-            sys::fsync(dir).map_err(|e| FsError::io("fsync", path, e))?;
+        for path in made.iter().map(PathBuf::as_path).chain([target]) {
+            let dir = sys::open_dir(path).map_err(|e| FsError::io("open directory", path, e))?;
+            sys::fsync(&dir).map_err(|e| FsError::io("fsync", path, e))?;
         }
         Ok(())
     }
@@ -462,13 +374,6 @@ impl SnapshotDirs {
             other => other,
         }
         .map_err(|e| FsError::io("rename into place", target, e))
-    }
-}
-
-impl Drop for SnapshotDirs {
-    /// Spares are a cache: none is left behind.
-    fn drop(&mut self) {
-        self.drop_spares();
     }
 }
 
@@ -555,4 +460,19 @@ mod tests {
             assert_eq!(parse_id(OsStr::new(name)), None, "{name:?}");
         }
     }
+}
+
+/// The top-level entry a layout step makes or changes.
+fn step_name(step: &Step) -> &str {
+    match step {
+        Step::Mkdir { name, .. }
+        | Step::CopyParent { name, .. }
+        | Step::ChownLikeParent { name }
+        | Step::ChownToMappedRoot { name } => name,
+    }
+}
+
+/// A directory, not a symlink to one.
+fn is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }

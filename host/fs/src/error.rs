@@ -39,6 +39,11 @@ pub enum FsError {
     #[error("{}: another operation is creating this snapshot directory", path.display())]
     Busy { path: PathBuf },
 
+    /// A tree a power loss took cannot be made again: its layout copies
+    /// the parent (and such a tree was durable before its record).
+    #[error("{}: its layout copies the parent, so it cannot be rebuilt", path.display())]
+    NotRebuildable { path: PathBuf },
+
     /// A tree being walked holds something the walk will not enter (a
     /// mount point, a nesting deeper than the walk's limit).
     #[error("{}: {reason}", path.display())]

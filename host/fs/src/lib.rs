@@ -2,7 +2,8 @@
 //! validated and never decides anything itself:
 //!
 //! - [`SnapshotDirs`]: creates `<root>/snapshots/<id>` from a layout
-//!   (temp dir, steps, flush, rename), removes it, cleans up orphans;
+//!   (temp dir, steps, rename; a copy flushed first), rebuilds what a
+//!   power loss took, removes it, cleans up orphans;
 //! - [`copy`]: the copy engine behind the `copy-parent` step;
 //! - [`usage`]: disk usage as containerd counts it;
 //! - [`interrupt`]: a cancelled request stops its copy between entries.
@@ -18,7 +19,6 @@ mod error;
 pub mod interrupt;
 mod layout;
 mod remove;
-mod spares;
 mod sys;
 mod usage;
 mod walk;

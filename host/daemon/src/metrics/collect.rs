@@ -1,6 +1,6 @@
 //! What is read at scrape time rather than counted as it happens: the
-//! snapshots by kind and their usage, the background queue, the spare
-//! trees, the loaded policies, and the process itself.
+//! snapshots by kind and their usage, the background queue, the loaded
+//! policies, and the process itself.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -67,7 +67,7 @@ impl Collector for State {
 
 fn snapshotters(service: &Service, encoder: &mut DescriptorEncoder) -> fmt::Result {
     let (mut counts, mut bytes, mut inodes) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut queued, mut spares, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut queued, mut policies) = (Vec::new(), Vec::new());
     for s in service.serving() {
         let name = s.name().to_string();
         match s.census() {
@@ -85,8 +85,7 @@ fn snapshotters(service: &Service, encoder: &mut DescriptorEncoder) -> fmt::Resu
             }
         }
         let label = vec![("snapshotter", name.clone())];
-        queued.push((label.clone(), s.removals_queued() as u64));
-        spares.push((label, s.spares_ready() as u64));
+        queued.push((label, s.removals_queued() as u64));
         let policy = s.policy();
         let info = policy.info();
         policies.push((
@@ -117,12 +116,6 @@ fn snapshotters(service: &Service, encoder: &mut DescriptorEncoder) -> fmt::Resu
         "wasmsnap_removal_queue_length",
         "Removed snapshots whose directories wait for background deletion",
         &queued,
-    )?;
-    gauges(
-        encoder,
-        "wasmsnap_spare_trees_ready",
-        "Empty snapshot trees made ahead for the next Prepares",
-        &spares,
     )?;
     gauges(
         encoder,

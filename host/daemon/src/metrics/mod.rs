@@ -5,7 +5,7 @@
 //! snapshotter times its policy calls ([`PolicyMeter`]), the metastore tells
 //! of its durable commits ([`SnapshotterMeters`] observes them), the
 //! background thread counts failed removals, reload counts reloads. What is
-//! state rather than an event (snapshots by kind, usage, queues, spares,
+//! state rather than an event (snapshots by kind, usage, queues,
 //! the loaded policies, the process) is read at scrape time by
 //! [`collect::State`].
 //!

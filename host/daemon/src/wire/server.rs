@@ -1,10 +1,20 @@
 //! The tonic implementation of `containerd.services.snapshots.v1.Snapshots`.
 //!
 //! Each RPC: pick the snapshotter by the request's `snapshotter` field, run
-//! the blocking core call on tokio's blocking pool (a cancelled request still
-//! completes or rolls back as a whole), map the result to the wire.
+//! the core call, map the result to the wire. Where the call runs is chosen
+//! per RPC (see `docs/performance.md`):
+//!
+//! - **reads** (Stat, List, Mounts of a cached plan, Usage of a committed
+//!   snapshot) are answered on the reactor thread: a few µs of redb work,
+//!   where handing them to another thread and back costs tens of µs and
+//!   two thread switches;
+//! - everything that writes, walks a tree or calls a policy runs on tokio's
+//!   blocking pool (a cancelled request still completes or rolls back as a
+//!   whole), so a slow disk or policy never holds up the reads.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -34,59 +44,66 @@ impl SnapshotsApi {
         SnapshotsApi { service }
     }
 
-    /// Run `f` on the named snapshotter off the reactor, in a request span;
-    /// every RPC is timed here (and only here) for the metrics.
-    async fn call<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        snapshotter: &str,
-        key: &str,
-        f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Status> {
+    /// Run `f` on the named snapshotter; every RPC is timed here (and only
+    /// here) for the metrics.
+    async fn call<T, F, Fut>(&self, op: &'static str, snapshotter: &str, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(Arc<Snapshotter>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
         let target = self.service.get(snapshotter);
         let timer = RpcTimer::start(op, target.as_ref().ok().and_then(|t| t.meters()));
-        let result = self.run(op, snapshotter, key, target, f).await;
+        let result = match target {
+            Ok(target) => f(target).await,
+            Err(e) => Err(status(e)),
+        };
         timer.finish(match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         });
         result
     }
+}
 
-    async fn run<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        snapshotter: &str,
-        key: &str,
-        target: Result<std::sync::Arc<Snapshotter>, Error>,
-        f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Status> {
-        let span = tracing::info_span!("rpc", op, snapshotter, key);
-        let target = target.map_err(status)?;
-        // tonic drops this future when the client goes: the guard then marks
-        // the operation cancelled, and it rolls back if not yet committed.
-        let token = cancel::Token::default();
-        let guard = token.cancel_on_drop();
-        // The span is entered on the worker too, so what the call logs (a
-        // policy's output, its failure) lands under the request.
-        let worker_span = span.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            worker_span.in_scope(|| {
-                let result = token.run(|| f(&target));
-                // Logged here, on the worker: the operator sees a policy's
-                // failure (and its output) even when the client went away.
-                if let Err(e) = &result {
-                    log_failure(op, e);
-                }
-                result
-            })
+/// The result of a read answered on the reactor thread, to the wire.
+fn answered<T>(op: &'static str, key: &str, result: Result<T, Error>) -> Result<T, Status> {
+    result.map_err(|e| {
+        tracing::debug!(op, key, error = %e.message(), "{op} failed");
+        status(e)
+    })
+}
+
+/// Run `f` on the blocking pool, in a request span.
+async fn off_reactor<T: Send + 'static>(
+    op: &'static str,
+    key: &str,
+    target: Arc<Snapshotter>,
+    f: impl FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    let span = tracing::info_span!("rpc", op, snapshotter = target.name(), key);
+    // tonic drops this future when the client goes: the guard then marks
+    // the operation cancelled, and it rolls back if not yet committed.
+    let token = cancel::Token::default();
+    let guard = token.cancel_on_drop();
+    // The span is entered on the worker too, so what the call logs (a
+    // policy's output, its failure) lands under the request.
+    let worker_span = span.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        worker_span.in_scope(|| {
+            let result = token.run(|| f(&target));
+            // Logged here, on the worker: the operator sees a policy's
+            // failure (and its output) even when the client went away.
+            if let Err(e) = &result {
+                log_failure(op, e);
+            }
+            result
         })
-        .instrument(span)
-        .await
-        .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
-        guard.disarm();
-        result.map_err(status)
-    }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+    guard.disarm();
+    result.map_err(status)
 }
 
 fn log_failure(op: &str, e: &Error) {
@@ -127,8 +144,10 @@ impl Snapshots for SnapshotsApi {
         let r = req.into_inner();
         let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
         let mounts = self
-            .call("prepare", &r.snapshotter, &r.key, move |s| {
-                s.create(Kind::Active, &key, &parent, labels)
+            .call("prepare", &r.snapshotter, |s| {
+                off_reactor("prepare", &r.key, s, move |s| {
+                    s.create(Kind::Active, &key, &parent, labels)
+                })
             })
             .await?;
         Ok(Response::new(api::PrepareSnapshotResponse { mounts: convert::mounts(mounts) }))
@@ -141,8 +160,8 @@ impl Snapshots for SnapshotsApi {
         let r = req.into_inner();
         let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
         let mounts = self
-            .call("view", &r.snapshotter, &r.key, move |s| {
-                s.create(Kind::View, &key, &parent, labels)
+            .call("view", &r.snapshotter, |s| {
+                off_reactor("view", &r.key, s, move |s| s.create(Kind::View, &key, &parent, labels))
             })
             .await?;
         Ok(Response::new(api::ViewSnapshotResponse { mounts: convert::mounts(mounts) }))
@@ -153,8 +172,19 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::MountsRequest>,
     ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.clone();
-        let mounts = self.call("mounts", &r.snapshotter, &r.key, move |s| s.mounts(&key)).await?;
+        let key = r.key.as_str();
+        let mounts = self
+            .call("mounts", &r.snapshotter, |s| async move {
+                // A cached plan is a read; otherwise the policy is asked.
+                match answered("mounts", key, s.cached_mounts(key))? {
+                    Some(mounts) => Ok(mounts),
+                    None => {
+                        let owned = key.to_string();
+                        off_reactor("mounts", key, s, move |s| s.mounts(&owned)).await
+                    }
+                }
+            })
+            .await?;
         Ok(Response::new(api::MountsResponse { mounts: convert::mounts(mounts) }))
     }
 
@@ -165,8 +195,8 @@ impl Snapshots for SnapshotsApi {
         let r = req.into_inner();
         let (name, key, parent, labels) =
             (r.name, r.key.clone(), r.parent, convert::labels(r.labels));
-        self.call("commit", &r.snapshotter, &r.key, move |s| {
-            s.commit(&name, &key, &parent, labels)
+        self.call("commit", &r.snapshotter, |s| {
+            off_reactor("commit", &r.key, s, move |s| s.commit(&name, &key, &parent, labels))
         })
         .await?;
         Ok(Response::new(()))
@@ -178,7 +208,8 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
-        self.call("remove", &r.snapshotter, &r.key, move |s| s.remove(&key)).await?;
+        self.call("remove", &r.snapshotter, |s| off_reactor("remove", &r.key, s, move |s| s.remove(&key)))
+            .await?;
         Ok(Response::new(()))
     }
 
@@ -187,8 +218,10 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::StatSnapshotRequest>,
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.clone();
-        let info = self.call("stat", &r.snapshotter, &r.key, move |s| s.stat(&key)).await?;
+        let key = r.key.as_str();
+        let info =
+            self.call("stat", &r.snapshotter, |s| async move { answered("stat", key, s.stat(key)) })
+                .await?;
         Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
@@ -202,8 +235,11 @@ impl Snapshots for SnapshotsApi {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let key = info.name.clone();
         let info = convert::update_info(info).map_err(status)?;
-        let info =
-            self.call("update", &r.snapshotter, &key, move |s| s.update(info, &paths)).await?;
+        let info = self
+            .call("update", &r.snapshotter, |s| {
+                off_reactor("update", &key, s, move |s| s.update(info, &paths))
+            })
+            .await?;
         Ok(Response::new(api::UpdateSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
@@ -214,8 +250,10 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
-        let filters = r.filters;
-        let snapshots = self.call("list", &r.snapshotter, "", move |s| s.list(&filters)).await?;
+        let filters = &r.filters;
+        let snapshots = self
+            .call("list", &r.snapshotter, |s| async move { answered("list", "", s.list(filters)) })
+            .await?;
         let mut batches = Vec::with_capacity(snapshots.len().div_ceil(LIST_BATCH));
         let (mut info, mut bytes) = (Vec::new(), 0);
         for snapshot in snapshots {
@@ -239,14 +277,26 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::UsageRequest>,
     ) -> Result<Response<api::UsageResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.clone();
-        let usage = self.call("usage", &r.snapshotter, &r.key, move |s| s.usage(&key)).await?;
+        let key = r.key.as_str();
+        let usage = self
+            .call("usage", &r.snapshotter, |s| async move {
+                // A committed snapshot's usage is stored; an active one's is a walk.
+                match answered("usage", key, s.stored_usage(key))? {
+                    Some(usage) => Ok(usage),
+                    None => {
+                        let owned = key.to_string();
+                        off_reactor("usage", key, s, move |s| s.usage(&owned)).await
+                    }
+                }
+            })
+            .await?;
         Ok(Response::new(api::UsageResponse { size: usage.size, inodes: usage.inodes }))
     }
 
     async fn cleanup(&self, req: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        self.call("cleanup", &r.snapshotter, "", |s| s.cleanup()).await?;
+        self.call("cleanup", &r.snapshotter, |s| off_reactor("cleanup", "", s, |s| s.cleanup()))
+            .await?;
         Ok(Response::new(()))
     }
 }
