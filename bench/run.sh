@@ -22,7 +22,11 @@ cd "$repo"
 set -- --compare --dir target/tmp/bench "$@"
 case ${BENCH_CLIENT:-rust} in
 rust) ;;
-go) set -- --go-client "$(tests/conformance/run.sh goclient)" "$@" ;;
+go)
+	# Assigned first, so that a failed build stops the script (set -e).
+	goclient=$(tests/conformance/run.sh goclient)
+	set -- --go-client "$goclient" "$@"
+	;;
 *)
 	echo "BENCH_CLIENT=${BENCH_CLIENT}: expected rust or go" >&2
 	exit 2
