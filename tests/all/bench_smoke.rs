@@ -1,14 +1,40 @@
 //! `wasmsnap bench` runs its whole workload against a real daemon and
-//! prints the table (a smoke test: timings are printed, never asserted).
+//! prints the table (a smoke test: timings are printed, never asserted),
+//! once with its own Rust client and once through containerd's Go proxy
+//! client (`--go-client`, tests/goclient).
+//!
+//! The Go client is built as the conformance tests build theirs: offline in
+//! GOPATH mode from Debian's `golang-go` and
+//! `golang-github-containerd-containerd-dev`, in the same staging GOPATH
+//! and cache. Without them it fails and says what to install (a skip would
+//! hide a broken CI).
 
 use crate::common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{BIN, Daemon};
 
 #[test]
 fn bench_prints_a_table_for_a_small_workload() {
+    let stdout = bench_against_a_daemon(&[]);
+    assert!(stdout.contains("client: wasmsnap's Rust client"), "no client line in:\n{stdout}");
+}
+
+#[test]
+fn bench_through_containerds_go_client_prints_every_row() {
+    let goclient = build_goclient();
+    let stdout = bench_against_a_daemon(&["--go-client".as_ref(), goclient.as_os_str()]);
+    assert!(
+        stdout.contains("client: containerd's Go proxy client"),
+        "no client line in:\n{stdout}"
+    );
+}
+
+/// Runs the depth-3 workload against a fresh daemon, checks every row has
+/// figures and nothing is left behind, and returns what bench printed.
+fn bench_against_a_daemon(extra: &[&std::ffi::OsStr]) -> String {
     let daemon = Daemon::start();
     let floor_dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
@@ -29,9 +55,10 @@ fn bench_prints_a_table_for_a_small_workload() {
         .arg(&daemon.socket)
         .arg("--dir")
         .arg(floor_dir.path())
+        .args(extra)
         .output()
         .expect("run wasmsnap bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -42,6 +69,8 @@ fn bench_prints_a_table_for_a_small_workload() {
     println!("{stdout}");
     for row in [
         "prepare+commit (chain)",
+        "  prepare",
+        "  commit",
         "stat (every layer)",
         "list all",
         "view on top",
@@ -65,4 +94,30 @@ fn bench_prints_a_table_for_a_small_workload() {
     // The workload removed everything it made (Cleanup ran after it).
     let left: Vec<_> = std::fs::read_dir(daemon.snapshots_dir("overlay")).unwrap().collect();
     assert!(left.is_empty(), "snapshot dirs left behind: {left:?}");
+    stdout
+}
+
+/// Builds tests/goclient with `tests/conformance/run.sh goclient` (which
+/// checks for Go and containerd's sources and names the packages to
+/// install) in the conformance tests' staging GOPATH, so the cache is shared.
+fn build_goclient() -> PathBuf {
+    let run_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance/run.sh");
+    let staging = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let out = Command::new("sh")
+        .arg(&run_sh)
+        .arg("goclient")
+        .env("GO_STAGING", &staging)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", run_sh.display()));
+    assert!(
+        out.status.success(),
+        "building the Go client (tests/goclient) with {} failed ({}):\n{}{}",
+        run_sh.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(built.is_file(), "{} printed {built:?}, which is not a file", run_sh.display());
+    built
 }

@@ -7,6 +7,9 @@
 #
 #   tests/conformance/run.sh peer
 #       builds containerd's overlay+native proxy server to target/tmp/go/bin/peer
+#   tests/conformance/run.sh goclient
+#       builds the benchmark's Go client (tests/goclient: the workload through
+#       containerd's proxy snapshotter client) to target/tmp/go/bin/goclient
 #   tests/conformance/run.sh suite BIN [SNAPSHOTTER] [go test flags...]
 #       runs containerd's SnapshotterSuite against `BIN serve` (default
 #       snapshotter overlay), e.g.
@@ -14,12 +17,14 @@
 #         tests/conformance/run.sh suite target/tmp/go/bin/peer native -v
 #
 # Needs root: the suite mounts every snapshot. Everything built lands under
-# target/tmp/go (GOPATH staging and GOCACHE); nothing is fetched from the network.
+# target/tmp/go (GOPATH staging and GOCACHE; GO_STAGING=DIR puts it elsewhere,
+# as the Rust tests do); nothing is fetched from the network. A build prints
+# the binary's path on stdout.
 set -eu
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 gocode=${GOCODE:-/usr/share/gocode}
-staging=$repo/target/tmp/go
+staging=${GO_STAGING:-$repo/target/tmp/go}
 
 if ! command -v go >/dev/null; then
 	echo "go not found: apt-get install golang-go" >&2
@@ -35,6 +40,7 @@ fi
 mkdir -p "$staging/src/wasmsnap" "$staging/bin"
 ln -sfn "$repo/tests/conformance" "$staging/src/wasmsnap/conformance"
 ln -sfn "$repo/tests/peer" "$staging/src/wasmsnap/peer"
+ln -sfn "$repo/tests/goclient" "$staging/src/wasmsnap/goclient"
 
 export GO111MODULE=off GOFLAGS= GOPROXY=off GOPATH="$staging:$gocode" GOCACHE="$staging/cache"
 
@@ -44,6 +50,10 @@ case $cmd in
 peer)
 	go build -o "$staging/bin/peer" wasmsnap/peer
 	echo "$staging/bin/peer"
+	;;
+goclient)
+	go build -o "$staging/bin/goclient" wasmsnap/goclient
+	echo "$staging/bin/goclient"
 	;;
 suite)
 	[ $# -ge 1 ] || { echo "usage: $0 suite BIN [SNAPSHOTTER] [go test flags...]" >&2; exit 2; }
@@ -58,7 +68,7 @@ suite)
 	go test -count=1 -timeout 30m "$@" wasmsnap/conformance
 	;;
 *)
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 	;;
 esac

@@ -14,6 +14,7 @@
 
 mod client;
 mod floor;
+mod go_client;
 mod servers;
 mod stats;
 mod table;
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// Without --compare the floor runs only if this is given.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Drive the targets with this Go client (containerd's proxy snapshotter client;
+    /// `tests/conformance/run.sh goclient` builds it) instead of the built-in Rust client.
+    #[arg(long, value_name = "BIN")]
+    pub go_client: Option<PathBuf>,
 }
 
 /// A measured target: what it is and where it answers.
@@ -141,6 +146,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let with_floor = args.compare || args.dir.is_some();
 
+    println!("{}", go_client::describe(args.go_client.as_deref()));
     println!(
         "workload: chain depth {}, {} views, churn {} workers x {} prepare+remove; median of {} runs",
         shape.depth,
@@ -169,9 +175,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             for (i, t) in targets.iter().enumerate() {
                 let prefix = format!("bench-{}-{run}", std::process::id());
-                let samples = workload::run(&clients[i], &t.snapshotter, &prefix, shape)
-                    .await
-                    .with_context(|| format!("{} {} run {}", t.title, t.snapshotter, run + 1))?;
+                let samples = match &args.go_client {
+                    Some(bin) => go_client::run(bin, &t.socket, &t.snapshotter, &prefix, shape),
+                    None => workload::run(&clients[i], &t.snapshotter, &prefix, shape).await,
+                }
+                .with_context(|| format!("{} {} run {}", t.title, t.snapshotter, run + 1))?;
                 measured[i].push(samples);
             }
             eprintln!("run {}/{} done", run + 1, args.runs);
