@@ -40,7 +40,7 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     // that blocks (writes, walks, policy calls) to the blocking pool. With
     // a worker per core, requests and their replies hopped between workers
     // too: thread switches were most of a Stat (docs/performance.md).
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = reactor()?;
     let _entered = runtime.enter();
     // Before anything slow: SIGHUP's default action would kill the process
     // (a reload sent while it starts is kept for after). SIGTERM and SIGINT
@@ -76,6 +76,33 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
         Arc::new(Reloader::new(engine, file, overrides, service.clone(), config.clone()));
     let life = Life { notifier, started, root: config.root.clone() };
     runtime.block_on(run(service, &config.address, hup, reloader, life))
+}
+
+/// The runtime serving every socket: one reactor thread (see `serve`),
+/// which spins briefly before it sleeps (see `spin`).
+fn reactor() -> anyhow::Result<tokio::runtime::Runtime> {
+    // The runtime's epoll descriptors, known once it is built.
+    let epolls = Arc::new(std::sync::OnceLock::<Vec<std::os::fd::RawFd>>::new());
+    let before = crate::spin::epoll_fds();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park({
+            let epolls = epolls.clone();
+            move || {
+                if let Some(fds) = epolls.get() {
+                    crate::spin::until_ready(fds);
+                }
+            }
+        })
+        .build()
+        .context("start the tokio runtime")?;
+    let fds = crate::spin::new_epoll_fds(&before, &crate::spin::epoll_fds());
+    if fds.is_empty() {
+        tracing::debug!("the reactor sleeps without spinning: its epoll fds were not found");
+    } else {
+        let _ = epolls.set(fds);
+    }
+    Ok(runtime)
 }
 
 /// What `run` reports on: to the log and to systemd.

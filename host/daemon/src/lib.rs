@@ -31,4 +31,5 @@ pub mod reload;
 mod service;
 mod snapshotter;
 mod socket;
+mod spin;
 pub mod wire;
