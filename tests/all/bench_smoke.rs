@@ -1,8 +1,10 @@
 //! `wasmsnap bench` runs its whole workload against a real daemon and
-//! prints the table (a smoke test: timings are printed, never asserted).
+//! prints the table (a smoke test: timings are printed, never asserted),
+//! then the daemon's flushes per operation, counted with strace.
 
 use crate::common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{BIN, Daemon};
@@ -62,7 +64,47 @@ fn bench_prints_a_table_for_a_small_workload() {
         );
         assert!(fields[2].parse::<f64>().is_ok(), "row {row:?} has no ops/s: {line}");
     }
+    check_flush_table(&stdout, &daemon.root);
     // The workload removed everything it made (Cleanup ran after it).
     let left: Vec<_> = std::fs::read_dir(daemon.snapshots_dir("overlay")).unwrap().collect();
     assert!(left.is_empty(), "snapshot dirs left behind: {left:?}");
+}
+
+/// With strace installed, the flush table has a prepare+commit and a remove
+/// row for the daemon; where its root is on a disk (not tmpfs), a
+/// prepare+commit makes at least one flush: its record's commit.
+fn check_flush_table(stdout: &str, root: &Path) {
+    let strace_missing = Command::new("strace").arg("-V").output().is_err();
+    if strace_missing {
+        assert!(
+            stdout.contains("flush count skipped: strace is not installed"),
+            "no line saying the flush count was skipped:\n{stdout}"
+        );
+        return;
+    }
+    let flushes_per_op = |operation: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("flushes per operation"))
+            .find(|l| l.split_whitespace().take(3).eq(["target", "overlay", operation]))
+            .unwrap_or_else(|| panic!("no {operation} row in the flush table:\n{stdout}"));
+        let figure = line.split_whitespace().nth(4).unwrap_or_default();
+        figure.parse().unwrap_or_else(|_| panic!("no flushes/op in {line:?}"))
+    };
+    let per_prepare_commit = flushes_per_op("prepare+commit");
+    assert!(flushes_per_op("remove") >= 0.0);
+    let fs_type = filesystem_type(root);
+    if fs_type.as_deref() != Some("tmpfs") {
+        assert!(
+            per_prepare_commit > 0.0,
+            "no flush per prepare+commit on {fs_type:?} at {}:\n{stdout}",
+            root.display()
+        );
+    }
+}
+
+/// The file system type `findmnt` reports for `path`, if it runs.
+fn filesystem_type(path: &Path) -> Option<String> {
+    let out = Command::new("findmnt").args(["-no", "FSTYPE", "-T"]).arg(path).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -10,12 +10,16 @@
 //!   (runs interleaved), run the floor loop there too, and print each
 //!   snapshotter's table with the ratios.
 //!
-//! Every figure is the median over `--runs` runs.
+//! Every figure is the median over `--runs` runs. After the timed runs
+//! each server's flushes per operation are counted with strace
+//! (`flushes.rs`; `--no-flush-count` skips it).
 
 mod client;
 mod floor;
+mod flushes;
 mod servers;
 mod stats;
+mod strace;
 mod table;
 mod workload;
 
@@ -66,6 +70,9 @@ pub struct BenchArgs {
     /// Without --compare the floor runs only if this is given.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Skip counting each server's flushes per operation with strace (done after the timed runs).
+    #[arg(long)]
+    pub no_flush_count: bool,
 }
 
 /// A measured target: what it is and where it answers.
@@ -73,6 +80,8 @@ struct Target {
     title: String,
     socket: PathBuf,
     snapshotter: String,
+    /// The server's process [default: the one listening on `socket`].
+    pid: Option<u32>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -126,6 +135,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     title: server.label.clone(),
                     socket: server.socket.clone(),
                     snapshotter: name.clone(),
+                    pid: Some(server.pid()),
                 });
             }
         }
@@ -136,6 +146,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 title: "target".into(),
                 socket: socket.clone(),
                 snapshotter: name.clone(),
+                pid: None,
             });
         }
     }
@@ -157,7 +168,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut measured: Vec<Vec<workload::RunSamples>> = targets.iter().map(|_| Vec::new()).collect();
     let mut floors = Vec::new();
-    runtime.block_on(async {
+    let flush_report = runtime.block_on(async {
         let mut clients = Vec::new();
         for t in &targets {
             clients.push(client::connect(&t.socket).await?);
@@ -176,7 +187,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             eprintln!("run {}/{} done", run + 1, args.runs);
         }
-        anyhow::Ok(())
+        let chain = args.depth.max(flushes::MIN_CHAIN);
+        anyhow::Ok(if args.no_flush_count {
+            None
+        } else {
+            Some(flushes::count(&targets, &clients, chain).await)
+        })
     })?;
     let logs: Vec<_> = servers.iter().map(|s| (s.label.clone(), s.log.clone())).collect();
     drop(servers);
@@ -212,6 +228,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)",
             targets[0].title
         );
+    }
+    if let Some(report) = flush_report {
+        let report = report.context("count flushes per operation (--no-flush-count skips it)")?;
+        print!("\n{}", flushes::render(&report));
     }
     Ok(())
 }
