@@ -2,14 +2,14 @@
 # The whole test suite, from a fresh machine: installs what the tests need
 # (the wasm target; Debian's containerd, runc, Go and containerd's Go sources
 # for the conformance suite; xfsprogs for the reflink tests; prometheus for the
-# metrics tests), checks the format and the lints, then runs every test of the
+# metrics tests; strace for the benchmark's flush count), checks the format and the lints, then runs every test of the
 # workspace. Needs root (mounts, containerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 
-packages=(containerd runc golang-go golang-github-containerd-containerd-dev xfsprogs busybox-static prometheus)
+packages=(containerd runc golang-go golang-github-containerd-containerd-dev xfsprogs busybox-static prometheus strace)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

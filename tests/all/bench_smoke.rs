@@ -1,7 +1,8 @@
 //! `wasmsnap bench` runs its whole workload against a real daemon and
 //! prints the table (a smoke test: timings are printed, never asserted),
 //! once with its own Rust client and once through containerd's Go proxy
-//! client (`--go-client`, tests/goclient).
+//! client (`--go-client`, tests/goclient), then the daemon's flushes per
+//! operation, counted with strace.
 //!
 //! The Go client is built as the conformance tests build theirs: offline in
 //! GOPATH mode from Debian's `golang-go` and
@@ -91,6 +92,7 @@ fn bench_against_a_daemon(extra: &[&std::ffi::OsStr]) -> String {
         );
         assert!(fields[2].parse::<f64>().is_ok(), "row {row:?} has no ops/s: {line}");
     }
+    check_flush_table(&stdout, &daemon.root);
     // The workload removed everything it made (Cleanup ran after it).
     let left: Vec<_> = std::fs::read_dir(daemon.snapshots_dir("overlay")).unwrap().collect();
     assert!(left.is_empty(), "snapshot dirs left behind: {left:?}");
@@ -120,4 +122,43 @@ fn build_goclient() -> PathBuf {
     let built = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(built.is_file(), "{} printed {built:?}, which is not a file", run_sh.display());
     built
+}
+
+/// With strace installed, the flush table has a prepare+commit and a remove
+/// row for the daemon; where its root is on a disk (not tmpfs), a
+/// prepare+commit makes at least one flush: its record's commit.
+fn check_flush_table(stdout: &str, root: &Path) {
+    let strace_missing = Command::new("strace").arg("-V").output().is_err();
+    if strace_missing {
+        assert!(
+            stdout.contains("flush count skipped: strace is not installed"),
+            "no line saying the flush count was skipped:\n{stdout}"
+        );
+        return;
+    }
+    let flushes_per_op = |operation: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("flushes per operation"))
+            .find(|l| l.split_whitespace().take(3).eq(["target", "overlay", operation]))
+            .unwrap_or_else(|| panic!("no {operation} row in the flush table:\n{stdout}"));
+        let figure = line.split_whitespace().nth(4).unwrap_or_default();
+        figure.parse().unwrap_or_else(|_| panic!("no flushes/op in {line:?}"))
+    };
+    let per_prepare_commit = flushes_per_op("prepare+commit");
+    assert!(flushes_per_op("remove") >= 0.0);
+    let fs_type = filesystem_type(root);
+    if fs_type.as_deref() != Some("tmpfs") {
+        assert!(
+            per_prepare_commit > 0.0,
+            "no flush per prepare+commit on {fs_type:?} at {}:\n{stdout}",
+            root.display()
+        );
+    }
+}
+
+/// The file system type `findmnt` reports for `path`, if it runs.
+fn filesystem_type(path: &Path) -> Option<String> {
+    let out = Command::new("findmnt").args(["-no", "FSTYPE", "-T"]).arg(path).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

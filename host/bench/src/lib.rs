@@ -10,13 +10,17 @@
 //!   (runs interleaved), run the floor loop there too, and print each
 //!   snapshotter's table with the ratios.
 //!
-//! Every figure is the median over `--runs` runs.
+//! Every figure is the median over `--runs` runs. After the timed runs
+//! each server's flushes per operation are counted with strace
+//! (`flushes.rs`; `--no-flush-count` skips it).
 
 mod client;
 mod floor;
+mod flushes;
 mod go_client;
 mod servers;
 mod stats;
+mod strace;
 mod table;
 mod workload;
 
@@ -71,6 +75,9 @@ pub struct BenchArgs {
     /// `tests/conformance/run.sh goclient` builds it) instead of the built-in Rust client.
     #[arg(long, value_name = "BIN")]
     pub go_client: Option<PathBuf>,
+    /// Skip counting each server's flushes per operation with strace (done after the timed runs).
+    #[arg(long)]
+    pub no_flush_count: bool,
 }
 
 /// A measured target: what it is and where it answers.
@@ -78,6 +85,8 @@ struct Target {
     title: String,
     socket: PathBuf,
     snapshotter: String,
+    /// The server's process [default: the one listening on `socket`].
+    pid: Option<u32>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -131,6 +140,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     title: server.label.clone(),
                     socket: server.socket.clone(),
                     snapshotter: name.clone(),
+                    pid: Some(server.pid()),
                 });
             }
         }
@@ -141,6 +151,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 title: "target".into(),
                 socket: socket.clone(),
                 snapshotter: name.clone(),
+                pid: None,
             });
         }
     }
@@ -163,7 +174,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut measured: Vec<Vec<workload::RunSamples>> = targets.iter().map(|_| Vec::new()).collect();
     let mut floors = Vec::new();
-    runtime.block_on(async {
+    let flush_report = runtime.block_on(async {
         let mut clients = Vec::new();
         for t in &targets {
             clients.push(client::connect(&t.socket).await?);
@@ -184,7 +195,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             eprintln!("run {}/{} done", run + 1, args.runs);
         }
-        anyhow::Ok(())
+        let chain = args.depth.max(flushes::MIN_CHAIN);
+        anyhow::Ok(if args.no_flush_count {
+            None
+        } else {
+            Some(flushes::count(&targets, &clients, chain).await)
+        })
     })?;
     let logs: Vec<_> = servers.iter().map(|s| (s.label.clone(), s.log.clone())).collect();
     drop(servers);
@@ -220,6 +236,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "x floor: floor ops/s / {} ops/s (1: at the floor; below 1: faster than the bare loop)",
             targets[0].title
         );
+    }
+    if let Some(report) = flush_report {
+        let report = report.context("count flushes per operation (--no-flush-count skips it)")?;
+        print!("\n{}", flushes::render(&report));
     }
     Ok(())
 }
