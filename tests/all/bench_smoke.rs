@@ -155,6 +155,13 @@ fn check_flush_table(stdout: &str, root: &Path) {
             root.display()
         );
     }
+    // The flush floor (docs/crash-safety.md, "Power loss"): one redb commit
+    // each for the Prepare and the Commit, no directory fsync (containerd's
+    // bolt makes 4).
+    assert!(
+        per_prepare_commit <= 2.0,
+        "{per_prepare_commit} flushes per prepare+commit on {fs_type:?}, more than the 2 of the records:\n{stdout}"
+    );
 }
 
 /// The file system type `findmnt` reports for `path`, if it runs.

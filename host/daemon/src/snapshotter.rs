@@ -474,8 +474,12 @@ impl Snapshotter {
         if record.kind != Kind::Active || self.content_dir(&record).is_none() {
             return Ok(Known::Usage(Usage::default()));
         }
-        let cached =
-            self.active_usage.lock().unwrap_or_else(PoisonError::into_inner).get(&record.id).copied();
+        let cached = self
+            .active_usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&record.id)
+            .copied();
         Ok(match cached.filter(|(at, _)| at.elapsed() < ACTIVE_USAGE_TTL) {
             Some((_, usage)) => Known::Usage(usage),
             None => Known::ToMeasure(record),
@@ -581,16 +585,16 @@ impl Snapshotter {
     /// Remove every directory without a record, after
     /// the background jobs queued so far. A Prepare half-way (its directory made, its
     /// record not yet committed) holds a claim on its directory, which
-    /// cleanup skips; running as a write transaction also keeps records
-    /// from changing while we look.
+    /// cleanup skips; holding writers off keeps records from changing
+    /// while we look.
     pub fn cleanup(&self) -> Result<()> {
         self.background.wait_idle();
-        self.metastore.write(|tx| -> Result<_> {
+        let report = self.metastore.read_holding_writers(|tx| {
             let keep: HashSet<SnapshotId> = tx.ids()?;
-            let report = self.dirs.cleanup(&keep)?;
-            tracing::info!(snapshotter = %self.name, ?report, "cleanup");
-            Ok(())
-        })
+            Ok(self.dirs.cleanup(&keep))
+        })??;
+        tracing::info!(snapshotter = %self.name, ?report, "cleanup");
+        Ok(())
     }
 
     fn content_dir(&self, record: &Record) -> Option<PathBuf> {

@@ -17,9 +17,12 @@
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-/// How long the reactor looks for more work before it sleeps: about one
-/// round trip of a local gRPC client.
-pub const SPIN: Duration = Duration::from_micros(50);
+/// How long the reactor looks for more work before it sleeps: a local
+/// gRPC client's next request, or a write the blocking pool finishes on a
+/// file system where a flush costs little (tmpfs: 200 to 400 µs), comes
+/// within it. Measured against 50 µs: writes on tmpfs 10 to 35 % faster,
+/// the same on disks.
+pub const SPIN: Duration = Duration::from_micros(200);
 
 /// The epoll descriptors this process has open now.
 pub fn epoll_fds() -> Vec<RawFd> {

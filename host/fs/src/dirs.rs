@@ -448,20 +448,6 @@ fn parse_id(name: &OsStr) -> Option<SnapshotId> {
     (id.to_string() == s).then_some(id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_canonical_numbers_are_ids() {
-        assert_eq!(parse_id(OsStr::new("7")), Some(7));
-        assert_eq!(parse_id(OsStr::new("0")), Some(0));
-        for name in ["007", "+7", "new-7", "rm-7-ab", "", "7 "] {
-            assert_eq!(parse_id(OsStr::new(name)), None, "{name:?}");
-        }
-    }
-}
-
 /// The top-level entry a layout step makes or changes.
 fn step_name(step: &Step) -> &str {
     match step {
@@ -475,4 +461,18 @@ fn step_name(step: &Step) -> &str {
 /// A directory, not a symlink to one.
 fn is_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_numbers_are_ids() {
+        assert_eq!(parse_id(OsStr::new("7")), Some(7));
+        assert_eq!(parse_id(OsStr::new("0")), Some(0));
+        for name in ["007", "+7", "new-7", "rm-7-ab", "", "7 "] {
+            assert_eq!(parse_id(OsStr::new(name)), None, "{name:?}");
+        }
+    }
 }

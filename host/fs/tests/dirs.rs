@@ -271,3 +271,51 @@ fn usage_counts_blocks_once_per_inode_like_du() {
     let err = usage(&root.join("missing")).unwrap_err();
     assert!(err.to_string().contains("missing: ENOENT"), "{err}");
 }
+
+/// What a power loss can take of an empty tree (it is not flushed before
+/// its record) is made again: the whole tree, or just the entries missing,
+/// with the layout's modes and owners; what exists is left alone.
+#[test]
+fn rebuild_makes_again_what_is_missing_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = SnapshotDirs::open(tmp.path()).unwrap();
+    let parent = tmp.path().join("parent-fs");
+    std::fs::create_dir(&parent).unwrap();
+    let steps = overlay_active();
+
+    // Nothing missing: nothing made.
+    dirs.create(1, &steps, Some(&parent)).unwrap().keep();
+    std::fs::write(dirs.dir(1).join("fs/kept"), "container data").unwrap();
+    assert!(dirs.rebuild(1, &steps, Some(&parent), None).unwrap().is_empty());
+
+    // One entry gone: only it is made, the other keeps its contents.
+    std::fs::remove_dir(dirs.dir(1).join("work")).unwrap();
+    let made = dirs.rebuild(1, &steps, Some(&parent), None).unwrap();
+    assert_eq!(made, [dirs.dir(1).join("work")]);
+    assert_eq!(perms(&dirs.dir(1).join("work")), 0o711);
+    assert_eq!(std::fs::read_to_string(dirs.dir(1).join("fs/kept")).unwrap(), "container data");
+
+    // The whole tree gone: made as `create` makes it.
+    std::fs::remove_dir_all(dirs.dir(1)).unwrap();
+    let made = dirs.rebuild(1, &steps, Some(&parent), None).unwrap();
+    assert_eq!(made, [dirs.dir(1)]);
+    assert_eq!(names(&dirs.dir(1)), ["fs", "work"]);
+    assert_eq!(perms(&dirs.dir(1)), 0o700);
+    assert_eq!(perms(&dirs.dir(1).join("fs")), 0o755);
+    assert_eq!(names(&tmp.path().join("snapshots")), ["1"], "no temp dir left");
+}
+
+/// A tree holding a copy of its parent was flushed before its record: if
+/// it is gone, that is not a power loss's doing, and it is not made again.
+#[test]
+fn rebuild_refuses_a_layout_that_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = SnapshotDirs::open(tmp.path()).unwrap();
+    let parent = tmp.path().join("parent-fs");
+    std::fs::create_dir(&parent).unwrap();
+    let steps = vec![Step::CopyParent { name: "fs".into(), mode: CopyMode::Copy }];
+    let err = dirs.rebuild(2, &steps, Some(&parent), None).unwrap_err();
+    assert!(matches!(err, FsError::NotRebuildable { .. }), "{err:?}");
+    assert!(err.to_string().contains("copies the parent"), "{err}");
+    assert!(names(&tmp.path().join("snapshots")).is_empty());
+}

@@ -189,6 +189,29 @@ impl Metastore {
         Ok(value)
     }
 
+    /// Runs `f` in a read transaction while no write transaction can
+    /// commit: what `f` reads stays the truth until it returns. For
+    /// Cleanup, which removes what no record owns and must not miss a
+    /// record committed meanwhile. It writes nothing, so it flushes nothing
+    /// (a write transaction would fsync an empty commit).
+    pub fn read_holding_writers<R>(
+        &self,
+        f: impl FnOnce(&ReadTx) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let me = thread_token();
+        if self.writer_thread.load(Ordering::Acquire) == me {
+            return Err(Error::Storage("nested write transaction on the same metastore".into()));
+        }
+        let _lock = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        // A commit left without fsync waits for the next writer's, which
+        // waits for this lock: make it durable now.
+        self.sync_locked();
+        let txn = self.db.begin_read()?;
+        let out = f(&ReadTx::open(&txn)?);
+        drop(txn);
+        out
+    }
+
     /// Have `observer` told of every durable commit from now on (the first
     /// observer set stays).
     pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {

@@ -208,8 +208,10 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
-        self.call("remove", &r.snapshotter, |s| off_reactor("remove", &r.key, s, move |s| s.remove(&key)))
-            .await?;
+        self.call("remove", &r.snapshotter, |s| {
+            off_reactor("remove", &r.key, s, move |s| s.remove(&key))
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
@@ -219,9 +221,9 @@ impl Snapshots for SnapshotsApi {
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.as_str();
-        let info =
-            self.call("stat", &r.snapshotter, |s| async move { answered("stat", key, s.stat(key)) })
-                .await?;
+        let info = self
+            .call("stat", &r.snapshotter, |s| async move { answered("stat", key, s.stat(key)) })
+            .await?;
         Ok(Response::new(api::StatSnapshotResponse { info: Some(convert::info(info)) }))
     }
 
