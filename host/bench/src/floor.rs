@@ -1,15 +1,13 @@
-//! The floor: the directory operations and syncs a snapshotter that keeps
-//! containerd's crash order cannot avoid, done by a bare loop with no
+//! The floor: the directory operations and syncs a snapshotter with
+//! wasmsnap's guarantees cannot avoid, done by a bare loop with no
 //! database, no RPC and no policy. It shows how far each operation is from
 //! what the disk allows.
 //!
 //! Per snapshot created: mkdir a temp dir and its subdirs (`fs`, and `work`
-//! for an active), fsync the temp dir, rename it into place, fsync the
-//! parent, then write and fdatasync a 4 KiB "record". On a file system that
-//! does not keep metadata in order (ext4 without a journal, as on this
-//! project's VMs) each new subdir is fsynced too, as it must be there for
-//! its inode to be on disk. Per commit or remove:
-//! the record's write and fdatasync (remove then renames the directory away
+//! for an active), rename it into place, then write and fdatasync a 4 KiB
+//! "record": an empty tree is not flushed, the record is (see
+//! `docs/crash-safety.md`, "Power loss"). Per commit or remove: the
+//! record's write and fdatasync (remove then renames the directory away
 //! and deletes it, with no sync: a directory without a record is allowed).
 //! Reads (stat, list, mounts) touch no disk: they have no floor.
 
@@ -25,27 +23,13 @@ use super::stats::Samples;
 use super::workload::{Op, RunSamples, Shape};
 
 struct Floor {
-    /// fsync each new subdir (no ordered metadata journal here).
-    sync_subdirs: bool,
     snapshots: PathBuf,
-    snapshots_dir: File,
     record: File,
     next: AtomicUsize,
 }
 
-/// The floor's steps per created snapshot on the file system holding `dir`.
-pub fn recipe(dir: &Path) -> anyhow::Result<&'static str> {
-    Ok(if sync_subdirs(dir)? {
-        "mkdir temp/{fs,work}, fsync fs, fsync work, fsync temp, rename, fsync parent, fdatasync record (no ordered metadata journal)"
-    } else {
-        "mkdir temp/{fs,work}, fsync temp, rename, fsync parent, fdatasync record"
-    })
-}
-
-fn sync_subdirs(dir: &Path) -> anyhow::Result<bool> {
-    let probe = tempfile::Builder::new().prefix("floor-probe-").tempdir_in(dir)?;
-    Ok(!wasmsnap_fs::SnapshotDirs::open(probe.path())?.orders_metadata())
-}
+/// The floor's steps per created snapshot.
+pub const RECIPE: &str = "mkdir temp/{fs,work}, rename, fdatasync record";
 
 /// Runs the floor loop of `shape` in a fresh directory under `dir` (put it
 /// on the same file system as the snapshotters' roots).
@@ -63,13 +47,7 @@ pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
         .open(scratch.path().join("records"))?;
     record.write_all_at(&[0; 64 * 4096], 0)?;
     record.sync_all()?;
-    let floor = Floor {
-        sync_subdirs: sync_subdirs(dir)?,
-        snapshots_dir: File::open(&snapshots)?,
-        snapshots,
-        record,
-        next: AtomicUsize::new(0),
-    };
+    let floor = Floor { snapshots, record, next: AtomicUsize::new(0) };
 
     let mut out = RunSamples::new();
     let (mut pairs, mut prepares, mut commits) =
@@ -109,7 +87,7 @@ pub fn run(dir: &Path, shape: Shape) -> anyhow::Result<RunSamples> {
 }
 
 impl Floor {
-    /// A new snapshot directory, durable and in place, then its record.
+    /// A new snapshot directory in place, then its record, durably.
     fn create(&self, active: bool) -> anyhow::Result<PathBuf> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let temp = self.snapshots.join(format!("new-{n}"));
@@ -121,15 +99,8 @@ impl Floor {
         for sub in &subdirs {
             fs::create_dir(sub)?;
         }
-        if self.sync_subdirs {
-            for sub in &subdirs {
-                File::open(sub)?.sync_all()?;
-            }
-        }
-        File::open(&temp)?.sync_all()?;
         let path = self.snapshots.join(n.to_string());
         fs::rename(&temp, &path)?;
-        self.snapshots_dir.sync_all()?;
         self.write_record()?;
         Ok(path)
     }
