@@ -2,8 +2,8 @@
 //! timed runs, so that tracing slows none of them, strace counts the flush
 //! syscalls each server makes while an untimed chain of prepare+commit runs
 //! against it, then while the chain is removed (top first). Every thread of
-//! the server counts, background ones included: a spare made after a
-//! Prepare is part of what that Prepare costs the disk.
+//! the server counts, background ones included: work a request leaves to
+//! a background thread is part of what that request costs the disk.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -18,7 +18,7 @@ use super::strace::{Counts, FLUSHES, Tracer};
 use wasmsnap_daemon::wire::proto::snapshots as api;
 
 /// Quiet time before tracing starts, so that work left from the timed runs
-/// (spares refilled after the churn, deletions) is not counted.
+/// (deletions after the churn) is not counted.
 const IDLE_BEFORE: Duration = Duration::from_secs(1);
 /// Time after the last reply for the work it started in the background.
 const SETTLE_AFTER: Duration = Duration::from_secs(1);

@@ -1,12 +1,14 @@
 //! One served snapshotter: the transaction of each containerd operation,
 //! over its metastore, its policy and its snapshot directories.
 //!
-//! Every method is blocking (redb, syscalls, wasm); the wire layer runs them
-//! off the async reactor. Crash order: a snapshot's directory is created
-//! (and renamed into place, durably) before its record commits, and its
-//! record is deleted before its directory, so after a crash there may be a
-//! directory without a record (Cleanup removes it), never a record without
-//! its directory.
+//! Every method is blocking (redb, syscalls, wasm); the wire layer runs the
+//! writes off the async reactor and answers the short reads on it. Crash
+//! order: a snapshot's directory is created (renamed into place) before its
+//! record commits, and its record is deleted before its directory, so after
+//! a process crash there may be a directory without a record (Cleanup
+//! removes it), never a record without its directory. Only the record is
+//! flushed for an empty tree; after a power loss, recovery rebuilds it
+//! (`recovery`, and `wasmsnap_fs::SnapshotDirs` for what is flushed).
 //!
 //! Speed (see `docs/performance.md`): the write lock is held only for the
 //! records. A Prepare builds its directory before taking it (under an id
@@ -224,9 +226,9 @@ impl Snapshotter {
     /// changes unless every step succeeds.
     ///
     /// The directory is built (under an id reserved up front) and renamed
-    /// into place durably before the record's transaction begins: the write
-    /// lock covers only the records, and the crash order is the same as
-    /// doing it all inside the transaction.
+    /// into place before the record's transaction begins: the write lock
+    /// covers only the records, and the crash order is the same as doing it
+    /// all inside the transaction.
     pub fn create(
         &self,
         kind: Kind,
@@ -571,6 +573,12 @@ impl Snapshotter {
             })
         })?;
         Ok(out)
+    }
+
+    /// What a durable commit of this snapshotter's metastore has cost
+    /// lately (`None` before the first).
+    pub fn durable_commit_cost(&self) -> Option<Duration> {
+        self.metastore.durable_commit_cost()
     }
 
     /// Removed snapshots whose directories the background has yet to delete.

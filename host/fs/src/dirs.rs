@@ -9,8 +9,8 @@
 //!
 //! Durability (what survives a power loss) depends on the layout:
 //!
-//! - **only directories** (mkdir and chown steps, an overlay active or any
-//!   view): nothing is flushed. The new tree is empty, so the record alone
+//! - **only directories** (mkdir and chown steps: overlay's actives and
+//!   views, any snapshot without a parent): nothing is flushed. The new tree is empty, so the record alone
 //!   holds everything worth keeping; start-up recovery rebuilds a tree a
 //!   power loss took from the record and the policy's layout
 //!   ([`rebuild`](SnapshotDirs::rebuild)). That saves a journal commit (or
@@ -32,8 +32,8 @@ use crate::remove::remove_tree;
 use crate::sys;
 
 const SNAPSHOTS: &str = "snapshots";
-/// Where versions before 0.3 kept spare trees made ahead of time: removed
-/// at open.
+/// Where earlier versions kept spare trees made ahead of time: removed at
+/// open.
 const LEGACY_SPARES: &str = "spares";
 const NEW_PREFIX: &str = "new-";
 const REMOVE_PREFIX: &str = "rm-";

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -35,6 +35,11 @@ pub struct Metastore {
     id_floor: AtomicU64,
     /// Told of each durable commit (set once, by the daemon's metrics).
     observer: OnceLock<Arc<dyn CommitObserver>>,
+    /// What a durable commit has cost lately, in ns (a moving average;
+    /// `u64::MAX` until the first one): see [`durable_commit_cost`].
+    ///
+    /// [`durable_commit_cost`]: Self::durable_commit_cost
+    commit_cost_ns: AtomicU64,
 }
 
 impl Metastore {
@@ -61,6 +66,7 @@ impl Metastore {
             writer_thread: AtomicU64::new(0),
             id_floor: AtomicU64::new(next_id),
             observer: OnceLock::new(),
+            commit_cost_ns: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -219,8 +225,24 @@ impl Metastore {
     }
 
     fn observe(&self, started: Instant, grouped: u64) {
+        let took = started.elapsed();
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // One update at a time (under the write lock): a plain load and store.
+        let cost = moving_average(self.commit_cost_ns.load(Ordering::Relaxed), sample);
+        self.commit_cost_ns.store(cost, Ordering::Relaxed);
         if let Some(o) = self.observer.get() {
-            o.durable_commit(started.elapsed(), grouped);
+            o.durable_commit(took, grouped);
+        }
+    }
+
+    /// What a durable commit (the transaction's pages and its flush) has
+    /// cost lately: a moving average over the last few, `None` before the
+    /// first. Small where a flush costs nothing (tmpfs, a device with
+    /// power-loss protection), a device flush or a journal commit elsewhere.
+    pub fn durable_commit_cost(&self) -> Option<Duration> {
+        match self.commit_cost_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 
@@ -266,6 +288,15 @@ impl Drop for Turn<'_> {
             self.store.sync_locked();
         }
         self.store.writer_thread.store(0, Ordering::Release);
+    }
+}
+
+/// The average of commit costs with `sample` taken in: each new one weighs
+/// an eighth. `u64::MAX` is "none yet".
+fn moving_average(average: u64, sample: u64) -> u64 {
+    match average {
+        u64::MAX => sample,
+        average => average - average / 8 + sample / 8,
     }
 }
 
@@ -359,6 +390,23 @@ mod tests {
         let after = store.reserve_id().unwrap();
         assert!(after > b && after > r2, "after reopen: {after}");
         assert_eq!(store.read(|tx| tx.get("c")).unwrap().id, r2);
+    }
+
+    /// The cost of durable commits is known from the first one on, and a
+    /// read holding writers off does not commit (so does not move it).
+    #[test]
+    fn durable_commits_are_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Metastore::open(dir.path()).unwrap();
+        assert_eq!(store.durable_commit_cost(), None);
+        store.write(|tx| tx.create("a", Kind::Active, None, BTreeMap::new())).unwrap();
+        let first = store.durable_commit_cost().expect("timed");
+        assert!(first > Duration::ZERO && first < Duration::from_secs(10), "{first:?}");
+        let ids = store.read_holding_writers(|tx| tx.ids()).unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(store.durable_commit_cost(), Some(first));
+        assert_eq!(moving_average(u64::MAX, 800), 800, "the first sample");
+        assert_eq!(moving_average(800, 1600), 900, "each new one weighs an eighth");
     }
 
     /// A writer that committed while a long writer queued behind it gets its
