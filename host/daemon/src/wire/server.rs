@@ -87,6 +87,22 @@ fn answered<T>(op: &'static str, key: &str, result: Result<T, Error>) -> Result<
     })
 }
 
+/// `read` on the reactor; if it has no answer (`None`), `blocking` on the
+/// blocking pool.
+async fn read_else_off_reactor<T: Send + 'static>(
+    op: &'static str,
+    key: &str,
+    target: Arc<Snapshotter>,
+    read: impl FnOnce(&Snapshotter, &str) -> Result<Option<T>, Error>,
+    blocking: impl FnOnce(&Snapshotter, &str) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    if let Some(answer) = answered(op, key, read(&target, key))? {
+        return Ok(answer);
+    }
+    let owned = key.to_string();
+    off_reactor(op, key, target, move |s| blocking(s, &owned)).await
+}
+
 /// Whether `s`'s record writes are short enough for the reactor.
 fn short_writes(s: &Snapshotter) -> bool {
     s.durable_commit_cost().is_some_and(|cost| cost < SHORT_WRITE)
@@ -191,17 +207,12 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::MountsRequest>,
     ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.as_str();
+        // A cached plan is a read; otherwise the policy is asked.
         let mounts = self
-            .call("mounts", &r.snapshotter, |s| async move {
-                // A cached plan is a read; otherwise the policy is asked.
-                match answered("mounts", key, s.cached_mounts(key))? {
-                    Some(mounts) => Ok(mounts),
-                    None => {
-                        let owned = key.to_string();
-                        off_reactor("mounts", key, s, move |s| s.mounts(&owned)).await
-                    }
-                }
+            .call("mounts", &r.snapshotter, |s| {
+                read_else_off_reactor("mounts", &r.key, s, Snapshotter::cached_mounts, |s, key| {
+                    s.mounts(key)
+                })
             })
             .await?;
         Ok(Response::new(api::MountsResponse { mounts: convert::mounts(mounts) }))
@@ -305,17 +316,12 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::UsageRequest>,
     ) -> Result<Response<api::UsageResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.as_str();
+        // A committed snapshot's usage is stored; an active one's is a walk.
         let usage = self
-            .call("usage", &r.snapshotter, |s| async move {
-                // A committed snapshot's usage is stored; an active one's is a walk.
-                match answered("usage", key, s.stored_usage(key))? {
-                    Some(usage) => Ok(usage),
-                    None => {
-                        let owned = key.to_string();
-                        off_reactor("usage", key, s, move |s| s.usage(&owned)).await
-                    }
-                }
+            .call("usage", &r.snapshotter, |s| {
+                read_else_off_reactor("usage", &r.key, s, Snapshotter::stored_usage, |s, key| {
+                    s.usage(key)
+                })
             })
             .await?;
         Ok(Response::new(api::UsageResponse { size: usage.size, inodes: usage.inodes }))
