@@ -10,9 +10,10 @@
 //!   and the filesystem executor (`wasmsnap-fs`).
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
-//! [`daemon`] (signals, shutdown), [`socket`] (appears only when it
-//! accepts), [`notify`] (systemd readiness), [`reload`] (SIGHUP),
-//! [`recovery`] (at open), [`cancel`] (a caller that went away).
+//! [`daemon`] (signals, shutdown, the reactor; `spin`: its spin before it
+//! sleeps), [`socket`] (appears only when it accepts), [`notify`] (systemd
+//! readiness), [`reload`] (SIGHUP), [`recovery`] (at open, and the rebuild
+//! of trees a power loss took), [`cancel`] (a caller that went away).
 
 mod background;
 mod cancel;
