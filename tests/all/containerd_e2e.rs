@@ -179,10 +179,14 @@ fn print_timings(labels: &[&str], timings: &[Vec<Timings>], rounds: usize) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!("{:.0} ms ({:.0}-{:.0})", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]))
     };
-    // The daemon is built with the test's profile.
-    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    // The daemon is built with the test's profile, unless WASMSNAP_TEST_BIN names another.
+    let build = match std::env::var("WASMSNAP_TEST_BIN") {
+        Ok(bin) => bin,
+        Err(_) if cfg!(debug_assertions) => "debug build".into(),
+        Err(_) => "release build".into(),
+    };
     println!(
-        "\ncontainerd end to end: median (min-max) of {rounds} rounds; 3-layer image; wasmsnap {build} build"
+        "\ncontainerd end to end: median (min-max) of {rounds} rounds; 3-layer image; wasmsnap: {build}"
     );
     println!(
         "{:<34} {:>24} {:>24} {:>24}",
