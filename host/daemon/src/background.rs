@@ -7,9 +7,8 @@
 //! remove. Ids are never handed out twice in one process, so no new
 //! snapshot can meet a directory still queued here.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use wasmsnap_fs::SnapshotDirs;
@@ -17,23 +16,24 @@ use wasmsnap_plan::SnapshotId;
 
 use crate::metrics::SnapshotterMeters;
 
-enum Job {
-    Remove(SnapshotId),
-}
-
 pub struct Background {
-    queue: Option<Sender<Job>>,
+    /// Snapshots whose directories are to be deleted.
+    queue: Option<Sender<SnapshotId>>,
     pending: Arc<Pending>,
-    /// Removals queued or running (a subset of `pending`).
-    removals: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// How many jobs are queued or running.
+/// How many removals are queued or running.
 #[derive(Default)]
 struct Pending {
     count: Mutex<usize>,
     idle: Condvar,
+}
+
+impl Pending {
+    fn count(&self) -> MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Background {
@@ -42,28 +42,21 @@ impl Background {
         dirs: Arc<SnapshotDirs>,
         meters: Option<Arc<SnapshotterMeters>>,
     ) -> std::io::Result<Background> {
-        let (queue, jobs) = channel::<Job>();
+        let (queue, removals) = channel::<SnapshotId>();
         let pending = Arc::new(Pending::default());
-        let removals = Arc::new(AtomicUsize::new(0));
         let name = snapshotter.to_string();
         let thread = {
             let pending = pending.clone();
-            let removals = removals.clone();
             std::thread::Builder::new().name(format!("bg-{snapshotter}")).spawn(move || {
-                for job in jobs {
-                    match job {
-                        Job::Remove(id) => {
-                            if let Err(e) = dirs.remove(id) {
-                                // The record is gone; Cleanup frees what is left.
-                                tracing::warn!(snapshotter = %name, id, error = %e, "removing snapshot directory failed; left for cleanup");
-                                if let Some(m) = &meters {
-                                    m.removal_failed();
-                                }
-                            }
-                            removals.fetch_sub(1, Ordering::Relaxed);
+                for id in removals {
+                    if let Err(e) = dirs.remove(id) {
+                        // The record is gone; Cleanup frees what is left.
+                        tracing::warn!(snapshotter = %name, id, error = %e, "removing snapshot directory failed; left for cleanup");
+                        if let Some(m) = &meters {
+                            m.removal_failed();
                         }
                     }
-                    let mut count = pending.count.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut count = pending.count();
                     *count -= 1;
                     if *count == 0 {
                         pending.idle.notify_all();
@@ -71,36 +64,27 @@ impl Background {
                 }
             })?
         };
-        Ok(Background { queue: Some(queue), pending, removals, thread: Some(thread) })
+        Ok(Background { queue: Some(queue), pending, thread: Some(thread) })
     }
 
     /// Queues the deletion of snapshot `id`'s directory (its record is gone).
     pub fn remove(&self, id: SnapshotId) {
-        self.removals.fetch_add(1, Ordering::Relaxed);
-        if !self.send(Job::Remove(id)) {
-            self.removals.fetch_sub(1, Ordering::Relaxed);
+        *self.pending.count() += 1;
+        let sent = self.queue.as_ref().is_some_and(|q| q.send(id).is_ok());
+        if !sent {
+            // The thread is gone (it only ends when we drop): leave it to Cleanup.
+            *self.pending.count() -= 1;
         }
     }
 
     /// Removals queued or running.
     pub fn removals_queued(&self) -> usize {
-        self.removals.load(Ordering::Relaxed)
+        *self.pending.count()
     }
 
-    /// Whether the job was queued.
-    fn send(&self, job: Job) -> bool {
-        *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        let sent = self.queue.as_ref().is_some_and(|q| q.send(job).is_ok());
-        if !sent {
-            // The thread is gone (it only ends when we drop): leave it to Cleanup.
-            *self.pending.count.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
-        }
-        sent
-    }
-
-    /// Blocks until every queued job has run.
+    /// Blocks until every queued removal has run.
     pub fn wait_idle(&self) {
-        let mut count = self.pending.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut count = self.pending.count();
         while *count > 0 {
             count = self.pending.idle.wait(count).unwrap_or_else(PoisonError::into_inner);
         }
@@ -108,7 +92,7 @@ impl Background {
 }
 
 impl Drop for Background {
-    /// Finishes the queued jobs (a daemon stopping leaves no `rm-*`).
+    /// Finishes the queued removals (a daemon stopping leaves no `rm-*`).
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {

@@ -90,7 +90,7 @@ fn reactor() -> anyhow::Result<tokio::runtime::Runtime> {
             let epolls = epolls.clone();
             move || {
                 if let Some(fds) = epolls.get() {
-                    crate::spin::until_ready(fds);
+                    crate::spin::until_ready(fds, crate::spin::SPIN);
                 }
             }
         })

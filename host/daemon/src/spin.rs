@@ -45,13 +45,13 @@ pub fn new_epoll_fds(before: &[RawFd], after: &[RawFd]) -> Vec<RawFd> {
     after.iter().copied().filter(|fd| !before.contains(fd)).collect()
 }
 
-/// Polls `epolls` (without blocking) until one has an event or [`SPIN`]
-/// has passed, yielding the CPU between polls.
-pub fn until_ready(epolls: &[RawFd]) {
+/// Polls `epolls` (without blocking) until one has an event or `budget`
+/// (the reactor's: [`SPIN`]) has passed, yielding the CPU between polls.
+pub fn until_ready(epolls: &[RawFd], budget: Duration) {
     let started = Instant::now();
     let mut polls: Vec<libc::pollfd> =
         epolls.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    while started.elapsed() < SPIN {
+    while started.elapsed() < budget {
         // SAFETY: `polls` is a valid array of its length; a zero timeout.
         if unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) } != 0 {
             return;
@@ -65,26 +65,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_epoll_descriptor_a_runtime_opens() {
+    fn finds_the_epoll_descriptors_a_runtime_opens() {
         let before = epoll_fds();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let fds = new_epoll_fds(&before, &epoll_fds());
         assert!(!fds.is_empty(), "the runtime's epoll fds");
-        // Nothing is ready: the spin runs its whole budget, and no longer.
+        // Nothing is ready on a runtime doing nothing: the spin runs its budget.
         let started = Instant::now();
-        until_ready(&fds);
-        let took = started.elapsed();
-        assert!(took >= SPIN && took < Duration::from_millis(50), "{took:?}");
-        // A timer due now makes it ready at once.
-        runtime.block_on(async {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let waker = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(1));
-                tx.send(()).unwrap();
-            });
-            rx.await.unwrap();
-            waker.join().unwrap();
-        });
-        drop(runtime);
+        until_ready(&fds, Duration::from_millis(5));
+        assert!(started.elapsed() >= Duration::from_millis(5), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn stops_as_soon_as_the_epoll_has_an_event() {
+        // SAFETY: plain syscalls on descriptors made and closed here.
+        unsafe {
+            let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            let event = libc::eventfd(0, libc::EFD_CLOEXEC);
+            assert!(epoll >= 0 && event >= 0);
+            let mut interest = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+            assert_eq!(libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, event, &mut interest), 0);
+            assert_eq!(libc::write(event, 1u64.to_ne_bytes().as_ptr().cast(), 8), 8);
+            let started = Instant::now();
+            until_ready(&[epoll], Duration::from_secs(10));
+            let took = started.elapsed();
+            libc::close(event);
+            libc::close(epoll);
+            assert!(took < Duration::from_secs(5), "spun for {took:?} with an event ready");
+        }
     }
 }

@@ -165,40 +165,38 @@ impl SnapshotDirs {
                 names.push(name);
             }
         }
-        let missing: Vec<&str> = if sys::cpath(&target).and_then(|c| sys::lstat(&c)).is_err() {
-            Vec::new()
-        } else {
-            let missing: Vec<&str> =
-                names.iter().copied().filter(|name| !is_dir(&target.join(name))).collect();
-            if missing.is_empty() {
-                return Ok(Vec::new());
-            }
-            missing
+        // `None`: the whole tree is gone; else the top-level entries that are.
+        let missing: Option<Vec<&str>> = match sys::cpath(&target).and_then(|c| sys::lstat(&c)) {
+            Err(_) => None,
+            Ok(_) => Some(names.iter().copied().filter(|n| !is_dir(&target.join(n))).collect()),
         };
+        if missing.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
         if steps.iter().any(|s| matches!(s, Step::CopyParent { .. })) {
             return Err(FsError::NotRebuildable { path: target });
         }
         let temp = self.make_temp()?;
         layout::run(&temp.path, id, steps, parent_content, mapped_root)?;
-        let made = if missing.is_empty() {
-            self.rename_into_place(&temp.path, &target, id)?;
-            temp.disarm();
-            vec![target.clone()]
-        } else {
-            let mut made = Vec::new();
-            for name in missing {
-                let to = target.join(name);
-                sys::rename_noreplace(&temp.path.join(name), &to)
-                    .map_err(|e| FsError::io("rename into place", &to, e))?;
-                made.push(to);
+        let (made, flushed) = match missing {
+            None => {
+                self.rename_into_place(&temp.path, &target, id)?;
+                temp.disarm();
+                // The tree's subdirectories are new too.
+                let subdirs = names.iter().map(|name| target.join(name)).collect();
+                (vec![target.clone()], subdirs)
             }
-            made
+            Some(missing) => {
+                let mut made = Vec::new();
+                for name in missing {
+                    let to = target.join(name);
+                    sys::rename_noreplace(&temp.path.join(name), &to)
+                        .map_err(|e| FsError::io("rename into place", &to, e))?;
+                    made.push(to);
+                }
+                (made.clone(), made)
+            }
         };
-        // A whole tree: its subdirectories too.
-        let mut flushed = made.clone();
-        if flushed == [target.clone()] {
-            flushed.extend(names.iter().map(|name| target.join(name)));
-        }
         self.fsync_made(&target, &flushed)?;
         sys::fsync(&self.handle).map_err(|e| FsError::io("fsync", &self.snapshots, e))?;
         Ok(made)

@@ -132,12 +132,7 @@ impl Metastore {
         long: bool,
         f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
     ) -> Result<R, E> {
-        let me = thread_token();
-        if self.writer_thread.load(Ordering::Acquire) == me {
-            return Err(
-                Error::Storage("nested write transaction on the same metastore".into()).into()
-            );
-        }
+        let me = self.not_writing()?;
         self.group.enqueue();
         let mut turn = Turn {
             store: self,
@@ -204,10 +199,7 @@ impl Metastore {
         &self,
         f: impl FnOnce(&ReadTx) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let me = thread_token();
-        if self.writer_thread.load(Ordering::Acquire) == me {
-            return Err(Error::Storage("nested write transaction on the same metastore".into()));
-        }
+        self.not_writing()?;
         let _lock = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         // A commit left without fsync waits for the next writer's, which
         // waits for this lock: make it durable now.
@@ -216,6 +208,16 @@ impl Metastore {
         let out = f(&ReadTx::open(&txn)?);
         drop(txn);
         out
+    }
+
+    /// This thread's token, or an error if it holds the write transaction
+    /// already (waiting for the writer lock would deadlock).
+    fn not_writing(&self) -> Result<u64, Error> {
+        let me = thread_token();
+        if self.writer_thread.load(Ordering::Acquire) == me {
+            return Err(Error::Storage("nested write transaction on the same metastore".into()));
+        }
+        Ok(me)
     }
 
     /// Have `observer` told of every durable commit from now on (the first
