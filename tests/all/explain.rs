@@ -5,26 +5,16 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use crate::common::{self, Daemon, api};
+use crate::stress;
 use wasmsnap_daemon::wire::admin_client;
 
 const S: &str = "overlay";
 
+/// A Prepare on overlay with `labels`.
 fn prepare(key: &str, parent: &str, labels: &[(&str, &str)]) -> api::PrepareSnapshotRequest {
     api::PrepareSnapshotRequest {
-        snapshotter: S.into(),
-        key: key.into(),
-        parent: parent.into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    }
-}
-
-fn commit(name: &str, key: &str) -> api::CommitSnapshotRequest {
-    api::CommitSnapshotRequest {
-        snapshotter: S.into(),
-        name: name.into(),
-        key: key.into(),
-        labels: HashMap::new(),
-        parent: String::new(),
+        labels: stress::labels(labels),
+        ..stress::prepare(S, key, parent)
     }
 }
 
@@ -39,9 +29,9 @@ async fn explain_and_tree_show_what_is_served() {
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
     client.prepare(prepare("l1-key", "", &[])).await.unwrap();
-    client.commit(commit("layer-1", "l1-key")).await.unwrap();
+    client.commit(stress::commit(S, "layer-1", "l1-key")).await.unwrap();
     client.prepare(prepare("l2-key", "layer-1", &[])).await.unwrap();
-    client.commit(commit("layer-2", "l2-key")).await.unwrap();
+    client.commit(stress::commit(S, "layer-2", "l2-key")).await.unwrap();
     let label = ("containerd.io/snapshot/app", "web");
     let served = client.prepare(prepare("container", "layer-2", &[label])).await.unwrap();
     let served = served.into_inner().mounts;
