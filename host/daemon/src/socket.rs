@@ -25,7 +25,7 @@
 //! `RuntimeDirectory=` is), like for any daemon socket.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,10 @@ pub struct SocketFile {
     pub address: PathBuf,
     /// The file's (device, inode), to remove it at exit only if it is still ours.
     file_id: (u64, u64),
+    /// An `O_PATH` descriptor of the file, held so its inode stays allocated:
+    /// a socket another process binds at the address after ours was removed
+    /// cannot reuse the number and pass for ours.
+    _pinned: std::fs::File,
 }
 
 impl SocketFile {
@@ -96,6 +100,11 @@ pub fn listen(address: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
         .with_context(|| format!("listen on {}", temporary.display()))?;
     std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(SOCKET_MODE))
         .with_context(|| format!("chmod {}", temporary.display()))?;
+    let pinned = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(&temporary)
+        .with_context(|| format!("open {} to pin it", temporary.display()))?;
 
     clear_stale(address)?;
     if let Err(e) = std::fs::hard_link(&temporary, address) {
@@ -106,12 +115,12 @@ pub fn listen(address: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
         };
         return Err(e).context(what);
     }
-    let m = std::fs::symlink_metadata(address)
-        .with_context(|| format!("stat {}", address.display()))?;
+    let m = pinned.metadata().with_context(|| format!("stat {}", temporary.display()))?;
     if let Err(e) = private.close() {
         tracing::warn!(error = %e, "could not remove the socket's temporary directory");
     }
-    Ok((listener, SocketFile { address: address.to_path_buf(), file_id: (m.dev(), m.ino()) }))
+    let file_id = (m.dev(), m.ino());
+    Ok((listener, SocketFile { address: address.to_path_buf(), file_id, _pinned: pinned }))
 }
 
 /// Make room at `address`: nothing there, or a stale socket (removed).
