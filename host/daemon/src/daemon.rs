@@ -37,7 +37,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let started = Instant::now();
     // One reactor thread: it answers the reads itself and hands everything
-    // that blocks (writes, walks, policy calls) to the blocking pool. With
+    // that blocks (writes, walks, policy calls) to the hot worker or the
+    // blocking pool (`hot_worker`). With
     // a worker per core, requests and their replies hopped between workers
     // too: thread switches were most of a Stat (docs/performance.md).
     let runtime = reactor()?;
@@ -90,7 +91,7 @@ fn reactor() -> anyhow::Result<tokio::runtime::Runtime> {
             let epolls = epolls.clone();
             move || {
                 if let Some(fds) = epolls.get() {
-                    crate::spin::until_ready(fds, crate::spin::SPIN);
+                    crate::spin::reactor(fds);
                 }
             }
         })

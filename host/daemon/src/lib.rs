@@ -11,7 +11,7 @@
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
 //! [`daemon`] (signals, shutdown, the reactor; `spin`: its spin before it
-//! sleeps), [`socket`] (appears only when it accepts), [`notify`] (systemd
+//! sleeps; `hot_worker`: where writes run off it), [`socket`] (appears only when it accepts), [`notify`] (systemd
 //! readiness), [`reload`] (SIGHUP), [`recovery`] (at open, and the rebuild
 //! of trees a power loss took), [`cancel`] (a caller that went away).
 
@@ -21,6 +21,7 @@ pub mod capabilities;
 pub mod config;
 pub mod daemon;
 mod error;
+mod hot_worker;
 mod info;
 pub mod loader;
 pub mod metrics;

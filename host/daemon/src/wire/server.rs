@@ -14,10 +14,11 @@
 //! - Remove and Update (a record's write: no policy call, no walk) are
 //!   answered there too while the metastore's durable commits are cheaper
 //!   than [`SHORT_WRITE`] (tmpfs, a device that flushes for free);
-//! - everything else that writes, walks a tree or calls a policy runs on
-//!   tokio's blocking pool (a cancelled request still completes or rolls
-//!   back as a whole), so a slow disk or policy never holds up the reads,
-//!   and concurrent writers share their flushes.
+//! - everything else that writes, walks a tree or calls a policy runs off
+//!   the reactor (a cancelled request still completes or rolls back as a
+//!   whole): on the hot worker thread when it is idle, else on tokio's
+//!   blocking pool (`hot_worker`), so a slow disk or policy never holds up
+//!   the reads, and concurrent writers share their flushes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,7 +47,7 @@ const LIST_BATCH_BYTES: usize = 4 << 20;
 /// A Remove or Update runs on the reactor when a durable commit costs less
 /// than this: about what the two thread switches it saves cost on a VM
 /// (measured on tmpfs: 100 µs a write). Above it, a flush is a device
-/// flush or a journal commit, and the write goes to the blocking pool.
+/// flush or a journal commit, and the write goes off the reactor.
 const SHORT_WRITE: Duration = Duration::from_micros(200);
 
 pub struct SnapshotsApi {
@@ -87,8 +88,7 @@ fn answered<T>(op: &'static str, key: &str, result: Result<T, Error>) -> Result<
     })
 }
 
-/// `read` on the reactor; if it has no answer (`None`), `blocking` on the
-/// blocking pool.
+/// `read` on the reactor; if it has no answer (`None`), `blocking` off it.
 async fn read_else_off_reactor<T: Send + 'static>(
     op: &'static str,
     key: &str,
@@ -108,7 +108,7 @@ fn short_writes(s: &Snapshotter) -> bool {
     s.durable_commit_cost().is_some_and(|cost| cost < SHORT_WRITE)
 }
 
-/// Run `f` on the blocking pool, in a request span.
+/// Run `f` off the reactor (`hot_worker`), in a request span.
 async fn off_reactor<T: Send + 'static>(
     op: &'static str,
     key: &str,
@@ -123,7 +123,7 @@ async fn off_reactor<T: Send + 'static>(
     // The span is entered on the worker too, so what the call logs (a
     // policy's output, its failure) lands under the request.
     let worker_span = span.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let job = move || {
         worker_span.in_scope(|| {
             let result = token.run(|| f(&target));
             // Logged here, on the worker: the operator sees a policy's
@@ -133,10 +133,12 @@ async fn off_reactor<T: Send + 'static>(
             }
             result
         })
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+    };
+    let result = crate::hot_worker::global()
+        .run(job)
+        .instrument(span)
+        .await
+        .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
     guard.disarm();
     result.map_err(status)
 }
