@@ -26,6 +26,9 @@ const TASKS_PER_SNAPSHOTTER: usize = 2;
 /// Beyond this many snapshots a task prefers removing.
 const MAX_OWNED: usize = 24;
 
+/// How long a client waits for one operation's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Active,
@@ -248,7 +251,16 @@ async fn churn(
     while !stop.load(Ordering::SeqCst) {
         next += 1;
         let op = choose(&mut rng, &world.lock().unwrap(), task, next);
-        match run(&mut c, s, &op, &mut rng).await {
+        // A call to a daemon that was just killed fails at once; one seen
+        // hanging (the tonic channel never woke its request) must not hang
+        // the run: it counts as in flight at the kill, or fails the test.
+        let answer = tokio::time::timeout(CALL_TIMEOUT, run(&mut c, s, &op, &mut rng))
+            .await
+            .unwrap_or_else(|_| {
+                eprintln!("task {task}: {op:?} got no answer within {CALL_TIMEOUT:?}");
+                Err(Status::deadline_exceeded("no answer within CALL_TIMEOUT"))
+            });
+        match answer {
             Ok(files) => {
                 apply(&mut world.lock().unwrap(), &op, task, files);
                 counts.acked += 1;
