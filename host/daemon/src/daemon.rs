@@ -38,9 +38,9 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let started = Instant::now();
     // One reactor thread: it answers the reads itself and hands everything
     // that blocks (writes, walks, policy calls) to the hot worker or the
-    // blocking pool (`hot_worker`). With
-    // a worker per core, requests and their replies hopped between workers
-    // too: thread switches were most of a Stat (docs/performance.md).
+    // blocking pool (`hot_worker`). With a worker per core, requests and
+    // their replies hopped between workers too: thread switches were most
+    // of a Stat (docs/performance.md).
     let runtime = reactor()?;
     let _entered = runtime.enter();
     // Before anything slow: SIGHUP's default action would kill the process

@@ -11,9 +11,10 @@
 //!
 //! Around them: [`config`] and [`loader`] (config file to snapshotters),
 //! [`daemon`] (signals, shutdown, the reactor; `spin`: its spin before it
-//! sleeps; `hot_worker`: where writes run off it), [`socket`] (appears only when it accepts), [`notify`] (systemd
-//! readiness), [`reload`] (SIGHUP), [`recovery`] (at open, and the rebuild
-//! of trees a power loss took), [`cancel`] (a caller that went away).
+//! sleeps; `hot_worker`: where writes run off it), [`socket`] (appears only
+//! when it accepts), [`notify`] (systemd readiness), [`reload`] (SIGHUP),
+//! [`recovery`] (at open, and the rebuild of trees a power loss took),
+//! [`cancel`] (a caller that went away).
 
 mod background;
 mod cancel;

@@ -75,7 +75,7 @@ impl Metastore {
     /// out again, whether or not a record ever uses it). After a restart an
     /// id reserved but never used by a committed record may come again.
     pub fn reserve_id(&self) -> Result<crate::SnapshotId, Error> {
-        crate::write_tx::take_id(&self.id_floor, 0)
+        crate::write_tx::take_id(&self.id_floor)
     }
 
     /// The database file.

@@ -292,8 +292,8 @@ impl<'txn> WriteTx<'txn> {
     fn allocate_id(&mut self) -> Result<SnapshotId, Error> {
         // The floor starts at the stored next id when the store opens and
         // only rises; the stored one runs a block ahead of it.
-        let id = take_id(self.id_floor, 0)?;
-        self.cover_id(id, self.stored_next_id()?)?;
+        let id = take_id(self.id_floor)?;
+        self.cover_id(id)?;
         Ok(id)
     }
 
@@ -303,8 +303,7 @@ impl<'txn> WriteTx<'txn> {
         if id == NO_PARENT || self.tables.ids.get(id)?.is_some() {
             return Err(Error::Storage(format!("reserved snapshot id {id} is not free")));
         }
-        let stored = self.stored_next_id()?;
-        self.cover_id(id, stored)?;
+        self.cover_id(id)?;
         Ok(id)
     }
 
@@ -312,8 +311,8 @@ impl<'txn> WriteTx<'txn> {
     /// block of [`ID_BLOCK`] ids, so that only one create in a block writes
     /// the meta table (one page less per commit for the others). The ids
     /// a restart skips are never used; ids are 64 bits.
-    fn cover_id(&mut self, id: SnapshotId, stored: SnapshotId) -> Result<(), Error> {
-        if id >= stored {
+    fn cover_id(&mut self, id: SnapshotId) -> Result<(), Error> {
+        if id >= self.stored_next_id()? {
             let next = id
                 .checked_add(ID_BLOCK)
                 .ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
@@ -332,21 +331,14 @@ impl<'txn> WriteTx<'txn> {
 }
 
 /// How far ahead of the ids in use the stored next id is set.
-pub(crate) const ID_BLOCK: u64 = 1024;
+const ID_BLOCK: u64 = 1024;
 
-/// Hands out the next id at or above both the stored next id and `floor`
-/// (the lowest id this process may still hand out: ids of aborted
-/// transactions and reserved ids are not handed out again), and raises the
-/// floor past it. Atomic: ids are also reserved outside write transactions.
-pub(crate) fn take_id(floor: &AtomicU64, stored: SnapshotId) -> Result<SnapshotId, Error> {
-    let mut current = floor.load(Ordering::Acquire);
-    loop {
-        let id = current.max(stored);
-        let after =
-            id.checked_add(1).ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
-        match floor.compare_exchange_weak(current, after, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Ok(id),
-            Err(seen) => current = seen,
-        }
-    }
+/// Hands out `floor` (the lowest id this process may still hand out: it
+/// starts at the stored next id when the store opens; ids of aborted
+/// transactions and reserved ids are not handed out again) and raises it
+/// past. Atomic: ids are also reserved outside write transactions.
+pub(crate) fn take_id(floor: &AtomicU64) -> Result<SnapshotId, Error> {
+    floor
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |id| id.checked_add(1))
+        .map_err(|_| Error::Storage("snapshot ids exhausted".into()))
 }
