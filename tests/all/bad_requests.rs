@@ -60,7 +60,7 @@ impl Fixture {
         for s in SNAPSHOTTERS {
             lists.insert(s, list(&mut c, s, &[]).await.unwrap());
         }
-        State { tree: tree(&self.d.root, &["metadata.redb"]), lists }
+        State { tree: tree(&self.d.root, &["metadata.redb", "metadata.redo"]), lists }
     }
 
     /// `result` is an error with `code` whose message holds every needle;
@@ -858,21 +858,22 @@ async fn a_cancelled_copy_stops_between_files() {
     }
 }
 
-/// `<root>/<name>` is 0700 and its metastore 0600, also when an older
-/// daemon left them 0755 and 0644 (issue 13 item 11).
+/// `<root>/<name>` is 0700 and its metastore's files (database, redo log)
+/// 0600, also when an older daemon left them 0755 and 0644 (issue 13 item 11).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshotters_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     let mut d = Daemon::start();
     let dir = d.root.join("overlay");
-    let db = dir.join("metadata.redb");
-    assert_eq!((mode(&dir), mode(&db)), (0o700, 0o600));
+    let (db, log) = (dir.join("metadata.redb"), dir.join("metadata.redo"));
+    assert_eq!((mode(&dir), mode(&db), mode(&log)), (0o700, 0o600, 0o600));
     d.stop();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
     d.spawn(&[]);
-    assert_eq!((mode(&dir), mode(&db)), (0o700, 0o600));
+    assert_eq!((mode(&dir), mode(&db), mode(&log)), (0o700, 0o600, 0o600));
 }
 
 /// A root with `,` `:` or `=` would break or inject overlay options: the

@@ -163,13 +163,14 @@ struct Base {
 
 impl Snapshotter {
     /// Open (or create) the snapshotter stored under `root`. `root` is made
-    /// 0700 and its metastore 0600 (also when they exist with wider modes):
+    /// 0700 and its metastore's files 0600 (also when they exist with wider modes):
     /// snapshot contents, labels and keys are no other local user's to read.
     pub fn open(name: &str, root: &Path, policy: Policy) -> anyhow::Result<Snapshotter> {
         std::fs::create_dir_all(root)?;
         private(root, 0o700)?;
         let metastore = Metastore::open(root)?;
         private(&root.join(wasmsnap_metastore::FILE_NAME), 0o600)?;
+        private(&root.join(wasmsnap_metastore::REDO_LOG_FILE_NAME), 0o600)?;
         let dirs = SnapshotDirs::open(root)?;
         let lost = recovery::recover(name, &metastore, &dirs, &policy)?;
         let dirs = Arc::new(dirs);

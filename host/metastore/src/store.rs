@@ -11,8 +11,10 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTab
 use crate::error::Error;
 use crate::group_commit::{CommitObserver, CommitStats, GroupCommit};
 use crate::read_tx::ReadTx;
+use crate::redo_log::{Change, RedoLog};
 use crate::tables::{
-    CHILDREN, IDS, META, META_NEXT_ID, META_SCHEMA_VERSION, RECORDS, SCHEMA_VERSION,
+    CHILDREN, IDS, META, META_LOG_ID, META_NEXT_ID, META_REDO_APPLIED, META_SCHEMA_VERSION,
+    RECORDS, SCHEMA_VERSION,
 };
 use crate::write_tx::WriteTx;
 
@@ -25,8 +27,9 @@ pub struct Metastore {
     path: PathBuf,
     group: GroupCommit,
     /// Serialises writers (redb allows one write transaction at a time; the
-    /// queue around it is what group commit needs to see).
-    writer: Mutex<()>,
+    /// queue around it is what group commit needs to see), and guards the
+    /// redo log they append to.
+    writer: Mutex<RedoLog>,
     /// The thread holding the write transaction (0: none), to refuse a nested
     /// write instead of deadlocking, and to let reads inside a write skip the
     /// durability wait that only the write itself can end.
@@ -45,7 +48,8 @@ pub struct Metastore {
 impl Metastore {
     /// Creates or opens `<root>/metadata.redb` (creating `root` if needed),
     /// checking its schema version: a newer one than this build understands
-    /// is refused.
+    /// is refused. Then applies what the redo log (`<root>/metadata.redo`)
+    /// holds after the last checkpoint (see `redo_log`).
     pub fn open(root: &Path) -> Result<Metastore, Error> {
         std::fs::create_dir_all(root)
             .map_err(|e| Error::Storage(format!("cannot create {}: {e}", root.display())))?;
@@ -57,12 +61,16 @@ impl Metastore {
             )),
             e => Error::Storage(format!("cannot open {}: {e}", path.display())),
         })?;
-        let next_id = init_schema(&db, &path)?;
+        let log_id = init_schema(&db, &path)?;
+        let mut log = RedoLog::open(root)?;
+        let last_seq = replay(&db, &log, log_id)?;
+        log.restart(log_id, last_seq);
+        let next_id = stored_next_id(&db)?;
         Ok(Metastore {
             db,
             path,
             group: GroupCommit::default(),
-            writer: Mutex::new(()),
+            writer: Mutex::new(log),
             writer_thread: AtomicU64::new(0),
             id_floor: AtomicU64::new(next_id),
             observer: OnceLock::new(),
@@ -97,9 +105,9 @@ impl Metastore {
         out
     }
 
-    /// Runs `f` in the write transaction: committed, durably (fsync), when it
-    /// returns Ok, before `write` returns; aborted when it returns Err or
-    /// panics. Filesystem work done inside `f` happens before the commit,
+    /// Runs `f` in the write transaction: committed, durably (its redo log
+    /// entry flushed), when it returns Ok, before `write` returns; aborted
+    /// when it returns Err or panics. Filesystem work done inside `f` happens before the commit,
     /// which gives the daemon its crash order (a directory may outlive a lost
     /// record, never the reverse).
     ///
@@ -136,52 +144,59 @@ impl Metastore {
         self.group.enqueue();
         let mut turn = Turn {
             store: self,
-            _lock: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            log: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
             dequeued: false,
         };
         self.writer_thread.store(me, Ordering::Release);
         if long {
-            self.sync_locked();
+            self.sync_locked(&mut turn.log);
         }
 
         let txn = self.db.begin_write().map_err(Error::from)?;
         let outcome = match WriteTx::open(&txn, &self.id_floor) {
-            Ok(mut tx) => f(&mut tx),
+            Ok(mut tx) => f(&mut tx).map(|value| (value, tx.into_changes())),
             Err(e) => Err(e.into()),
         };
         turn.dequeued = true;
         let followed = self.group.dequeue();
 
-        let value = match outcome {
-            Ok(value) => value,
+        let (value, changes) = match outcome {
+            Ok(done) => done,
             Err(e) => {
                 drop(txn); // aborts
                 if !followed {
-                    self.sync_locked();
+                    self.sync_locked(&mut turn.log);
                 }
                 return Err(e);
             }
         };
+        // redb commits without fsync; the redo log entry is what makes it
+        // durable (see `redo_log`).
+        let mut txn = txn;
+        txn.set_durability(redb::Durability::None).map_err(Error::from)?;
+        let generation = self.group.reserve();
+        let started = Instant::now();
+        if let Err(e) = txn.commit() {
+            if !followed {
+                self.sync_locked(&mut turn.log); // earlier commits still wait
+            }
+            return Err(Error::from(e).into());
+        }
         if followed {
-            // Someone queued behind us will fsync; commit now, wait for it.
-            let mut txn = txn;
-            txn.set_durability(redb::Durability::None).map_err(Error::from)?;
-            let generation = self.group.reserve();
-            txn.commit().map_err(Error::from)?;
+            // Someone queued behind us will flush; log our entry, wait for it.
             self.group.count(false);
+            let logged = log_locked(&self.db, &mut turn.log, &changes, false);
             drop(turn);
+            logged?;
             self.group.wait_durable(generation)?;
         } else {
-            let generation = self.group.reserve();
-            let started = Instant::now();
-            match txn.commit() {
+            match log_locked(&self.db, &mut turn.log, &changes, true) {
                 Ok(()) => {
                     self.group.count(true);
                     let grouped = self.group.mark_durable(generation);
                     self.observe(started, grouped);
                 }
                 Err(e) => {
-                    let e = Error::from(e);
                     self.group.mark_failed(generation, e.to_string());
                     return Err(e.into());
                 }
@@ -200,10 +215,10 @@ impl Metastore {
         f: impl FnOnce(&ReadTx) -> Result<R, Error>,
     ) -> Result<R, Error> {
         self.not_writing()?;
-        let _lock = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        // A commit left without fsync waits for the next writer's, which
-        // waits for this lock: make it durable now.
-        self.sync_locked();
+        let mut log = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        // A commit whose entry is not flushed waits for the next writer's
+        // flush, which waits for this lock: make it durable now.
+        self.sync_locked(&mut log);
         let txn = self.db.begin_read()?;
         let out = f(&ReadTx::open(&txn)?);
         drop(txn);
@@ -237,8 +252,8 @@ impl Metastore {
         }
     }
 
-    /// What a durable commit (the transaction's pages and its flush) has
-    /// cost lately: a moving average over the last few, `None` before the
+    /// What a durable commit (redb's commit without fsync, the redo log
+    /// entry and its flush) has cost lately: a moving average over the last few, `None` before the
     /// first. Small where a flush costs nothing (tmpfs, a device with
     /// power-loss protection), a device flush or a journal commit elsewhere.
     pub fn durable_commit_cost(&self) -> Option<Duration> {
@@ -248,22 +263,21 @@ impl Metastore {
         }
     }
 
-    /// Commits made since open and how many were durable ones: with
-    /// concurrent writers, fewer fsyncs than commits.
+    /// Commits made since open and how many were durable ones (flushed the
+    /// redo log): with concurrent writers, fewer flushes than commits.
     pub fn commit_stats(&self) -> CommitStats {
         self.group.stats()
     }
 
-    /// With the write lock held: makes commits left without fsync durable
-    /// (an empty durable commit), or tells their waiters it failed.
-    fn sync_locked(&self) {
+    /// With the write lock held: makes commits whose entries are not yet
+    /// flushed durable, or tells their waiters it failed.
+    fn sync_locked(&self, log: &mut RedoLog) {
         if !self.group.needs_sync() {
             return;
         }
         let generation = self.group.reserve();
         let started = Instant::now();
-        let synced = self.db.begin_write().map_err(Error::from).and_then(|txn| Ok(txn.commit()?));
-        match synced {
+        match log_locked(&self.db, log, &[], true) {
             Ok(()) => {
                 self.group.count(true);
                 let grouped = self.group.mark_durable(generation);
@@ -274,12 +288,83 @@ impl Metastore {
     }
 }
 
+impl Drop for Metastore {
+    /// A clean close checkpoints, so the next open has nothing to replay.
+    fn drop(&mut self) {
+        let log = self.writer.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if log.has_entries() {
+            let _ = checkpoint(&self.db, log);
+        }
+    }
+}
+
+/// With the write lock held: appends `changes` (if any) to the redo log,
+/// and with `flush` makes every entry durable. Where the log cannot take
+/// them (full, broken, a write or flush failed) a checkpoint makes
+/// everything durable without it.
+fn log_locked(
+    db: &Database,
+    log: &mut RedoLog,
+    changes: &[Change],
+    flush: bool,
+) -> Result<(), Error> {
+    let logged = match changes {
+        [] => Ok(true),
+        changes => log.append(changes),
+    };
+    let done = match logged {
+        Ok(true) if flush => log.flush(),
+        other => other,
+    };
+    match done {
+        Ok(true) => Ok(()),
+        Ok(false) => checkpoint(db, log),
+        Err(log_error) => checkpoint(db, log).map_err(|e| {
+            Error::Storage(format!(
+                "{log_error}; the checkpoint meant to replace it failed too: {e}"
+            ))
+        }),
+    }
+}
+
+/// Commits redb with fsync, recording that every entry up to the log's last
+/// is in it, and starts the log again.
+fn checkpoint(db: &Database, log: &mut RedoLog) -> Result<(), Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert(META_REDO_APPLIED, log.last_seq())?;
+    txn.commit()?;
+    log.restart(log.log_id(), log.last_seq());
+    Ok(())
+}
+
+/// Applies the log's entries after the last checkpoint, and checkpoints.
+/// Returns the last entry's sequence number.
+fn replay(db: &Database, log: &RedoLog, log_id: u64) -> Result<u64, Error> {
+    let applied =
+        db.begin_read()?.open_table(META)?.get(META_REDO_APPLIED)?.map_or(0, |v| v.value());
+    let entries = log.entries_after(log_id, applied)?;
+    let Some(&(last, _)) = entries.last() else {
+        return Ok(applied);
+    };
+    let txn = db.begin_write()?;
+    for (_, changes) in &entries {
+        crate::redo_log::apply(&txn, changes)?;
+    }
+    txn.open_table(META)?.insert(META_REDO_APPLIED, last)?;
+    txn.commit()?;
+    Ok(last)
+}
+
+fn stored_next_id(db: &Database) -> Result<u64, Error> {
+    Ok(db.begin_read()?.open_table(META)?.get(META_NEXT_ID)?.map_or(1, |v| v.value()))
+}
+
 /// A writer's hold on the write lock. If the writer leaves early (an error
 /// before its closure ran, or a panic in it), dropping this still takes it off
 /// the queue and, if it was the last, makes earlier commits durable.
 struct Turn<'a> {
     store: &'a Metastore,
-    _lock: MutexGuard<'a, ()>,
+    log: MutexGuard<'a, RedoLog>,
     dequeued: bool,
 }
 
@@ -287,7 +372,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         // Runs before the fields drop: the lock is still held here.
         if !self.dequeued && !self.store.group.dequeue() {
-            self.store.sync_locked();
+            self.store.sync_locked(&mut self.log);
         }
         self.store.writer_thread.store(0, Ordering::Release);
     }
@@ -312,7 +397,7 @@ fn thread_token() -> u64 {
 }
 
 /// Creates the tables of a fresh database, or checks the schema version of
-/// an existing one. Returns the stored next id.
+/// an existing one. Returns its redo log id (made if it has none yet).
 fn init_schema(db: &Database, path: &Path) -> Result<u64, Error> {
     let txn = db.begin_write()?;
     {
@@ -349,9 +434,33 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, Error> {
         txn.open_table(IDS)?;
         txn.open_table(CHILDREN)?;
     }
-    let next_id = txn.open_table(META)?.get(META_NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
+    let mut meta = txn.open_table(META)?;
+    let stored = meta.get(META_LOG_ID)?.map(|v| v.value());
+    let log_id = match stored {
+        Some(id) => id,
+        None => {
+            let id = new_log_id();
+            meta.insert(META_LOG_ID, id)?;
+            id
+        }
+    };
+    drop(meta);
     txn.commit()?;
-    Ok(next_id)
+    Ok(log_id)
+}
+
+/// A number no other database's redo log is likely to have: std's hasher
+/// keys are random per process, mixed with the time.
+fn new_log_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 #[cfg(test)]
@@ -362,7 +471,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::Reads;
-    use crate::record::Kind;
+    use crate::record::{Kind, Record};
 
     /// Reserved ids are unique with allocated ones, a reserved id can be
     /// used once, and the stored next id stays above every used id (also
@@ -392,6 +501,90 @@ mod tests {
         let after = store.reserve_id().unwrap();
         assert!(after > b && after > r2, "after reopen: {after}");
         assert_eq!(store.read(|tx| tx.get("c")).unwrap().id, r2);
+    }
+
+    /// Everything in `store`: each record with its parents' ids, and whether
+    /// it has children.
+    fn everything(store: &Metastore) -> Vec<(Record, Vec<u64>, bool)> {
+        store
+            .read(|tx| {
+                let mut records = Vec::new();
+                tx.list(&crate::Filter::all(), |rec| Ok(records.push(rec)))?;
+                let mut all = Vec::new();
+                for rec in records {
+                    let parents = tx.parent_ids(&rec)?;
+                    let children = tx.has_children(&rec.name)?;
+                    all.push((rec, parents, children));
+                }
+                Ok(all)
+            })
+            .unwrap()
+    }
+
+    /// A durable write survives redb losing every commit made without fsync
+    /// (what a power loss may do): reopening applies the redo log.
+    #[test]
+    fn the_redo_log_brings_back_what_redb_lost() {
+        let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = Metastore::open(live.path()).unwrap();
+        // redb as a power loss would leave it: at its last durable commit.
+        std::fs::copy(live.path().join(FILE_NAME), lost.path().join(FILE_NAME)).unwrap();
+        let labels = BTreeMap::from([("l".to_owned(), "v".to_owned())]);
+        store.write(|tx| tx.create("a", Kind::Active, None, labels.clone())).unwrap();
+        store
+            .write(|tx| tx.commit("a", "A", labels.clone(), crate::Usage { size: 3, inodes: 1 }))
+            .unwrap();
+        for i in 0..40 {
+            store
+                .write(|tx| tx.create(&format!("b{i}"), Kind::View, Some("A"), BTreeMap::new()))
+                .unwrap();
+        }
+        store.write(|tx| tx.remove("b7")).unwrap();
+        store.write(|tx| tx.set_content("b3", Some("d/3".into()))).unwrap();
+        let before = everything(&store);
+        let next = store.reserve_id().unwrap();
+        std::fs::copy(
+            live.path().join(crate::REDO_LOG_FILE_NAME),
+            lost.path().join(crate::REDO_LOG_FILE_NAME),
+        )
+        .unwrap();
+
+        let reopened = Metastore::open(lost.path()).unwrap();
+        assert_eq!(everything(&reopened), before);
+        assert!(reopened.reserve_id().unwrap() >= next - 1, "ids are not handed out again");
+        // Replayed and checkpointed: the next open reads nothing more.
+        drop(reopened);
+        assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
+    }
+
+    /// A log whose entries do not fit (more than it holds) falls back to
+    /// checkpoints, and a log left by another database is not applied.
+    #[test]
+    fn a_full_log_checkpoints_and_a_stranger_log_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Metastore::open(dir.path()).unwrap();
+        let blocks = (crate::redo_log::LOG_BYTES / 4096) as usize;
+        for i in 0..blocks + 10 {
+            store
+                .write(|tx| tx.create(&format!("k{i}"), Kind::Active, None, BTreeMap::new()))
+                .unwrap();
+        }
+        let before = everything(&store);
+        assert_eq!(before.len(), blocks + 10);
+        // Megabytes of labels: an entry the log cannot hold.
+        let big: BTreeMap<_, _> = (0..800).map(|i| (format!("l{i}"), "x".repeat(4000))).collect();
+        store.write(|tx| tx.create("big", Kind::Active, None, big)).unwrap();
+        let stats = store.commit_stats();
+        assert_eq!(stats.commits, blocks as u64 + 11);
+        drop(store);
+        let store = Metastore::open(dir.path()).unwrap();
+        assert_eq!(everything(&store).len(), blocks + 11);
+        drop(store);
+
+        // The database file deleted and made again: its old log stays unread.
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        let store = Metastore::open(dir.path()).unwrap();
+        assert_eq!(everything(&store), vec![]);
     }
 
     /// The cost of durable commits is known from the first one on, and a

@@ -15,11 +15,14 @@ pub(crate) const IDS: TableDefinition<u64, (u64, &str)> = TableDefinition::new("
 /// (parent id, child id) -> (). Keyed by ids, which Commit keeps, so a
 /// commit renames nothing here.
 pub(crate) const CHILDREN: TableDefinition<(u64, u64), ()> = TableDefinition::new("children");
-/// Schema version and the next id to allocate.
+/// Schema version, the next id to allocate, the redo log's id and the last
+/// redo log entry a durable commit holds (see `redo_log`).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
+pub(crate) const META_LOG_ID: &str = "redo_log_id";
+pub(crate) const META_REDO_APPLIED: &str = "redo_applied";
 
 /// Id 0 is never allocated: in [`IDS`] it means "no parent".
 pub(crate) const NO_PARENT: u64 = 0;

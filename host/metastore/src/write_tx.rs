@@ -10,6 +10,7 @@ use crate::codec;
 use crate::error::{Error, quoted};
 use crate::reads::{Tables, delegate_reads};
 use crate::record::{Kind, Record, SnapshotId, Timestamp, UpdateInfo, Usage, kind_name};
+use crate::redo_log::Change;
 use crate::tables::{CHILDREN, IDS, META, META_NEXT_ID, NO_PARENT, RECORDS};
 use crate::validate;
 
@@ -20,10 +21,14 @@ type WriteTables<'txn> = Tables<
 >;
 
 /// Reads (see [`Reads`](crate::Reads)) and writes; everything done through
-/// one `WriteTx` commits or aborts together.
+/// one `WriteTx` commits or aborts together. Every row written goes through
+/// the `put_*`/`delete_*` methods below, which also note it for the redo log.
 pub struct WriteTx<'txn> {
     pub(crate) tables: WriteTables<'txn>,
     meta: Table<'txn, &'static str, u64>,
+    /// The rows changed so far, with their new values: this transaction's
+    /// redo log entry.
+    changes: Vec<Change>,
     /// The lowest id this process may still hand out: ids of aborted
     /// transactions are not handed out again either.
     id_floor: &'txn AtomicU64,
@@ -43,8 +48,14 @@ impl<'txn> WriteTx<'txn> {
                 children: txn.open_table(CHILDREN)?,
             },
             meta: txn.open_table(META)?,
+            changes: Vec::new(),
             id_floor,
         })
+    }
+
+    /// The rows this transaction changed (its tables close).
+    pub(crate) fn into_changes(self) -> Vec<Change> {
+        self.changes
     }
 
     /// Inserts an active or view snapshot on top of the committed `parent`
@@ -110,10 +121,10 @@ impl<'txn> WriteTx<'txn> {
         };
         self.put(&rec)?;
         let parent_id = parent.as_ref().map_or(NO_PARENT, |p| p.id);
-        self.tables.ids.insert(id, (parent_id, key))?;
+        self.put_id(id, parent_id, key)?;
         let mut parent_ids = Vec::new();
         if let Some(parent) = &parent {
-            self.tables.children.insert((parent.id, id), ())?;
+            self.put_child(parent.id, id)?;
             parent_ids.push(parent.id);
             parent_ids.extend(self.tables.parent_ids(parent)?);
         }
@@ -171,9 +182,9 @@ impl<'txn> WriteTx<'txn> {
             usage: Some(usage),
             ..active
         };
-        self.tables.records.remove(key)?;
+        self.delete_record(key)?;
         self.put(&committed)?;
-        self.tables.ids.insert(committed.id, (parent_id, name))?;
+        self.put_id(committed.id, parent_id, name)?;
         Ok(committed)
     }
 
@@ -221,8 +232,8 @@ impl<'txn> WriteTx<'txn> {
         }
         active.parent = Some(new_parent.name.clone());
         self.put(&active)?;
-        self.tables.ids.insert(active.id, (new_parent.id, key))?;
-        self.tables.children.insert((new_parent.id, active.id), ())?;
+        self.put_id(active.id, new_parent.id, key)?;
+        self.put_child(new_parent.id, active.id)?;
         Ok(())
     }
 
@@ -241,10 +252,10 @@ impl<'txn> WriteTx<'txn> {
             )));
         }
         let parent_id = self.tables.parent_id_of(rec.id)?;
-        self.tables.records.remove(key)?;
-        self.tables.ids.remove(rec.id)?;
+        self.delete_record(key)?;
+        self.delete_id(rec.id)?;
         if let Some(parent_id) = parent_id {
-            self.tables.children.remove((parent_id, rec.id))?;
+            self.delete_child(parent_id, rec.id)?;
         }
         Ok(rec)
     }
@@ -282,7 +293,39 @@ impl<'txn> WriteTx<'txn> {
     }
 
     fn put(&mut self, rec: &Record) -> Result<(), Error> {
-        self.tables.records.insert(rec.name.as_str(), codec::encode(rec).as_slice())?;
+        let value = codec::encode(rec);
+        self.tables.records.insert(rec.name.as_str(), value.as_slice())?;
+        self.changes.push(Change::PutRecord(rec.name.clone(), value));
+        Ok(())
+    }
+
+    fn delete_record(&mut self, key: &str) -> Result<(), Error> {
+        self.tables.records.remove(key)?;
+        self.changes.push(Change::DeleteRecord(key.to_owned()));
+        Ok(())
+    }
+
+    fn put_id(&mut self, id: SnapshotId, parent_id: SnapshotId, key: &str) -> Result<(), Error> {
+        self.tables.ids.insert(id, (parent_id, key))?;
+        self.changes.push(Change::PutId(id, parent_id, key.to_owned()));
+        Ok(())
+    }
+
+    fn delete_id(&mut self, id: SnapshotId) -> Result<(), Error> {
+        self.tables.ids.remove(id)?;
+        self.changes.push(Change::DeleteId(id));
+        Ok(())
+    }
+
+    fn put_child(&mut self, parent_id: SnapshotId, id: SnapshotId) -> Result<(), Error> {
+        self.tables.children.insert((parent_id, id), ())?;
+        self.changes.push(Change::PutChild(parent_id, id));
+        Ok(())
+    }
+
+    fn delete_child(&mut self, parent_id: SnapshotId, id: SnapshotId) -> Result<(), Error> {
+        self.tables.children.remove((parent_id, id))?;
+        self.changes.push(Change::DeleteChild(parent_id, id));
         Ok(())
     }
 
@@ -317,6 +360,7 @@ impl<'txn> WriteTx<'txn> {
                 .checked_add(ID_BLOCK)
                 .ok_or_else(|| Error::Storage("snapshot ids exhausted".into()))?;
             self.meta.insert(META_NEXT_ID, next)?;
+            self.changes.push(Change::PutMeta(META_NEXT_ID.to_owned(), next));
         }
         Ok(())
     }
