@@ -509,7 +509,10 @@ mod tests {
         store
             .read(|tx| {
                 let mut records = Vec::new();
-                tx.list(&crate::Filter::all(), |rec| Ok(records.push(rec)))?;
+                tx.list(&crate::Filter::all(), |rec| {
+                    records.push(rec);
+                    Ok(())
+                })?;
                 let mut all = Vec::new();
                 for rec in records {
                     let parents = tx.parent_ids(&rec)?;
