@@ -13,7 +13,7 @@
 //! Speed (see `docs/performance.md`): the write lock is held only for the
 //! records. A Prepare builds its directory before taking it (under an id
 //! reserved up front), so concurrent Prepares make their directories in
-//! parallel and their record commits share one fsync (group commit). A
+//! parallel and their record commits share one flush (group commit). A
 //! Remove replies once the record is gone and deletes the directory in the
 //! background. Mounts answers from a cache of rendered plans, and Usage of
 //! an active snapshot from a short-lived cache.
@@ -613,7 +613,7 @@ impl Snapshotter {
 
 impl Drop for Snapshotter {
     /// Says how much group commit shared: with concurrent writers, fewer
-    /// durable commits (fsyncs) than commits.
+    /// durable commits (redo log flushes) than commits.
     fn drop(&mut self) {
         let stats = self.metastore.commit_stats();
         tracing::info!(snapshotter = %self.name, commits = stats.commits, durable = stats.durable, "metastore group commit");

@@ -1,17 +1,17 @@
-//! Group commit: concurrent write transactions share one fsync.
+//! Group commit: concurrent write transactions share one flush.
 //!
-//! Writers queue for the single redb write transaction. A writer that finds
-//! others queued behind it commits without fsync (`Durability::None`) and
-//! waits; the last writer of the queue commits with fsync, which makes every
-//! earlier commit durable too (redb persists them in order), and wakes the
-//! waiters. A writer alone pays exactly one fsync, as without grouping. If the
-//! last writer aborts (its closure failed or panicked), it still runs an empty
-//! durable commit so that nobody waits forever.
+//! Every write transaction commits to redb without fsync and appends its
+//! entry to the redo log (see `redo_log`). Writers queue for the single redb
+//! write transaction. A writer that finds others queued behind it leaves the
+//! log unflushed and waits; the last writer of the queue flushes it, which
+//! makes every earlier entry durable too, and wakes the waiters. A writer
+//! alone pays exactly one flush. If the last writer aborts (its closure
+//! failed or panicked), it still flushes so that nobody waits forever.
 //!
-//! A commit without fsync is visible to readers at once. So that a reply never
-//! reports state that a crash could still take back, a reader waits (after its
-//! transaction) until everything it could have seen is durable; normally that
-//! is already so and costs one uncontended lock.
+//! A commit is visible to readers before its entry is flushed. So that a
+//! reply never reports state that a crash could still take back, a reader
+//! waits (after its transaction) until everything it could have seen is
+//! durable; normally that is already so and costs one uncontended lock.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -36,19 +36,20 @@ struct State {
     /// A durable commit of this generation failed: waiters up to it learn so.
     failed: u64,
     failure: String,
-    /// Commits made, and how many of them were durable (fsynced).
+    /// Commits made, and how many of them were durable (flushed the log).
     stats: CommitStats,
 }
 
 /// Told of every durable commit (for the daemon's metrics): how long the
-/// commit with fsync took, and how many commits it made durable (itself
-/// and those made without fsync before it; an empty sync commit counts).
+/// commit and the flush took, and how many commits it made durable (itself
+/// and those whose entries were left unflushed before it; a flush for an
+/// aborted writer counts).
 pub trait CommitObserver: Send + Sync {
     fn durable_commit(&self, took: std::time::Duration, grouped: u64);
 }
 
 /// How much grouping happened: `durable` below `commits` means writes shared
-/// fsyncs.
+/// flushes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
     pub commits: u64,
@@ -91,7 +92,7 @@ impl GroupCommit {
         self.state().committed
     }
 
-    /// Whether a commit made without fsync still waits for one.
+    /// Whether a commit still waits for a flush.
     pub fn needs_sync(&self) -> bool {
         let st = self.state();
         st.committed > st.durable

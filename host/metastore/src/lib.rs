@@ -4,9 +4,10 @@
 //!
 //! - [`Metastore`]: open, then [`read`](Metastore::read) and
 //!   [`write`](Metastore::write) (or [`write_long`](Metastore::write_long))
-//!   transactions; a write is durable when `write` returns, concurrent writes
-//!   share one fsync (group commit), and a read never reports what a crash
-//!   could still take back.
+//!   transactions; a write is durable when `write` returns (its redo log
+//!   entry flushed: `<root>/metadata.redo`, see the `redo_log` module),
+//!   concurrent writes share one flush (group commit), and a read never
+//!   reports what a crash could still take back.
 //! - [`ReadTx`] / [`WriteTx`]: the reads of the [`Reads`] trait (import it)
 //!   on both; `create`, `set_content`, `commit`, `remove`, `update` on the
 //!   write side. The content directory is set with `set_content` after

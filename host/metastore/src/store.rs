@@ -111,7 +111,7 @@ impl Metastore {
     /// which gives the daemon its crash order (a directory may outlive a lost
     /// record, never the reverse).
     ///
-    /// Writers run one at a time, and concurrent ones share an fsync (see
+    /// Writers run one at a time, and concurrent ones share a flush (see
     /// `group_commit`): a writer that finished its `f` while others queued
     /// waits for the next writer's commit. So keep `f` short, and run one that
     /// does slow work (copying a parent, a disk-usage walk) with
@@ -126,7 +126,7 @@ impl Metastore {
     }
 
     /// [`write`](Self::write) for an `f` that takes long: first makes the
-    /// commits of earlier writers durable (one extra fsync if there are any),
+    /// commits of earlier writers durable (one extra flush if there are any),
     /// so their replies do not wait for this `f`.
     pub fn write_long<R, E: From<Error>>(
         &self,
@@ -209,7 +209,7 @@ impl Metastore {
     /// commit: what `f` reads stays the truth until it returns. For
     /// Cleanup, which removes what no record owns and must not miss a
     /// record committed meanwhile. It writes nothing, so it flushes nothing
-    /// (a write transaction would fsync an empty commit).
+    /// (a write transaction would flush the log for an empty commit).
     pub fn read_holding_writers<R>(
         &self,
         f: impl FnOnce(&ReadTx) -> Result<R, Error>,

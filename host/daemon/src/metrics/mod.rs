@@ -165,7 +165,7 @@ impl Metrics {
             HistogramFamily::<SnapshotterLabel>::new_with_constructor(latency as fn() -> Histogram);
         registry.register(
             "wasmsnap_metastore_commit_duration_seconds",
-            "Durable metastore commits (redb commit with fsync)",
+            "Durable metastore commits (redb commit and the redo log flush)",
             commits.clone(),
         );
         let group_sizes = HistogramFamily::<SnapshotterLabel>::new_with_constructor(
