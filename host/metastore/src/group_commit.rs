@@ -8,6 +8,12 @@
 //! alone pays exactly one flush. If the last writer aborts (its closure
 //! failed or panicked), it still flushes so that nobody waits forever.
 //!
+//! The flush runs after the writer has let go of the write transaction, so
+//! the next writers' transactions run while it is on its way to the disk.
+//! One flush runs at a time (its writer is the *leader*): a writer whose
+//! entry came after the running flush began waits for it to end, and the
+//! first of them then flushes for all of them.
+//!
 //! A commit is visible to readers before its entry is flushed. So that a
 //! reply never reports state that a crash could still take back, a reader
 //! waits (after its transaction) until everything it could have seen is
@@ -31,12 +37,17 @@ struct State {
     queued: usize,
     /// The last generation handed out (its commit may still be running).
     committed: u64,
+    /// Every generation up to this one has its entry in the log (or needs
+    /// none: its commit failed).
+    appended: u64,
+    /// A leader's flush is running.
+    flushing: bool,
     /// Every generation up to this one is on disk.
     durable: u64,
     /// A durable commit of this generation failed: waiters up to it learn so.
     failed: u64,
     failure: String,
-    /// Commits made, and how many of them were durable (flushed the log).
+    /// Commits made, and how many flushes (or checkpoints) made them durable.
     stats: CommitStats,
 }
 
@@ -48,8 +59,8 @@ pub trait CommitObserver: Send + Sync {
     fn durable_commit(&self, took: std::time::Duration, grouped: u64);
 }
 
-/// How much grouping happened: `durable` below `commits` means writes shared
-/// flushes.
+/// How much grouping happened: commits made and the flushes that made them
+/// durable; `durable` below `commits` means writes shared flushes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
     pub commits: u64,
@@ -92,6 +103,41 @@ impl GroupCommit {
         self.state().committed
     }
 
+    /// Every generation up to `generation` has its entry in the log (called
+    /// with the write lock held).
+    pub fn appended(&self, generation: u64) {
+        let mut st = self.state();
+        st.appended = st.appended.max(generation);
+    }
+
+    /// Waits until `generation` is durable (`None`) or no flush runs; then
+    /// the caller leads the next flush, which covers the returned
+    /// generation and everything before it. End it with [`flush_ended`].
+    ///
+    /// [`flush_ended`]: Self::flush_ended
+    pub fn lead_or_wait(&self, generation: u64) -> Result<Option<u64>, Error> {
+        let mut st = self.state();
+        loop {
+            if st.durable >= generation {
+                return Ok(None);
+            }
+            if st.failed >= generation {
+                return Err(failure(&st));
+            }
+            if !st.flushing {
+                st.flushing = true;
+                return Ok(Some(st.appended));
+            }
+            st = self.changed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The leader's flush ended (its outcome marked before).
+    pub fn flush_ended(&self) {
+        self.state().flushing = false;
+        self.changed.notify_all();
+    }
+
     /// Whether a commit still waits for a flush.
     pub fn needs_sync(&self) -> bool {
         let st = self.state();
@@ -99,10 +145,13 @@ impl GroupCommit {
     }
 
     /// Counts a commit that succeeded.
-    pub fn count(&self, durable: bool) {
-        let mut st = self.state();
-        st.stats.commits += 1;
-        st.stats.durable += u64::from(durable);
+    pub fn count_commit(&self) {
+        self.state().stats.commits += 1;
+    }
+
+    /// Counts a flush (or a checkpoint) that made commits durable.
+    pub fn count_flush(&self) {
+        self.state().stats.durable += 1;
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -138,14 +187,18 @@ impl GroupCommit {
                 return Ok(());
             }
             if st.failed >= generation {
-                return Err(Error::Storage(format!(
-                    "the durable commit of this change failed, it may be lost: {}",
-                    st.failure
-                )));
+                return Err(failure(&st));
             }
             st = self.changed.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
     }
+}
+
+fn failure(st: &State) -> Error {
+    Error::Storage(format!(
+        "the durable commit of this change failed, it may be lost: {}",
+        st.failure
+    ))
 }
 
 #[cfg(test)]
@@ -177,6 +230,30 @@ mod tests {
         let err = waiter.join().unwrap().unwrap_err();
         assert!(err.to_string().contains("disk on fire"), "{err}");
         group.wait_durable(g2).unwrap();
+    }
+
+    /// One flush at a time: a second writer waits for the running flush and
+    /// is done if it covered it, or leads the next one.
+    #[test]
+    fn one_leader_flushes_at_a_time() {
+        let group = Arc::new(GroupCommit::default());
+        let g1 = group.reserve();
+        group.appended(g1);
+        assert_eq!(group.lead_or_wait(g1).unwrap(), Some(g1), "g1 leads");
+        let g2 = group.reserve();
+        group.appended(g2);
+        let second = {
+            let group = group.clone();
+            thread::spawn(move || group.lead_or_wait(g2))
+        };
+        thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!second.is_finished(), "waits while g1's flush runs");
+        group.mark_durable(g1);
+        group.flush_ended();
+        assert_eq!(second.join().unwrap().unwrap(), Some(g2), "then leads for g2");
+        group.mark_durable(g2);
+        group.flush_ended();
+        assert_eq!(group.lead_or_wait(g1).unwrap(), None, "already durable");
     }
 
     #[test]

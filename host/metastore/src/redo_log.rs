@@ -33,6 +33,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::WriteTransaction;
 
@@ -61,9 +62,10 @@ pub(crate) enum Change {
     PutMeta(String, u64),
 }
 
-/// The log file and where the next entry goes.
+/// The log file and where the next entry goes. Entries are written with
+/// the write lock held; the flush ([`file`](Self::file)) needs no lock.
 pub(crate) struct RedoLog {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     /// Where the next entry starts (a multiple of [`BLOCK`]).
     end: u64,
@@ -72,8 +74,6 @@ pub(crate) struct RedoLog {
     /// The metastore's log id (in its meta table): a log left by another
     /// database (its file deleted and made again) fails every checksum.
     log_id: u64,
-    /// Entries written since the last flush.
-    unflushed: bool,
     /// A write or flush failed: an entry may be missing, and one after the
     /// gap would never be read. Nothing more is written until a checkpoint.
     broken: bool,
@@ -103,7 +103,7 @@ impl RedoLog {
         if meta.len() < LOG_BYTES {
             fill(&file, &path, meta.len()).map_err(|e| io("fill it with zeros", e))?;
         }
-        Ok(RedoLog { file, path, end: 0, last_seq: 0, log_id: 0, unflushed: false, broken: false })
+        Ok(RedoLog { file: Arc::new(file), path, end: 0, last_seq: 0, log_id: 0, broken: false })
     }
 
     /// The entries of log `log_id` after sequence number `applied`, in
@@ -143,7 +143,6 @@ impl RedoLog {
         self.end = 0;
         self.log_id = log_id;
         self.last_seq = last_seq;
-        self.unflushed = false;
         self.broken = false;
     }
 
@@ -185,30 +184,19 @@ impl RedoLog {
             )));
         }
         self.end += size;
-        self.unflushed = true;
         Ok(true)
     }
 
-    /// Flushes the entries written since the last flush (fdatasync: the
-    /// file's size and extents never change). `Ok(false)`: the log is
-    /// broken; checkpoint instead.
-    pub fn flush(&mut self) -> Result<bool, Error> {
-        if self.broken {
-            return Ok(false);
-        }
-        if !self.unflushed {
-            return Ok(true);
-        }
-        if let Err(e) = self.file.sync_data() {
-            // After a failed flush the kernel may have dropped the pages.
-            self.broken = true;
-            return Err(Error::Storage(format!(
-                "redo log {}: cannot flush it: {e}",
-                self.path.display()
-            )));
-        }
-        self.unflushed = false;
-        Ok(true)
+    /// The file, to flush (fdatasync: its size and extents never change)
+    /// without the write lock.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// A flush failed (the kernel may have dropped written pages): nothing
+    /// more is appended until a checkpoint.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
     }
 
     /// Whether entries were written since the last checkpoint.
@@ -402,7 +390,7 @@ mod tests {
         log.restart(LOG, 10);
         assert!(log.append(&sample()).unwrap());
         assert!(log.append(&[Change::DeleteId(9)]).unwrap());
-        log.flush().unwrap();
+        log.file().sync_data().unwrap();
         let entries = log.entries_after(LOG, 10).unwrap();
         assert_eq!(entries, vec![(11, sample()), (12, vec![Change::DeleteId(9)])]);
         assert_eq!(log.entries_after(LOG, 11).unwrap(), vec![], "entry 11 is not the 12 wanted");
@@ -470,12 +458,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RedoLog::open(dir.path()).unwrap();
         log.restart(LOG, 0);
-        log.broken = true;
+        log.mark_broken();
         assert!(!log.append(&sample()).unwrap());
-        assert!(!log.flush().unwrap());
         log.restart(LOG, 4);
         assert!(log.append(&sample()).unwrap());
-        assert!(log.flush().unwrap());
         assert_eq!(log.entries_after(LOG, 4).unwrap(), vec![(5, sample())]);
     }
 }

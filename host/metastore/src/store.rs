@@ -1,8 +1,9 @@
 //! The metastore: one redb file per snapshotter root, and the transaction
 //! discipline around it.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,11 @@ pub struct Metastore {
     /// queue around it is what group commit needs to see), and guards the
     /// redo log they append to.
     writer: Mutex<RedoLog>,
+    /// The redo log's file, flushed without the write lock.
+    log_file: Arc<File>,
+    /// A flush of the log failed: until a checkpoint, nothing is made
+    /// durable by flushing it (see `make_durable`).
+    log_failed: AtomicBool,
     /// The thread holding the write transaction (0: none), to refuse a nested
     /// write instead of deadlocking, and to let reads inside a write skip the
     /// durability wait that only the write itself can end.
@@ -70,6 +76,8 @@ impl Metastore {
             db,
             path,
             group: GroupCommit::default(),
+            log_file: log.file(),
+            log_failed: AtomicBool::new(false),
             writer: Mutex::new(log),
             writer_thread: AtomicU64::new(0),
             id_floor: AtomicU64::new(next_id),
@@ -176,31 +184,40 @@ impl Metastore {
         txn.set_durability(redb::Durability::None).map_err(Error::from)?;
         let generation = self.group.reserve();
         let started = Instant::now();
-        if let Err(e) = txn.commit() {
-            if !followed {
-                self.sync_locked(&mut turn.log); // earlier commits still wait
+        let committed = txn.commit().map_err(Error::from);
+        let logged = match committed {
+            Ok(()) => {
+                self.group.count_commit();
+                self.append_locked(&mut turn.log, &changes)
             }
-            return Err(Error::from(e).into());
+            Err(e) => Err(e),
+        };
+        self.group.appended(generation);
+        match logged {
+            // The entry is in the log: flushed (below) after the write lock
+            // is let go, so the next writer's transaction runs meanwhile.
+            Ok(false) => {}
+            Ok(true) => {
+                // A checkpoint made everything durable.
+                self.group.count_flush();
+                let grouped = self.group.mark_durable(generation);
+                self.observe(started, grouped);
+            }
+            Err(e) => {
+                // Not committed (the earlier writers still wait for a flush),
+                // or committed and neither logged nor checkpointed.
+                if !followed {
+                    self.sync_locked(&mut turn.log);
+                }
+                return Err(e.into());
+            }
         }
+        drop(turn);
         if followed {
-            // Someone queued behind us will flush; log our entry, wait for it.
-            self.group.count(false);
-            let logged = log_locked(&self.db, &mut turn.log, &changes, false);
-            drop(turn);
-            logged?;
+            // Someone queued behind us leads the flush; wait for it.
             self.group.wait_durable(generation)?;
         } else {
-            match log_locked(&self.db, &mut turn.log, &changes, true) {
-                Ok(()) => {
-                    self.group.count(true);
-                    let grouped = self.group.mark_durable(generation);
-                    self.observe(started, grouped);
-                }
-                Err(e) => {
-                    self.group.mark_failed(generation, e.to_string());
-                    return Err(e.into());
-                }
-            }
+            self.make_durable(generation, started)?;
         }
         Ok(value)
     }
@@ -244,7 +261,8 @@ impl Metastore {
     fn observe(&self, started: Instant, grouped: u64) {
         let took = started.elapsed();
         let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        // One update at a time (under the write lock): a plain load and store.
+        // One flush leader at a time: a plain load and store (a checkpoint's
+        // update racing one may be lost; it is an average).
         let cost = moving_average(self.commit_cost_ns.load(Ordering::Relaxed), sample);
         self.commit_cost_ns.store(cost, Ordering::Relaxed);
         if let Some(o) = self.observer.get() {
@@ -275,16 +293,85 @@ impl Metastore {
         if !self.group.needs_sync() {
             return;
         }
-        let generation = self.group.reserve();
-        let started = Instant::now();
-        match log_locked(&self.db, log, &[], true) {
-            Ok(()) => {
-                self.group.count(true);
-                let grouped = self.group.mark_durable(generation);
-                self.observe(started, grouped);
+        // Under the write lock every generation handed out has its entry.
+        let generation = self.group.last();
+        if self.log_failed.load(Ordering::Acquire) {
+            log.mark_broken();
+            let started = Instant::now();
+            match self.checkpoint_locked(log) {
+                Ok(()) => {
+                    self.group.count_flush();
+                    let grouped = self.group.mark_durable(generation);
+                    self.observe(started, grouped);
+                }
+                Err(e) => self.group.mark_failed(generation, e.to_string()),
             }
-            Err(e) => self.group.mark_failed(generation, e.to_string()),
+            return;
         }
+        // An error is told to the waiters by `make_durable` itself.
+        let _ = self.make_durable(generation, Instant::now());
+    }
+
+    /// With the write lock held: appends `changes` (if any) to the redo
+    /// log. Where the log cannot take them (full, broken, a write or an
+    /// earlier flush failed), a checkpoint makes everything durable without
+    /// it: `Ok(true)`.
+    fn append_locked(&self, log: &mut RedoLog, changes: &[Change]) -> Result<bool, Error> {
+        if self.log_failed.load(Ordering::Acquire) {
+            log.mark_broken();
+        }
+        let appended = match changes {
+            [] => Ok(true),
+            changes => log.append(changes),
+        };
+        match appended {
+            Ok(true) => Ok(false),
+            Ok(false) => self.checkpoint_locked(log).map(|()| true),
+            Err(log_error) => self.checkpoint_locked(log).map(|()| true).map_err(|e| {
+                Error::Storage(format!(
+                    "{log_error}; the checkpoint meant to replace it failed too: {e}"
+                ))
+            }),
+        }
+    }
+
+    /// With the write lock held: a checkpoint, after which an earlier
+    /// failed flush no longer matters (everything is in redb, durably).
+    fn checkpoint_locked(&self, log: &mut RedoLog) -> Result<(), Error> {
+        checkpoint(&self.db, log)?;
+        self.log_failed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes `generation` (its entry in the log) durable: done if a flush
+    /// covered it; else waits for the running flush, or leads the next one
+    /// (no write lock needed). `started`: when the caller's commit began,
+    /// for [`durable_commit_cost`](Self::durable_commit_cost).
+    fn make_durable(&self, generation: u64, started: Instant) -> Result<(), Error> {
+        let Some(upto) = self.group.lead_or_wait(generation)? else { return Ok(()) };
+        let flushed = if self.log_failed.load(Ordering::Acquire) {
+            // Entries before the failure may be gone: a flush now would
+            // make a log with a gap look durable. The next writer checkpoints.
+            Err("an earlier flush of it failed (the next write checkpoints)".to_string())
+        } else {
+            self.log_file.sync_data().map_err(|e| format!("cannot flush it: {e}"))
+        };
+        let outcome = match flushed {
+            Ok(()) => {
+                self.group.count_flush();
+                let grouped = self.group.mark_durable(upto);
+                self.observe(started, grouped);
+                Ok(())
+            }
+            Err(why) => {
+                self.log_failed.store(true, Ordering::Release);
+                let e = Error::Storage(format!("redo log of {}: {why}", self.path.display()));
+                self.group.mark_failed(upto, e.to_string());
+                Err(e)
+            }
+        };
+        self.group.flush_ended();
+        outcome
     }
 }
 
@@ -295,35 +382,6 @@ impl Drop for Metastore {
         if log.has_entries() {
             let _ = checkpoint(&self.db, log);
         }
-    }
-}
-
-/// With the write lock held: appends `changes` (if any) to the redo log,
-/// and with `flush` makes every entry durable. Where the log cannot take
-/// them (full, broken, a write or flush failed) a checkpoint makes
-/// everything durable without it.
-fn log_locked(
-    db: &Database,
-    log: &mut RedoLog,
-    changes: &[Change],
-    flush: bool,
-) -> Result<(), Error> {
-    let logged = match changes {
-        [] => Ok(true),
-        changes => log.append(changes),
-    };
-    let done = match logged {
-        Ok(true) if flush => log.flush(),
-        other => other,
-    };
-    match done {
-        Ok(true) => Ok(()),
-        Ok(false) => checkpoint(db, log),
-        Err(log_error) => checkpoint(db, log).map_err(|e| {
-            Error::Storage(format!(
-                "{log_error}; the checkpoint meant to replace it failed too: {e}"
-            ))
-        }),
     }
 }
 
@@ -560,6 +618,41 @@ mod tests {
         assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
     }
 
+    /// Concurrent writers (grouped flushes, each run after its writer let go
+    /// of the write lock) leave every acknowledged write in the log.
+    #[test]
+    fn concurrent_writes_are_all_in_the_log() {
+        let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = Metastore::open(live.path()).unwrap();
+        std::fs::copy(live.path().join(FILE_NAME), lost.path().join(FILE_NAME)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..40 {
+                        let key = format!("t{t}/k{i}");
+                        store
+                            .write(|tx| tx.create(&key, Kind::Active, None, BTreeMap::new()))
+                            .unwrap();
+                        if i % 3 == 0 {
+                            store.write(|tx| tx.remove(&key)).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let stats = store.commit_stats();
+        assert!(stats.durable <= stats.commits, "{stats:?}");
+        let before = everything(&store);
+        assert_eq!(before.len(), 8 * 26);
+        std::fs::copy(
+            live.path().join(crate::REDO_LOG_FILE_NAME),
+            lost.path().join(crate::REDO_LOG_FILE_NAME),
+        )
+        .unwrap();
+        assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
+    }
+
     /// A log whose entries do not fit (more than it holds) falls back to
     /// checkpoints, and a log left by another database is not applied.
     #[test]
@@ -641,6 +734,6 @@ mod tests {
                 })
                 .unwrap();
         });
-        assert_eq!(store.commit_stats(), CommitStats { commits: 3, durable: 2 });
+        assert_eq!(store.commit_stats(), CommitStats { commits: 2, durable: 2 });
     }
 }
