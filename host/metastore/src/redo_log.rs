@@ -193,6 +193,11 @@ impl RedoLog {
         self.file.clone()
     }
 
+    /// Whether nothing may be appended until a checkpoint.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// A flush failed (the kernel may have dropped written pages): nothing
     /// more is appended until a checkpoint.
     pub fn mark_broken(&mut self) {

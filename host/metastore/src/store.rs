@@ -293,9 +293,11 @@ impl Metastore {
         if !self.group.needs_sync() {
             return;
         }
-        // Under the write lock every generation handed out has its entry.
+        // Under the write lock every generation handed out has its entry,
+        // unless the log is broken (a write of it failed): then, or after a
+        // failed flush, only a checkpoint makes them durable.
         let generation = self.group.last();
-        if self.log_failed.load(Ordering::Acquire) {
+        if self.log_failed.load(Ordering::Acquire) || log.is_broken() {
             log.mark_broken();
             let started = Instant::now();
             match self.checkpoint_locked(log) {
@@ -651,6 +653,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
+    }
+
+    /// A log that cannot be trusted (a write of it failed, or a flush) is
+    /// not flushed for the next write: a checkpoint makes it durable, so
+    /// redb's file alone holds it.
+    #[test]
+    fn a_broken_or_failed_log_is_replaced_by_a_checkpoint() {
+        let (live, lost) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = Metastore::open(live.path()).unwrap();
+        let create = |key: &str| {
+            store.write(|tx| tx.create(key, Kind::Active, None, BTreeMap::new())).unwrap();
+        };
+        create("a");
+        store.writer.lock().unwrap().mark_broken();
+        create("b");
+        assert!(!store.writer.lock().unwrap().is_broken(), "the checkpoint restarted the log");
+        store.log_failed.store(true, Ordering::Release);
+        create("c");
+        assert!(!store.log_failed.load(Ordering::Acquire), "the checkpoint cleared it");
+        let before = everything(&store);
+        // redb's file alone, with no log beside it.
+        std::fs::copy(live.path().join(FILE_NAME), lost.path().join(FILE_NAME)).unwrap();
+        assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
+        assert_eq!(before.len(), 3);
     }
 
     /// A log whose entries do not fit (more than it holds) falls back to
