@@ -37,8 +37,10 @@ struct State {
     queued: usize,
     /// The last generation handed out (its commit may still be running).
     committed: u64,
-    /// Every generation up to this one has its entry in the log (or needs
-    /// none: its commit failed).
+    /// Every generation up to this one has been through its writer's
+    /// append: its entry is in the log, or it needs none (its commit failed,
+    /// or a checkpoint made it durable), or the log is not trusted and a
+    /// flush will not count (see `Metastore::make_durable`).
     appended: u64,
     /// A leader's flush is running.
     flushing: bool,

@@ -24,10 +24,11 @@
 //! flush writes data only (no journal commit for a size change). Each entry
 //! starts on a 4 KiB boundary, so a write torn by a power loss never touches
 //! an earlier entry's blocks. An entry: magic, payload length, sequence
-//! number, CRC-32 of the sequence number and payload, payload. Reading stops
-//! at the first entry that is not the next sequence number with a good
-//! checksum: zeros, a torn write, or an entry left from before the last
-//! checkpoint (whose number is lower).
+//! number, CRC-32 of the log id, sequence number and payload, payload.
+//! Reading stops at the first entry that is not the next sequence number
+//! with a good checksum: zeros, a torn write, or an entry left from before
+//! the last checkpoint or the last open (whose number is lower: each open
+//! goes on numbering past every number the file can hold).
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -47,6 +48,8 @@ pub const FILE_NAME: &str = "metadata.redo";
 /// record with megabytes of labels takes more).
 pub(crate) const LOG_BYTES: u64 = 2 << 20;
 const BLOCK: u64 = 4096;
+/// The most entries the file holds.
+pub(crate) const MAX_ENTRIES: u64 = LOG_BYTES / BLOCK;
 const MAGIC: u32 = u32::from_le_bytes(*b"WSRL");
 const HEADER: usize = 20;
 

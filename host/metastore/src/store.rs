@@ -157,10 +157,16 @@ impl Metastore {
         };
         self.writer_thread.store(me, Ordering::Release);
         if long {
-            self.sync_locked(&mut turn.log);
+            // Failures are told to the writers they concern.
+            let _ = self.sync_locked(&mut turn.log);
         }
 
-        let txn = self.db.begin_write().map_err(Error::from)?;
+        let mut txn = self.db.begin_write().map_err(Error::from)?;
+        // redb commits without fsync; the redo log entry is what makes it
+        // durable (see `redo_log`). Set before `f`, while this writer is still
+        // queued: an error here leaves through `Turn::drop`, which flushes
+        // for the writers before it.
+        txn.set_durability(redb::Durability::None).map_err(Error::from)?;
         let outcome = match WriteTx::open(&txn, &self.id_floor) {
             Ok(mut tx) => f(&mut tx).map(|value| (value, tx.into_changes())),
             Err(e) => Err(e.into()),
@@ -173,15 +179,11 @@ impl Metastore {
             Err(e) => {
                 drop(txn); // aborts
                 if !followed {
-                    self.sync_locked(&mut turn.log);
+                    let _ = self.sync_locked(&mut turn.log);
                 }
                 return Err(e);
             }
         };
-        // redb commits without fsync; the redo log entry is what makes it
-        // durable (see `redo_log`).
-        let mut txn = txn;
-        txn.set_durability(redb::Durability::None).map_err(Error::from)?;
         let generation = self.group.reserve();
         let started = Instant::now();
         let committed = txn.commit().map_err(Error::from);
@@ -207,7 +209,7 @@ impl Metastore {
                 // Not committed (the earlier writers still wait for a flush),
                 // or committed and neither logged nor checkpointed.
                 if !followed {
-                    self.sync_locked(&mut turn.log);
+                    let _ = self.sync_locked(&mut turn.log);
                 }
                 return Err(e.into());
             }
@@ -234,8 +236,9 @@ impl Metastore {
         self.not_writing()?;
         let mut log = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         // A commit whose entry is not flushed waits for the next writer's
-        // flush, which waits for this lock: make it durable now.
-        self.sync_locked(&mut log);
+        // flush, which waits for this lock: make it durable now (what `f`
+        // reads must not be taken back by a crash).
+        self.sync_locked(&mut log)?;
         let txn = self.db.begin_read()?;
         let out = f(&ReadTx::open(&txn)?);
         drop(txn);
@@ -288,43 +291,50 @@ impl Metastore {
     }
 
     /// With the write lock held: makes commits whose entries are not yet
-    /// flushed durable, or tells their waiters it failed.
-    fn sync_locked(&self, log: &mut RedoLog) {
+    /// flushed durable, or tells their waiters (and the caller) it failed.
+    fn sync_locked(&self, log: &mut RedoLog) -> Result<(), Error> {
         if !self.group.needs_sync() {
-            return;
+            return Ok(());
         }
         // Under the write lock every generation handed out has its entry,
-        // unless the log is broken (a write of it failed): then, or after a
-        // failed flush, only a checkpoint makes them durable.
+        // unless the log cannot be trusted (a write or flush of it, or a
+        // checkpoint, failed): then only a checkpoint makes them durable.
         let generation = self.group.last();
-        if self.log_failed.load(Ordering::Acquire) || log.is_broken() {
-            log.mark_broken();
+        if !self.log_trusted(log) {
             let started = Instant::now();
-            match self.checkpoint_locked(log) {
+            return match self.checkpoint_locked(log) {
                 Ok(()) => {
                     self.group.count_flush();
                     let grouped = self.group.mark_durable(generation);
                     self.observe(started, grouped);
+                    Ok(())
                 }
-                Err(e) => self.group.mark_failed(generation, e.to_string()),
-            }
-            return;
+                Err(e) => {
+                    self.group.mark_failed(generation, e.to_string());
+                    Err(e)
+                }
+            };
         }
-        // An error is told to the waiters by `make_durable` itself.
-        let _ = self.make_durable(generation, Instant::now());
+        self.make_durable(generation, Instant::now())
+    }
+
+    /// Whether flushing the log makes what it holds durable: not after a
+    /// write of it, a flush of it or a checkpoint failed, until a checkpoint
+    /// succeeds.
+    fn log_trusted(&self, log: &RedoLog) -> bool {
+        !log.is_broken() && !self.log_failed.load(Ordering::Acquire)
     }
 
     /// With the write lock held: appends `changes` (if any) to the redo
-    /// log. Where the log cannot take them (full, broken, a write or an
-    /// earlier flush failed), a checkpoint makes everything durable without
-    /// it: `Ok(true)`.
+    /// log. Where the log cannot take them (full, or not to be trusted), a
+    /// checkpoint makes everything durable without it: `Ok(true)`.
     fn append_locked(&self, log: &mut RedoLog, changes: &[Change]) -> Result<bool, Error> {
-        if self.log_failed.load(Ordering::Acquire) {
-            log.mark_broken();
-        }
-        let appended = match changes {
-            [] => Ok(true),
-            changes => log.append(changes),
+        let appended = if !self.log_trusted(log) {
+            Ok(false)
+        } else if changes.is_empty() {
+            Ok(true)
+        } else {
+            log.append(changes)
         };
         match appended {
             Ok(true) => Ok(false),
@@ -338,11 +348,21 @@ impl Metastore {
     }
 
     /// With the write lock held: a checkpoint, after which an earlier
-    /// failed flush no longer matters (everything is in redb, durably).
+    /// failure of the log no longer matters (everything is in redb,
+    /// durably). If it fails, the log is not trusted (`make_durable` will
+    /// not flush it for anyone) until a checkpoint succeeds.
     fn checkpoint_locked(&self, log: &mut RedoLog) -> Result<(), Error> {
-        checkpoint(&self.db, log)?;
-        self.log_failed.store(false, Ordering::Release);
-        Ok(())
+        match checkpoint(&self.db, log) {
+            Ok(()) => {
+                self.log_failed.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                log.mark_broken();
+                self.log_failed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     /// Makes `generation` (its entry in the log) durable: done if a flush
@@ -351,14 +371,17 @@ impl Metastore {
     /// for [`durable_commit_cost`](Self::durable_commit_cost).
     fn make_durable(&self, generation: u64, started: Instant) -> Result<(), Error> {
         let Some(upto) = self.group.lead_or_wait(generation)? else { return Ok(()) };
+        // Ends the leadership however this returns (also by a panic).
+        let _leading = Leading(&self.group);
         let flushed = if self.log_failed.load(Ordering::Acquire) {
-            // Entries before the failure may be gone: a flush now would
-            // make a log with a gap look durable. The next writer checkpoints.
-            Err("an earlier flush of it failed (the next write checkpoints)".to_string())
+            // Entries may be missing: a flush now would make a log with a
+            // gap look durable. The next writer checkpoints.
+            Err("an earlier write, flush or checkpoint of it failed (the next write checkpoints)"
+                .to_string())
         } else {
             self.log_file.sync_data().map_err(|e| format!("cannot flush it: {e}"))
         };
-        let outcome = match flushed {
+        match flushed {
             Ok(()) => {
                 self.group.count_flush();
                 let grouped = self.group.mark_durable(upto);
@@ -371,9 +394,7 @@ impl Metastore {
                 self.group.mark_failed(upto, e.to_string());
                 Err(e)
             }
-        };
-        self.group.flush_ended();
-        outcome
+        }
     }
 }
 
@@ -398,25 +419,41 @@ fn checkpoint(db: &Database, log: &mut RedoLog) -> Result<(), Error> {
 }
 
 /// Applies the log's entries after the last checkpoint, and checkpoints.
-/// Returns the last entry's sequence number.
+/// Returns the sequence number the log goes on from.
+///
+/// That number skips as many as the log can hold: entries written but
+/// never flushed before a crash may have reached the file while an earlier
+/// one did not, and the log starts again at its beginning now; numbered on
+/// from the last entry read, a new entry could be followed in the file by
+/// such an old one with the next number, which a later replay would apply.
 fn replay(db: &Database, log: &RedoLog, log_id: u64) -> Result<u64, Error> {
     let applied =
         db.begin_read()?.open_table(META)?.get(META_REDO_APPLIED)?.map_or(0, |v| v.value());
     let entries = log.entries_after(log_id, applied)?;
-    let Some(&(last, _)) = entries.last() else {
-        return Ok(applied);
-    };
+    let last = entries.last().map_or(applied, |&(seq, _)| seq);
+    let go_on_from = last
+        .checked_add(crate::redo_log::MAX_ENTRIES)
+        .ok_or_else(|| Error::Storage("redo log sequence numbers exhausted".into()))?;
     let txn = db.begin_write()?;
     for (_, changes) in &entries {
         crate::redo_log::apply(&txn, changes)?;
     }
-    txn.open_table(META)?.insert(META_REDO_APPLIED, last)?;
+    txn.open_table(META)?.insert(META_REDO_APPLIED, go_on_from)?;
     txn.commit()?;
-    Ok(last)
+    Ok(go_on_from)
 }
 
 fn stored_next_id(db: &Database) -> Result<u64, Error> {
     Ok(db.begin_read()?.open_table(META)?.get(META_NEXT_ID)?.map_or(1, |v| v.value()))
+}
+
+/// A flush leader's turn: ends it when dropped.
+struct Leading<'a>(&'a GroupCommit);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.flush_ended();
+    }
 }
 
 /// A writer's hold on the write lock. If the writer leaves early (an error
@@ -432,7 +469,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         // Runs before the fields drop: the lock is still held here.
         if !self.dequeued && !self.store.group.dequeue() {
-            self.store.sync_locked(&mut self.log);
+            let _ = self.store.sync_locked(&mut self.log);
         }
         self.store.writer_thread.store(0, Ordering::Release);
     }
@@ -677,6 +714,36 @@ mod tests {
         std::fs::copy(live.path().join(FILE_NAME), lost.path().join(FILE_NAME)).unwrap();
         assert_eq!(everything(&Metastore::open(lost.path()).unwrap()), before);
         assert_eq!(before.len(), 3);
+    }
+
+    /// An entry that reached the file while an earlier one was lost (both
+    /// unflushed at a power loss) is never applied after a later restart.
+    #[test]
+    fn an_old_unflushed_entry_never_follows_a_new_one() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (a, b, c) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+        let create = |store: &Metastore, key: &str| {
+            store.write(|tx| tx.create(key, Kind::Active, None, BTreeMap::new())).unwrap();
+        };
+        let log = crate::REDO_LOG_FILE_NAME;
+        let first = Metastore::open(a).unwrap();
+        std::fs::copy(a.join(FILE_NAME), b.join(FILE_NAME)).unwrap();
+        create(&first, "lost");
+        create(&first, "old");
+        std::fs::copy(a.join(log), b.join(log)).unwrap();
+        // The first entry lost, the second on disk.
+        let file = std::fs::OpenOptions::new().write(true).open(b.join(log)).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0; 4096], 0).unwrap();
+
+        let second = Metastore::open(b).unwrap();
+        assert_eq!(everything(&second), vec![]);
+        std::fs::copy(b.join(FILE_NAME), c.join(FILE_NAME)).unwrap();
+        create(&second, "new");
+        std::fs::copy(b.join(log), c.join(log)).unwrap();
+
+        let keys: Vec<String> =
+            everything(&Metastore::open(c).unwrap()).into_iter().map(|(r, ..)| r.name).collect();
+        assert_eq!(keys, vec!["new".to_string()]);
     }
 
     /// A log whose entries do not fit (more than it holds) falls back to
