@@ -201,9 +201,7 @@ impl Metastore {
             Ok(false) => {}
             Ok(true) => {
                 // A checkpoint made everything durable.
-                self.group.count_flush();
-                let grouped = self.group.mark_durable(generation);
-                self.observe(started, grouped);
+                self.made_durable(generation, started);
             }
             Err(e) => {
                 // Not committed (the earlier writers still wait for a flush),
@@ -261,6 +259,14 @@ impl Metastore {
         let _ = self.observer.set(observer);
     }
 
+    /// A flush or a checkpoint made everything up to `generation` durable;
+    /// `started`: when the commit it was made for began.
+    fn made_durable(&self, generation: u64, started: Instant) {
+        self.group.count_flush();
+        let grouped = self.group.mark_durable(generation);
+        self.observe(started, grouped);
+    }
+
     fn observe(&self, started: Instant, grouped: u64) {
         let took = started.elapsed();
         let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
@@ -304,9 +310,7 @@ impl Metastore {
             let started = Instant::now();
             return match self.checkpoint_locked(log) {
                 Ok(()) => {
-                    self.group.count_flush();
-                    let grouped = self.group.mark_durable(generation);
-                    self.observe(started, grouped);
+                    self.made_durable(generation, started);
                     Ok(())
                 }
                 Err(e) => {
@@ -383,9 +387,7 @@ impl Metastore {
         };
         match flushed {
             Ok(()) => {
-                self.group.count_flush();
-                let grouped = self.group.mark_durable(upto);
-                self.observe(started, grouped);
+                self.made_durable(upto, started);
                 Ok(())
             }
             Err(why) => {
