@@ -378,6 +378,14 @@ mod tests {
 
     const LOG: u64 = 0x5eed;
 
+    /// A new log in a temp dir, written as log `LOG` from sequence 0.
+    fn fresh() -> (tempfile::TempDir, RedoLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RedoLog::open(dir.path()).unwrap();
+        log.restart(LOG, 0);
+        (dir, log)
+    }
+
     fn sample() -> Vec<Change> {
         vec![
             Change::PutRecord("k".into(), vec![1, 2, 3]),
@@ -392,8 +400,7 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_stop_at_the_first_gap() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = RedoLog::open(dir.path()).unwrap();
+        let (dir, mut log) = fresh();
         assert_eq!(std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(), LOG_BYTES);
         log.restart(LOG, 10);
         assert!(log.append(&sample()).unwrap());
@@ -412,9 +419,7 @@ mod tests {
 
     #[test]
     fn a_torn_entry_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = RedoLog::open(dir.path()).unwrap();
-        log.restart(LOG, 0);
+        let (dir, mut log) = fresh();
         log.append(&sample()).unwrap();
         log.append(&sample()).unwrap();
         // The second entry's payload damaged, as a torn write leaves it.
@@ -425,9 +430,7 @@ mod tests {
 
     #[test]
     fn an_entry_that_does_not_fit_asks_for_a_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = RedoLog::open(dir.path()).unwrap();
-        log.restart(LOG, 0);
+        let (_dir, mut log) = fresh();
         let big = vec![Change::PutRecord("k".into(), vec![7; LOG_BYTES as usize])];
         assert!(!log.append(&big).unwrap());
         assert_eq!(log.last_seq(), 0, "no number used");
@@ -451,9 +454,7 @@ mod tests {
     /// Another database's log (its file deleted and made again) is not read.
     #[test]
     fn entries_of_another_log_id_are_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = RedoLog::open(dir.path()).unwrap();
-        log.restart(LOG, 0);
+        let (_dir, mut log) = fresh();
         log.append(&sample()).unwrap();
         assert_eq!(log.entries_after(LOG, 0).unwrap().len(), 1);
         assert_eq!(log.entries_after(LOG + 1, 0).unwrap(), vec![]);
@@ -463,9 +464,7 @@ mod tests {
     /// the log, so no entry ever follows a gap.
     #[test]
     fn a_broken_log_takes_no_entry_until_it_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = RedoLog::open(dir.path()).unwrap();
-        log.restart(LOG, 0);
+        let (_dir, mut log) = fresh();
         log.mark_broken();
         assert!(!log.append(&sample()).unwrap());
         log.restart(LOG, 4);

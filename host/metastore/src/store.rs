@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    WriteTransaction,
+};
 
 use crate::error::Error;
 use crate::group_commit::{CommitObserver, CommitStats, GroupCommit};
@@ -67,11 +70,15 @@ impl Metastore {
             )),
             e => Error::Storage(format!("cannot open {}: {e}", path.display())),
         })?;
-        let log_id = init_schema(&db, &path)?;
+        // One durable commit: the schema, the log's id, the replay, and
+        // where the log goes on.
+        let txn = db.begin_write()?;
+        let log_id = init_schema(&txn, &path)?;
         let mut log = RedoLog::open(root)?;
-        let last_seq = replay(&db, &log, log_id)?;
-        log.restart(log_id, last_seq);
-        let next_id = stored_next_id(&db)?;
+        let go_on_from = replay(&txn, &log, log_id)?;
+        let next_id = txn.open_table(META)?.get(META_NEXT_ID)?.map_or(1, |v| v.value());
+        txn.commit()?;
+        log.restart(log_id, go_on_from);
         Ok(Metastore {
             db,
             path,
@@ -420,33 +427,27 @@ fn checkpoint(db: &Database, log: &mut RedoLog) -> Result<(), Error> {
     Ok(())
 }
 
-/// Applies the log's entries after the last checkpoint, and checkpoints.
-/// Returns the sequence number the log goes on from.
+/// Applies the log's entries after the last checkpoint in `txn` (which the
+/// caller commits, durably: a checkpoint). Returns the sequence number the
+/// log goes on from.
 ///
 /// That number skips as many as the log can hold: entries written but
 /// never flushed before a crash may have reached the file while an earlier
 /// one did not, and the log starts again at its beginning now; numbered on
 /// from the last entry read, a new entry could be followed in the file by
 /// such an old one with the next number, which a later replay would apply.
-fn replay(db: &Database, log: &RedoLog, log_id: u64) -> Result<u64, Error> {
-    let applied =
-        db.begin_read()?.open_table(META)?.get(META_REDO_APPLIED)?.map_or(0, |v| v.value());
+fn replay(txn: &WriteTransaction, log: &RedoLog, log_id: u64) -> Result<u64, Error> {
+    let applied = txn.open_table(META)?.get(META_REDO_APPLIED)?.map_or(0, |v| v.value());
     let entries = log.entries_after(log_id, applied)?;
     let last = entries.last().map_or(applied, |&(seq, _)| seq);
     let go_on_from = last
         .checked_add(crate::redo_log::MAX_ENTRIES)
         .ok_or_else(|| Error::Storage("redo log sequence numbers exhausted".into()))?;
-    let txn = db.begin_write()?;
     for (_, changes) in &entries {
-        crate::redo_log::apply(&txn, changes)?;
+        crate::redo_log::apply(txn, changes)?;
     }
     txn.open_table(META)?.insert(META_REDO_APPLIED, go_on_from)?;
-    txn.commit()?;
     Ok(go_on_from)
-}
-
-fn stored_next_id(db: &Database) -> Result<u64, Error> {
-    Ok(db.begin_read()?.open_table(META)?.get(META_NEXT_ID)?.map_or(1, |v| v.value()))
 }
 
 /// A flush leader's turn: ends it when dropped.
@@ -495,10 +496,10 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
-/// Creates the tables of a fresh database, or checks the schema version of
-/// an existing one. Returns its redo log id (made if it has none yet).
-fn init_schema(db: &Database, path: &Path) -> Result<u64, Error> {
-    let txn = db.begin_write()?;
+/// In `txn`: creates the tables of a fresh database, or checks the schema
+/// version of an existing one. Returns its redo log id (made if it has none
+/// yet).
+fn init_schema(txn: &WriteTransaction, path: &Path) -> Result<u64, Error> {
     {
         let mut meta = txn.open_table(META)?;
         let version = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
@@ -543,8 +544,6 @@ fn init_schema(db: &Database, path: &Path) -> Result<u64, Error> {
             id
         }
     };
-    drop(meta);
-    txn.commit()?;
     Ok(log_id)
 }
 
