@@ -277,11 +277,13 @@ impl Snapshotter {
             Err(e) => return Err(e.into()),
         };
         let record = self.metastore.write(|tx| -> Result<_> {
-            let (record, parent_ids) = tx.create_reserved(id, key, kind, parent, labels.clone())?;
-            if parent_ids != base.parent_ids {
+            let content = layout.content.clone();
+            let (record, parent_id) =
+                tx.create_reserved(id, key, kind, parent, labels.clone(), content)?;
+            // The same parent (by id) is the same chain.
+            if parent_id != base.parent_ids.first().copied() {
                 return Ok(None); // aborts; the directory goes with `new_dir`
             }
-            tx.set_content(key, layout.content.clone())?;
             crate::cancel::check("create", key)?;
             Ok(Some(record))
         })?;

@@ -1,7 +1,8 @@
 //! What one policy call costs: `mounts` of the built-in overlay policy on
 //! a reused (pooled) instance and on a fresh one (instantiate + init +
 //! call), with wasmtime's on-demand and pooling allocators, plus the host's
-//! own validation and rendering. Prints numbers; asserts nothing.
+//! own validation and rendering; on 3 parents and on 100 (the benchmark's
+//! chain: the plan grows with the chain). Prints numbers; asserts nothing.
 //!
 //! `cargo run -p wasmsnap-engine --release --example policy_cost`
 
@@ -19,13 +20,14 @@ fn main() -> anyhow::Result<()> {
         reflink: false,
         page_size: 4096,
     };
-    let s = Snapshot {
-        id: 9,
+    let chain = |parents: u64| Snapshot {
+        id: parents + 1,
         kind: Kind::Active,
-        parent_ids: vec![3, 2, 1],
+        parent_ids: (1..=parents).rev().collect(),
         labels: vec![],
         id_map: None,
     };
+    let (s, deep) = (chain(3), chain(100));
     let wasm = builtin("overlay").expect("overlay is built in");
 
     println!("component sizes:");
@@ -52,6 +54,10 @@ fn main() -> anyhow::Result<()> {
             policy.layout(&s).unwrap();
         });
         println!("  layout, reused instance:  {}", micros(layout));
+        let plan = per_call(20_000, || {
+            policy.plan(&deep).unwrap();
+        });
+        println!("  layout + mounts + checks, 100 parents, reused instance: {}", micros(plan));
         let fresh = per_call(2_000, || {
             policy.clear_idle();
             policy.mounts(&s).unwrap();
@@ -62,15 +68,22 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let plans =
-        Policy::load(&Engine::new()?, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?
-            .mounts(&s)?;
+    let policy =
+        Policy::load(&Engine::new()?, "builtin:overlay", wasm, &[], &facts, Sandbox::default())?;
     let limits = Limits::default();
-    let validate = per_call(200_000, || validate_mounts(&s, &plans, &limits).unwrap());
-    let render = per_call(200_000, || {
-        std::hint::black_box(render_mounts(Path::new("/var/lib/wasmsnap"), &plans, None));
-    });
-    println!("\nhost side, 3 parents: validate {}, render {}", micros(validate), micros(render));
+    for s in [&s, &deep] {
+        let plans = policy.mounts(s)?;
+        let validate = per_call(200_000, || validate_mounts(s, &plans, &limits).unwrap());
+        let render = per_call(200_000, || {
+            std::hint::black_box(render_mounts(Path::new("/var/lib/wasmsnap"), &plans, None));
+        });
+        let parents = s.parent_ids.len();
+        println!(
+            "\nhost side, {parents} parents: validate {}, render {}",
+            micros(validate),
+            micros(render)
+        );
+    }
     Ok(())
 }
 

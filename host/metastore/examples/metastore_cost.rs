@@ -28,10 +28,12 @@ fn main() {
         let key = format!("k8s.io/1/extract-{i} sha256:{i:064x}");
         let name = format!("k8s.io/1/sha256:{i:064x}");
         let labels = labels(i);
+        // As the daemon writes: the id reserved first, the content with it.
+        let id = store.reserve_id().unwrap();
         store
             .write(|tx| {
-                tx.create(&key, Kind::Active, parent.as_deref(), labels.clone())?;
-                tx.set_content(&key, Some("fs".into()))?;
+                let (parent, fs) = (parent.as_deref(), Some("fs".into()));
+                tx.create_reserved(id, &key, Kind::Active, parent, labels.clone(), fs)?;
                 tx.commit(&key, &name, labels, Usage { size: 4096, inodes: 1 })
             })
             .unwrap();

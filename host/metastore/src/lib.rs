@@ -10,8 +10,9 @@
 //!   reports what a crash could still take back.
 //! - [`ReadTx`] / [`WriteTx`]: the reads of the [`Reads`] trait (import it)
 //!   on both; `create`, `set_content`, `commit`, `remove`, `update` on the
-//!   write side. The content directory is set with `set_content` after
-//!   `create`, since the policy names it only once the id is known.
+//!   write side. The daemon reserves the id first (the policy names the
+//!   content directory only once the id is known) and writes the record
+//!   with it in one go (`create_reserved`).
 //! - [`filter`]: [`parse_filters`] and [`Filter::matches`].
 //!
 //! Ids start at 1 and are never reused while a record has them or had them:

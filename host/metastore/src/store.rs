@@ -585,13 +585,13 @@ mod tests {
         let b = store.write(|tx| tx.create("b", Kind::Active, None, BTreeMap::new())).unwrap().0.id;
         assert!(b > r2, "allocated {b} after reserving {r2}");
         let used = store
-            .write(|tx| tx.create_reserved(r2, "c", Kind::Active, None, BTreeMap::new()))
+            .write(|tx| tx.create_reserved(r2, "c", Kind::Active, None, BTreeMap::new(), None))
             .unwrap()
             .0
             .id;
         assert_eq!(used, r2);
         let again =
-            store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new()));
+            store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new(), None));
         assert!(matches!(again, Err(Error::Storage(ref m)) if m.contains("not free")), "{again:?}");
         drop(store);
 

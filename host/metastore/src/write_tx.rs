@@ -61,7 +61,8 @@ impl<'txn> WriteTx<'txn> {
     /// Inserts an active or view snapshot on top of the committed `parent`
     /// (`None` or `""`: no parent). Returns the record and its parents' ids,
     /// nearest first. The content directory is set later, with
-    /// [`set_content`](Self::set_content), once the policy's layout names it.
+    /// [`set_content`](Self::set_content) (or given to
+    /// [`create_reserved`](Self::create_reserved)).
     ///
     /// Errors as containerd's `CreateSnapshot`, checked in its order: missing
     /// parent NotFound, then key taken AlreadyExists; except that a parent
@@ -75,13 +76,25 @@ impl<'txn> WriteTx<'txn> {
         parent: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<(Record, Vec<SnapshotId>), Error> {
-        self.create_with(None, key, kind, parent, labels)
+        let (rec, parent) = self.create_with(None, key, kind, parent, labels, None)?;
+        let mut parent_ids = Vec::new();
+        if let Some(parent) = &parent {
+            parent_ids.push(parent.id);
+            parent_ids.extend(self.tables.parent_ids(parent)?);
+        }
+        Ok((rec, parent_ids))
     }
 
     /// [`create`](Self::create) with an id taken earlier from
     /// [`Metastore::reserve_id`](crate::Metastore::reserve_id), so that the
     /// caller could build the snapshot's directory before this transaction
-    /// (and outside the write lock). A Storage error if the id has a record.
+    /// (and outside the write lock), and with its content directory known.
+    /// A Storage error if the id has a record.
+    ///
+    /// Returns the parent's id rather than the chain: a committed
+    /// snapshot's parent never changes and ids are never reused, so the
+    /// caller that read the chain before compares the ids alone (a walk of
+    /// a deep chain costs tens of µs).
     pub fn create_reserved(
         &mut self,
         id: SnapshotId,
@@ -89,10 +102,13 @@ impl<'txn> WriteTx<'txn> {
         kind: Kind,
         parent: Option<&str>,
         labels: BTreeMap<String, String>,
-    ) -> Result<(Record, Vec<SnapshotId>), Error> {
-        self.create_with(Some(id), key, kind, parent, labels)
+        content: Option<String>,
+    ) -> Result<(Record, Option<SnapshotId>), Error> {
+        let (rec, parent) = self.create_with(Some(id), key, kind, parent, labels, content)?;
+        Ok((rec, parent.map(|p| p.id)))
     }
 
+    /// The record made, and its parent's.
     fn create_with(
         &mut self,
         reserved: Option<SnapshotId>,
@@ -100,7 +116,8 @@ impl<'txn> WriteTx<'txn> {
         kind: Kind,
         parent: Option<&str>,
         mut labels: BTreeMap<String, String>,
-    ) -> Result<(Record, Vec<SnapshotId>), Error> {
+        content: Option<String>,
+    ) -> Result<(Record, Option<Record>), Error> {
         let parent = self.tables.check_create(key, kind, parent, &labels)?;
         let id = match reserved {
             Some(id) => self.use_reserved_id(id)?,
@@ -117,18 +134,15 @@ impl<'txn> WriteTx<'txn> {
             created: now,
             updated: now,
             usage: None,
-            content: None,
+            content,
         };
         self.put(&rec)?;
         let parent_id = parent.as_ref().map_or(NO_PARENT, |p| p.id);
         self.put_id(id, parent_id, key)?;
-        let mut parent_ids = Vec::new();
         if let Some(parent) = &parent {
             self.put_child(parent.id, id)?;
-            parent_ids.push(parent.id);
-            parent_ids.extend(self.tables.parent_ids(parent)?);
         }
-        Ok((rec, parent_ids))
+        Ok((rec, parent))
     }
 
     /// Records which directory holds the snapshot's content (`None` clears it).

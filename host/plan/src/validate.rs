@@ -24,8 +24,12 @@
 //! - **sizes are bounded** ([`Limits`]), so a hostile plan cannot make the
 //!   host allocate or render without limit.
 //!
-//! Validation allocates nothing on success: it runs on the Mounts hot path.
+//! Validation runs on the Prepare and Mounts hot paths, so it is linear in
+//! the plan's size, and allocates nothing on success for overlays whose
+//! lowers are the parents in chain order (every built-in policy's); other
+//! lower lists are checked with one hash set each.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::model::{DirRef, Kind, Layout, MountPlan, Snapshot, SnapshotId, Step};
@@ -492,17 +496,16 @@ fn check_overlay(
             max: limits.max_lower,
         });
     }
-    for (i, dir) in lower.iter().enumerate() {
-        check_dir_ref(Place::Lower(n, i), s, dir, limits)?;
-        // Quadratic, but bounded by max_lower and allocation-free; plans of
-        // real chains are short, and duplicates are refused at the first.
-        if lower[..i].contains(dir) {
-            return Err(ValidationError::DuplicateLower {
-                at: Place::Lower(n, i),
-                referenced: dir.snapshot,
-                name: dir.name.clone(),
-            });
+    // The usual plan: the parents, nearest first. Those are parents, and
+    // distinct (a chain's ids are), so only their names need a look.
+    let in_chain_order = lower.len() <= s.parent_ids.len()
+        && lower.iter().zip(&s.parent_ids).all(|(dir, parent)| dir.snapshot == *parent);
+    if in_chain_order {
+        for (i, dir) in lower.iter().enumerate() {
+            check_name(Place::Lower(n, i), &dir.name, limits)?;
         }
+    } else {
+        check_any_lowers(n, s, lower, limits)?;
     }
     match (upper, work) {
         // Scoped to overlays without an upper: with an upper, one lower is fine.
@@ -532,6 +535,29 @@ fn check_overlay(
     }
 }
 
+/// Lowers in any order: each a dir-ref of the snapshot or a parent, none
+/// twice; hash sets keep it linear (up to `max_lower` lowers on a chain of
+/// up to a thousand parents).
+fn check_any_lowers(n: usize, s: &Snapshot, lower: &[DirRef], limits: &Limits) -> Checked {
+    let parents: HashSet<SnapshotId> = s.parent_ids.iter().copied().collect();
+    let mut seen: HashSet<(SnapshotId, &str)> = HashSet::with_capacity(lower.len());
+    for (i, dir) in lower.iter().enumerate() {
+        let at = Place::Lower(n, i);
+        check_name(at, &dir.name, limits)?;
+        if dir.snapshot != s.id && !parents.contains(&dir.snapshot) {
+            return Err(ValidationError::ForeignSnapshot { at, referenced: dir.snapshot, id: s.id });
+        }
+        if !seen.insert((dir.snapshot, dir.name.as_str())) {
+            return Err(ValidationError::DuplicateLower {
+                at,
+                referenced: dir.snapshot,
+                name: dir.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Check a snapshot's layout and mounts together, both valid on their own:
 /// every directory of the snapshot itself that a mount names must be one
 /// its layout creates, or the mount fails later with ENOENT. Run where both
@@ -540,8 +566,11 @@ fn check_overlay(
 pub fn validate_plan(s: &Snapshot, layout: &Layout, mounts: &[MountPlan]) -> Checked {
     for (n, mount) in mounts.iter().enumerate() {
         let own = |at: Place, dir: &DirRef| -> Checked {
+            if dir.snapshot != s.id {
+                return Ok(());
+            }
             let created = layout.steps.iter().any(|e| created_name(e) == Some(&dir.name));
-            if dir.snapshot == s.id && !created {
+            if !created {
                 return Err(ValidationError::OwnDirNotCreated {
                     at,
                     name: dir.name.clone(),
@@ -603,6 +632,10 @@ fn check_name(at: Place, name: &str, limits: &Limits) -> Checked {
     if name.len() > limits.max_name_len {
         return Err(ValidationError::NameTooLong { at, len: name.len(), max: limits.max_name_len });
     }
+    // The usual name passes on this one pass over its bytes.
+    if name.bytes().all(plain_name_byte) && name != "." && name != ".." {
+        return Ok(());
+    }
     if name == "." || name == ".." {
         return Err(ValidationError::NameDot { at, name: owned() });
     }
@@ -612,12 +645,12 @@ fn check_name(at: Place, name: &str, limits: &Limits) -> Checked {
     if name.contains('\0') {
         return Err(ValidationError::NameNul { at, name: owned() });
     }
-    if let Some(ch) =
-        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(ValidationError::NameCharset { at, name: owned(), ch });
-    }
-    Ok(())
+    let ch = name.chars().find(|&c| !c.is_ascii() || !plain_name_byte(c as u8)).unwrap_or('?');
+    Err(ValidationError::NameCharset { at, name: owned(), ch })
+}
+
+fn plain_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
 /// Which mount a free option list belongs to: each reserves other flags.

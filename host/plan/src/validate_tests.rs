@@ -348,6 +348,21 @@ fn duplicate_lower() {
     assert!(err.to_string().contains("mount 0 lower 2"), "{err}");
 }
 
+/// Lowers out of chain order take the other path (hash sets): the same
+/// rules, each named at the first lower that breaks it.
+#[test]
+fn lowers_out_of_chain_order() {
+    let out_of_order = |lower| mounts(&view(), vec![overlay(lower, None, &[])]);
+    out_of_order(vec![dir(1, "fs"), dir(3, "fs"), dir(2, "fs")]).unwrap();
+    let err = refused(out_of_order(vec![dir(2, "fs"), dir(4, "fs")]), "foreign-snapshot");
+    assert!(err.to_string().contains("mount 0 lower 1"), "{err}");
+    // The chain's order up to a point, then a stranger.
+    refused(out_of_order(vec![dir(3, "fs"), dir(2, "fs"), dir(7, "fs")]), "foreign-snapshot");
+    refused(out_of_order(vec![dir(1, "fs"), dir(3, "f,s")]), "name-charset");
+    // The same snapshot twice, under two names, is two lowers.
+    out_of_order(vec![dir(2, "fs"), dir(2, "other")]).unwrap();
+}
+
 #[test]
 fn overlay_single_lower() {
     for s in [view(), active(), Snapshot { kind: Kind::Committed, ..active() }] {
