@@ -31,6 +31,7 @@
 //! most [`MAX_KEY_BYTES`] (bolt's own limit) and one snapshot's labels at most
 //! [`MAX_LABELS_TOTAL_BYTES`] in all, so every record fits in a gRPC message.
 
+mod chain_cache;
 mod codec;
 mod error;
 pub mod filter;

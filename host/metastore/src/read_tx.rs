@@ -1,7 +1,10 @@
 //! A read transaction: a consistent snapshot of the metastore.
 
+use std::sync::Arc;
+
 use redb::{ReadOnlyTable, ReadTransaction};
 
+use crate::chain_cache::ChainCache;
 use crate::error::Error;
 use crate::reads::{Tables, delegate_reads};
 use crate::tables::{CHILDREN, IDS, RECORDS};
@@ -18,12 +21,13 @@ pub struct ReadTx {
 }
 
 impl ReadTx {
-    pub(crate) fn open(txn: &ReadTransaction) -> Result<ReadTx, Error> {
+    pub(crate) fn open(txn: &ReadTransaction, chains: &Arc<ChainCache>) -> Result<ReadTx, Error> {
         Ok(ReadTx {
             tables: Tables {
                 records: txn.open_table(RECORDS)?,
                 ids: txn.open_table(IDS)?,
                 children: txn.open_table(CHILDREN)?,
+                chains: Some(chains.clone()),
             },
         })
     }

@@ -1,9 +1,11 @@
 //! Reads shared by read and write transactions.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use redb::ReadableTable;
 
+use crate::chain_cache::ChainCache;
 use crate::codec;
 use crate::error::{Error, quoted};
 use crate::filter::Filter;
@@ -53,6 +55,8 @@ pub(crate) struct Tables<R, I, C> {
     pub records: R,
     pub ids: I,
     pub children: C,
+    /// Known chains of committed snapshots (read transactions only).
+    pub chains: Option<Arc<ChainCache>>,
 }
 
 impl<R, I, C> Tables<R, I, C>
@@ -89,8 +93,16 @@ where
     }
 
     pub fn parent_ids(&self, rec: &Record) -> Result<Vec<SnapshotId>, Error> {
+        let corrupt = |child: SnapshotId, parent: SnapshotId| {
+            Error::Storage(format!(
+                "corrupt parent chain of {}: id {child} names parent id {parent}",
+                quoted(&rec.name)
+            ))
+        };
         let mut chain = Vec::new();
         let mut child = rec.id;
+        // The nearest parent's chain was known already.
+        let mut nearest_known = false;
         while let Some(parent) = self.parent_id_of(child)? {
             // A chain never comes back to a snapshot it passed (a rebase
             // checks that); one that does is corruption and would loop
@@ -98,13 +110,27 @@ where
             // unpack is created before the parent it is committed onto.
             // Quadratic, but chains are at most a few hundred long.
             if parent == rec.id || chain.contains(&parent) {
-                return Err(Error::Storage(format!(
-                    "corrupt parent chain of {}: id {child} names parent id {parent}",
-                    quoted(&rec.name)
-                )));
+                return Err(corrupt(child, parent));
             }
             chain.push(parent);
+            if let Some(known) = self.chains.as_ref().and_then(|c| c.get(parent)) {
+                // Checked when it was walked; only the join is new.
+                if let Some(&id) = known.iter().find(|id| **id == rec.id || chain.contains(id)) {
+                    return Err(corrupt(parent, id));
+                }
+                chain.extend_from_slice(&known);
+                nearest_known = chain.len() == known.len() + 1;
+                break;
+            }
             child = parent;
+        }
+        if let Some(chains) = &self.chains {
+            if let Some((&parent, ancestors)) = chain.split_first().filter(|_| !nearest_known) {
+                chains.put(parent, ancestors);
+            }
+            if rec.kind == Kind::Committed && chains.get(rec.id).is_none() {
+                chains.put(rec.id, &chain);
+            }
         }
         Ok(chain)
     }

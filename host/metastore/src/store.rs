@@ -12,6 +12,7 @@ use redb::{
     WriteTransaction,
 };
 
+use crate::chain_cache::ChainCache;
 use crate::error::Error;
 use crate::group_commit::{CommitObserver, CommitStats, GroupCommit};
 use crate::read_tx::ReadTx;
@@ -52,6 +53,8 @@ pub struct Metastore {
     ///
     /// [`durable_commit_cost`]: Self::durable_commit_cost
     commit_cost_ns: AtomicU64,
+    /// Parent chains of committed snapshots (see `chain_cache`).
+    chains: Arc<ChainCache>,
 }
 
 impl Metastore {
@@ -90,6 +93,7 @@ impl Metastore {
             id_floor: AtomicU64::new(next_id),
             observer: OnceLock::new(),
             commit_cost_ns: AtomicU64::new(u64::MAX),
+            chains: Arc::default(),
         })
     }
 
@@ -112,7 +116,7 @@ impl Metastore {
     pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, Error>) -> Result<R, Error> {
         let txn = self.db.begin_read()?;
         let seen = self.group.last();
-        let out = f(&ReadTx::open(&txn)?);
+        let out = f(&ReadTx::open(&txn, &self.chains)?);
         drop(txn);
         if self.writer_thread.load(Ordering::Acquire) != thread_token() {
             self.group.wait_durable(seen)?;
@@ -245,7 +249,7 @@ impl Metastore {
         // reads must not be taken back by a crash).
         self.sync_locked(&mut log)?;
         let txn = self.db.begin_read()?;
-        let out = f(&ReadTx::open(&txn)?);
+        let out = f(&ReadTx::open(&txn, &self.chains)?);
         drop(txn);
         out
     }

@@ -46,6 +46,8 @@ impl<'txn> WriteTx<'txn> {
                 records: txn.open_table(RECORDS)?,
                 ids: txn.open_table(IDS)?,
                 children: txn.open_table(CHILDREN)?,
+                // What this transaction sees may still roll back.
+                chains: None,
             },
             meta: txn.open_table(META)?,
             changes: Vec::new(),

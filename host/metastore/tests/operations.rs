@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use wasmsnap_metastore::{
-    Error, Filter, Kind, MAX_KEY_BYTES, Reads, UpdateInfo, Usage, parse_filters,
+    Error, Filter, Kind, MAX_KEY_BYTES, Reads, SnapshotId, UpdateInfo, Usage, parse_filters,
 };
 
 #[test]
@@ -434,4 +434,46 @@ fn get_of_an_empty_key_is_invalid_and_of_a_missing_one_not_found() {
     assert_err(store.read(|tx| tx.has_children("nope")), "NotFound", &["\"nope\""]);
     assert_err(store.read(|tx| tx.get("")), "InvalidArgument", &["empty"]);
     assert_err(store.read(|tx| tx.has_children("")), "InvalidArgument", &["empty"]);
+}
+
+/// Chains read by read transactions are kept in memory (`chain_cache`): a
+/// chain read after layers are added, removed and made again under the
+/// same keys, or after a rebase, is still the one in the tables.
+#[test]
+fn parent_chains_stay_right_as_layers_come_and_go() {
+    let (_dir, store) = open();
+    let chain_of = |key: &str| store.read(|tx| tx.parent_ids(&tx.get(key)?)).unwrap();
+    let nearest_first = |ids: &[SnapshotId]| ids.iter().rev().copied().collect::<Vec<_>>();
+    let mut ids = Vec::new(); // the chain so far, nearest last
+    for i in 0..20_u32 {
+        let name = format!("layer-{i}");
+        let parent = i.checked_sub(1).map(|p| format!("layer-{p}"));
+        let rec = layer(&store, &name, parent.as_deref());
+        assert_eq!(chain_of(&name), nearest_first(&ids), "{name}");
+        ids.push(rec.id);
+    }
+    // The top five removed and made again: new ids under the same keys.
+    for i in (15..20).rev() {
+        store.write(|tx| tx.remove(&format!("layer-{i}"))).unwrap();
+        ids.pop();
+    }
+    for i in 15..20 {
+        let name = format!("layer-{i}");
+        let rec = layer(&store, &name, Some(&format!("layer-{}", i - 1)));
+        assert_eq!(chain_of(&name), nearest_first(&ids), "{name} made again");
+        ids.push(rec.id);
+    }
+    // An active made without a parent, committed onto the top (a rebase).
+    let (loose, _) = create(&store, "loose", Kind::Active, None).unwrap();
+    assert_eq!(chain_of("loose"), Vec::<SnapshotId>::new());
+    store
+        .write(|tx| {
+            tx.rebase("loose", "layer-19")?;
+            tx.commit("loose", "rebased", BTreeMap::new(), Usage { size: 0, inodes: 0 })
+        })
+        .unwrap();
+    assert_eq!(chain_of("rebased"), nearest_first(&ids));
+    ids.push(loose.id);
+    create(&store, "view", Kind::View, Some("rebased")).unwrap();
+    assert_eq!(chain_of("view"), nearest_first(&ids));
 }
