@@ -594,8 +594,8 @@ mod tests {
             .0
             .id;
         assert_eq!(used, r2);
-        let again =
-            store.write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new(), None));
+        let again = store
+            .write(|tx| tx.create_reserved(r2, "d", Kind::Active, None, BTreeMap::new(), None));
         assert!(matches!(again, Err(Error::Storage(ref m)) if m.contains("not free")), "{again:?}");
         drop(store);
 

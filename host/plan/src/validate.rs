@@ -545,7 +545,11 @@ fn check_any_lowers(n: usize, s: &Snapshot, lower: &[DirRef], limits: &Limits) -
         let at = Place::Lower(n, i);
         check_name(at, &dir.name, limits)?;
         if dir.snapshot != s.id && !parents.contains(&dir.snapshot) {
-            return Err(ValidationError::ForeignSnapshot { at, referenced: dir.snapshot, id: s.id });
+            return Err(ValidationError::ForeignSnapshot {
+                at,
+                referenced: dir.snapshot,
+                id: s.id,
+            });
         }
         if !seen.insert((dir.snapshot, dir.name.as_str())) {
             return Err(ValidationError::DuplicateLower {
