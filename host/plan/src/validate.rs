@@ -497,7 +497,8 @@ fn check_overlay(
         });
     }
     // The usual plan: the parents, nearest first. Those are parents, and
-    // distinct (a chain's ids are), so only their names need a look.
+    // distinct (the metastore's chain walk and the harness's case files both
+    // refuse a repeated id), so only their names need a look.
     let in_chain_order = lower.len() <= s.parent_ids.len()
         && lower.iter().zip(&s.parent_ids).all(|(dir, parent)| dir.snapshot == *parent);
     if in_chain_order {
