@@ -554,6 +554,22 @@ fn plan_takes_every_kind_and_modes_read_as_in_case_files() {
     assert!(text.contains("\"mode\":\"0755\"") && !text.contains("\"mode\":493"), "{text:.2000}");
 }
 
+/// `--parents` is a chain, as the daemon's and the case files' are: an id
+/// twice, or the snapshot's own, is refused by name before any policy runs.
+#[test]
+fn plan_refuses_parents_that_are_not_a_chain() {
+    for (args, says) in [
+        (&["--parents", "2,2,1"][..], "parent id 2 is listed twice"),
+        (&["--parents", "3,2", "--id", "2"][..], "id 2 is also one of the parents"),
+    ] {
+        let mut argv = vec!["policy", "plan", "builtin:overlay", "--kind", "active"];
+        argv.extend_from_slice(args);
+        let o = wasmsnap(&argv);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn a_plan_the_kernel_would_refuse_is_refused_by_name() {
     let policy = extra_policy(wasmsnap_test_artifacts::BAD_PLANS);

@@ -62,7 +62,13 @@ pub struct Snapshotter {
     background: Background,
     /// With metrics on: this snapshotter's RPC and metastore meters.
     meters: Option<Arc<SnapshotterMeters>>,
+    /// Run once between a create's directory and its record (tests only).
+    #[cfg(test)]
+    test_hook: Mutex<Option<TestHook>>,
 }
+
+#[cfg(test)]
+type TestHook = Box<dyn FnOnce(&Snapshotter, &str) + Send>;
 
 /// The policy, its generation (bumped by each hot reload) and its meter.
 #[derive(Clone)]
@@ -189,6 +195,8 @@ impl Snapshotter {
             lost,
             mount_cache: MountCache::default(),
             active_usage: Mutex::default(),
+            #[cfg(test)]
+            test_hook: Mutex::default(),
         })
     }
 
@@ -276,22 +284,40 @@ impl Snapshotter {
             Err(_) if self.parent_changed(request, &base) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let record = self.metastore.write(|tx| -> Result<_> {
+        #[cfg(test)]
+        self.before_record(request);
+        let written = self.metastore.write(|tx| -> Result<_> {
             let content = layout.content.clone();
             let (record, parent_id) =
                 tx.create_reserved(id, key, kind, parent, labels.clone(), content)?;
-            // The same parent (by id) is the same chain.
+            // The same parent (by id) is the same chain. An error, so that
+            // the transaction rolls back.
             if parent_id != base.parent_ids.first().copied() {
-                return Ok(None); // aborts; the directory goes with `new_dir`
+                return Err(Error::ParentChanging(format!("the parent of {key:?} changed")));
             }
             crate::cancel::check("create", key)?;
-            Ok(Some(record))
-        })?;
-        let Some(record) = record else { return Ok(None) };
+            Ok(record)
+        });
+        let record = match written {
+            Ok(record) => record,
+            // Nothing was written; the directory goes with `new_dir`.
+            Err(Error::ParentChanging(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         new_dir.keep();
         let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
         self.mount_cache.put(&record, generation, mounts.clone());
         Ok(Some(mounts.as_ref().clone()))
+    }
+
+    /// Runs the test hook set to run between a create's directory and its
+    /// record (see `snapshotter_tests`).
+    #[cfg(test)]
+    fn before_record(&self, request: &Create) {
+        let hook = self.test_hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook(self, request.key);
+        }
     }
 
     /// What `request` builds on: its parent's ids and content directory.
@@ -673,3 +699,7 @@ fn id_map_of(labels: &Labels) -> Result<Option<IdMap>> {
     idmap::from_labels(set.map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| Error::InvalidArgument(format!("invalid id map: {e}")))
 }
+
+#[cfg(test)]
+#[path = "snapshotter_tests.rs"]
+mod tests;

@@ -13,16 +13,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::record::SnapshotId;
 
-/// Ids kept at most, over all chains (8 MiB); past it the cache starts
-/// again empty (each chain is walked once more).
-const MAX_IDS: usize = 1 << 20;
+/// What the cache may hold, in id-sized words: each chain costs its ids
+/// plus [`ENTRY_WORDS`] for its map slot and allocation (so an empty chain
+/// counts too). About 4 MiB; past it the cache starts again empty (each
+/// chain is walked once more). Entries of removed snapshots go then too.
+const MAX_WORDS: usize = 1 << 19;
+const ENTRY_WORDS: usize = 6;
 
 type Chains = HashMap<SnapshotId, Arc<[SnapshotId]>>;
 
 #[derive(Default)]
 pub(crate) struct ChainCache {
-    /// A committed snapshot's ancestors, nearest first, and how many ids
-    /// that is in all.
+    /// A committed snapshot's ancestors, nearest first, and the words they
+    /// cost in all.
     chains: Mutex<(Chains, usize)>,
 }
 
@@ -36,14 +39,15 @@ impl ChainCache {
     /// found it committed).
     pub(crate) fn put(&self, id: SnapshotId, ancestors: &[SnapshotId]) {
         let mut guard = self.lock();
-        let (chains, ids) = &mut *guard;
-        if *ids + ancestors.len() > MAX_IDS {
+        let (chains, words) = &mut *guard;
+        let cost = ancestors.len() + ENTRY_WORDS;
+        if *words + cost > MAX_WORDS {
             chains.clear();
-            *ids = 0;
+            *words = 0;
         }
-        *ids += ancestors.len();
+        *words += cost;
         if let Some(old) = chains.insert(id, ancestors.into()) {
-            *ids -= old.len();
+            *words -= old.len() + ENTRY_WORDS;
         }
     }
 
@@ -57,21 +61,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_chains_up_to_its_id_budget_then_starts_again() {
+    fn keeps_chains_up_to_its_budget_then_starts_again() {
         let cache = ChainCache::default();
         let long: Vec<SnapshotId> = (1..=1000).collect();
-        for id in 0..(MAX_IDS / 1000) as u64 {
+        let fit = MAX_WORDS / (1000 + ENTRY_WORDS);
+        for id in 0..fit as u64 {
             cache.put(10_000 + id, &long);
         }
         assert_eq!(cache.get(10_000).as_deref(), Some(&long[..]));
-        assert_eq!(cache.lock().1, MAX_IDS / 1000 * 1000);
+        assert_eq!(cache.lock().1, fit * (1000 + ENTRY_WORDS));
         // One more does not fit: the cache starts again with it alone.
         cache.put(1, &long);
         assert_eq!(cache.get(10_000), None);
         assert_eq!(cache.get(1).as_deref(), Some(&long[..]));
-        assert_eq!(cache.lock().1, 1000);
+        assert_eq!(cache.lock().1, 1000 + ENTRY_WORDS);
         // Putting a chain again does not count it twice.
         cache.put(1, &long[..10]);
-        assert_eq!(cache.lock().1, 10);
+        assert_eq!(cache.lock().1, 10 + ENTRY_WORDS);
+        // Empty chains (base layers) count too: they cannot grow it unbounded.
+        for id in 0..MAX_WORDS as u64 {
+            cache.put(100_000 + id, &[]);
+        }
+        assert!(cache.lock().0.len() <= MAX_WORDS / ENTRY_WORDS);
     }
 }

@@ -93,12 +93,6 @@ where
     }
 
     pub fn parent_ids(&self, rec: &Record) -> Result<Vec<SnapshotId>, Error> {
-        let corrupt = |child: SnapshotId, parent: SnapshotId| {
-            Error::Storage(format!(
-                "corrupt parent chain of {}: id {child} names parent id {parent}",
-                quoted(&rec.name)
-            ))
-        };
         let mut chain = Vec::new();
         let mut child = rec.id;
         // The nearest parent's chain was known already.
@@ -110,13 +104,19 @@ where
             // unpack is created before the parent it is committed onto.
             // Quadratic, but chains are at most a few hundred long.
             if parent == rec.id || chain.contains(&parent) {
-                return Err(corrupt(child, parent));
+                return Err(Error::Storage(format!(
+                    "corrupt parent chain of {}: id {child} names parent id {parent}",
+                    quoted(&rec.name)
+                )));
             }
             chain.push(parent);
             if let Some(known) = self.chains.as_ref().and_then(|c| c.get(parent)) {
                 // Checked when it was walked; only the join is new.
                 if let Some(&id) = known.iter().find(|id| **id == rec.id || chain.contains(id)) {
-                    return Err(corrupt(parent, id));
+                    return Err(Error::Storage(format!(
+                        "corrupt parent chain of {}: the chain of id {parent} comes back to id {id}",
+                        quoted(&rec.name)
+                    )));
                 }
                 chain.extend_from_slice(&known);
                 nearest_known = chain.len() == known.len() + 1;
@@ -128,7 +128,14 @@ where
             if let Some((&parent, ancestors)) = chain.split_first().filter(|_| !nearest_known) {
                 chains.put(parent, ancestors);
             }
-            if rec.kind == Kind::Committed && chains.get(rec.id).is_none() {
+            // Committed as this transaction sees it, not as the caller's
+            // copy of the record says.
+            if rec.kind == Kind::Committed
+                && chains.get(rec.id).is_none()
+                && self
+                    .find(&rec.name)?
+                    .is_some_and(|r| r.id == rec.id && r.kind == Kind::Committed)
+            {
                 chains.put(rec.id, &chain);
             }
         }

@@ -404,7 +404,9 @@ fn check_created_once(at: Place, name: &String, earlier: &[Step]) -> Checked {
     Ok(())
 }
 
-/// Check a mount plan the policy returned for snapshot `s`.
+/// Check a mount plan the policy returned for snapshot `s`, whose
+/// `parent_ids` are a chain: distinct, without `s.id` (the metastore's walk,
+/// the harness's case files and `policy plan` all make sure).
 pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> Checked {
     if mounts.is_empty() {
         return Err(ValidationError::NoMounts { at: Place::Plan });
