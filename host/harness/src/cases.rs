@@ -304,13 +304,12 @@ fn resolve(
         (None, None) => Vec::new(),
     };
     let id = rc.id.unwrap_or_else(|| parent_ids.iter().max().map_or(1, |m| m + 1));
-    if parent_ids.contains(&id) {
-        return Err(at.error(path.clone().key("id"), format!("id {id} is also one of the parents")));
-    }
-    if let Some(dup) = first_duplicate(&parent_ids) {
-        return Err(
-            at.error(path.clone().key("parents"), format!("parent id {dup} is listed twice"))
-        );
+    if let Err(e) = wasmsnap_plan::check_chain(id, &parent_ids) {
+        let key = match e {
+            wasmsnap_plan::NotAChain::OwnId(_) => "id",
+            wasmsnap_plan::NotAChain::Repeated(_) => "parents",
+        };
+        return Err(at.error(path.clone().key(key), e.to_string()));
     }
 
     let mut labels = defaults.labels.clone();
@@ -401,11 +400,6 @@ fn parse_parents(v: &toml::Value) -> Result<Vec<SnapshotId>, String> {
             "expected a parent count or a list of parent ids (nearest first), got {other}"
         )),
     }
-}
-
-fn first_duplicate(ids: &[SnapshotId]) -> Option<SnapshotId> {
-    let mut seen = BTreeSet::new();
-    ids.iter().copied().find(|id| !seen.insert(*id))
 }
 
 fn config_value(v: &toml::Value) -> Option<String> {

@@ -18,4 +18,7 @@ pub use idmap::IdMapError;
 pub use model::*;
 pub use render::{Mount, check_snapshotter_name, render_mounts, snapshot_dir};
 pub use untrusted::{MAX_POLICY_TEXT, untrusted, untrusted_tail};
-pub use validate::{Limits, ValidationError, validate_layout, validate_mounts, validate_plan};
+pub use validate::{
+    Limits, NotAChain, ValidationError, check_chain, validate_layout, validate_mounts,
+    validate_plan,
+};

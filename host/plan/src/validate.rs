@@ -404,9 +404,41 @@ fn check_created_once(at: Place, name: &String, earlier: &[Step]) -> Checked {
     Ok(())
 }
 
+/// Why a list of parent ids is not a chain of snapshot `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAChain {
+    /// The snapshot is among its own parents.
+    OwnId(SnapshotId),
+    /// A parent comes twice (the first repeated).
+    Repeated(SnapshotId),
+}
+
+impl fmt::Display for NotAChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotAChain::OwnId(id) => write!(f, "id {id} is also one of the parents"),
+            NotAChain::Repeated(id) => write!(f, "parent id {id} is listed twice"),
+        }
+    }
+}
+
+/// Whether `parent_ids` can be the chain of snapshot `id`: distinct and
+/// without `id`, as the metastore's walk gives them. [`validate_mounts`]
+/// relies on it; callers that take parents from a person (case files,
+/// `policy plan`) check with this.
+pub fn check_chain(id: SnapshotId, parent_ids: &[SnapshotId]) -> Result<(), NotAChain> {
+    if parent_ids.contains(&id) {
+        return Err(NotAChain::OwnId(id));
+    }
+    let mut seen = HashSet::with_capacity(parent_ids.len());
+    match parent_ids.iter().find(|p| !seen.insert(**p)) {
+        Some(&dup) => Err(NotAChain::Repeated(dup)),
+        None => Ok(()),
+    }
+}
+
 /// Check a mount plan the policy returned for snapshot `s`, whose
-/// `parent_ids` are a chain: distinct, without `s.id` (the metastore's walk,
-/// the harness's case files and `policy plan` all make sure).
+/// `parent_ids` are a chain ([`check_chain`]).
 pub fn validate_mounts(s: &Snapshot, mounts: &[MountPlan], limits: &Limits) -> Checked {
     if mounts.is_empty() {
         return Err(ValidationError::NoMounts { at: Place::Plan });
@@ -499,8 +531,7 @@ fn check_overlay(
         });
     }
     // The usual plan: the parents, nearest first. Those are parents, and
-    // distinct (the metastore's chain walk and the harness's case files both
-    // refuse a repeated id), so only their names need a look.
+    // distinct (a chain, see `check_chain`), so only their names need a look.
     let in_chain_order = lower.len() <= s.parent_ids.len()
         && lower.iter().zip(&s.parent_ids).all(|(dir, parent)| dir.snapshot == *parent);
     if in_chain_order {

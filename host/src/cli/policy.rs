@@ -149,9 +149,8 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 KindArg::Committed => Kind::Committed,
             };
             let id = id.unwrap_or_else(|| parents.iter().max().copied().unwrap_or(0) + 1);
-            // A chain, as the daemon and the harness give it (the plan
-            // checks rely on it): no id twice, the snapshot not among them.
-            if let Err(e) = check_chain(id, &parents) {
+            // A chain, as the daemon gives it (the plan checks rely on it).
+            if let Err(e) = wasmsnap_plan::check_chain(id, &parents) {
                 eprintln!("wasmsnap: --parents: {e}");
                 return ExitCode::FAILURE;
             }
@@ -179,18 +178,6 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 }
             }
         }
-    }
-}
-
-/// `parents` as a chain of `id`: distinct, without `id`.
-fn check_chain(id: u64, parents: &[u64]) -> Result<(), String> {
-    let mut seen = std::collections::HashSet::new();
-    if parents.contains(&id) {
-        return Err(format!("id {id} is also one of the parents"));
-    }
-    match parents.iter().find(|p| !seen.insert(**p)) {
-        Some(dup) => Err(format!("parent id {dup} is listed twice")),
-        None => Ok(()),
     }
 }
 
