@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, api};
+use common::{Daemon, api, daemon_on_tmpfs};
 use race::{Canary, Swapper};
 
 const RUNS: usize = 200;
@@ -45,35 +45,6 @@ fn is_root(test: &str) -> bool {
         return false;
     }
     panic!("{test} needs root (mknod, fanotify); set WASMSNAP_ALLOW_SKIP=1 to skip");
-}
-
-/// A tmpfs on the daemon's root, unmounted when dropped: the test races
-/// the walkers, not a busy disk.
-struct TmpfsRoot(PathBuf);
-
-impl Drop for TmpfsRoot {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// A daemon whose root is a fresh tmpfs (started once to make its temp
-/// dirs, stopped, and started again on the tmpfs).
-fn daemon_on_tmpfs() -> (Daemon, TmpfsRoot) {
-    let mut d = Daemon::start();
-    d.stop();
-    std::fs::create_dir_all(&d.root).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &d.root,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=512m,mode=0700"),
-    )
-    .expect("mount a tmpfs on the daemon's root");
-    let root = TmpfsRoot(d.root.clone());
-    d.spawn(&[]);
-    (d, root)
 }
 
 async fn prepare(c: &mut Client, s: &str, key: &str, parent: &str) -> PathBuf {
@@ -132,7 +103,7 @@ async fn usage_commit_remove_stay_in_the_tree_while_it_races() {
         return;
     }
     const S: &str = "native";
-    let (d, _root) = daemon_on_tmpfs();
+    let (d, _root) = daemon_on_tmpfs(&[]);
     let mut c = d.client().await;
     let base = tempfile::tempdir().unwrap();
     let canary = Canary::new(&base.path().join("canary"));
@@ -166,7 +137,7 @@ async fn usage_commit_remove_stay_in_the_tree_while_it_races() {
 /// had it mounted read-write at Commit): the copy must hold nothing of the
 /// canary and open no device.
 async fn prepares_stay_in_the_parent(s: &str) {
-    let (d, _root) = daemon_on_tmpfs();
+    let (d, _root) = daemon_on_tmpfs(&[]);
     let mut c = d.client().await;
     let base = tempfile::tempdir().unwrap();
     let canary = Canary::new(&base.path().join("canary"));
@@ -211,7 +182,7 @@ async fn commit_walk_does_not_block_other_writers() {
         return;
     }
     const S: &str = "native";
-    let (d, _root) = daemon_on_tmpfs();
+    let (d, _root) = daemon_on_tmpfs(&[]);
     let mut c = d.client().await;
     let fs = prepare(&mut c, S, "big", "").await;
     for i in 0..100 {

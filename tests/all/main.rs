@@ -43,6 +43,8 @@ mod hostile_policies;
 mod metrics;
 /// `wasmsnap policy test` and `policy inspect` as the real binary.
 mod policy_harness;
+/// Prepare, View and Commit on the reactor where flushes cost nothing.
+mod reactor_writes;
 /// The socket appears only when it accepts; systemd readiness (NOTIFY_SOCKET).
 mod readiness;
 /// Concurrent clients for a bounded time: no deadlock, flat resources.

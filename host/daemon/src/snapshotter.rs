@@ -95,17 +95,51 @@ impl Current {
         self.meter.time("mounts", || self.policy.mounts(s))
     }
 
-    /// Layout and mounts, each metered, then checked together.
-    fn plan(
-        &self,
-        s: &Snapshot,
-    ) -> Result<(wasmsnap_plan::Layout, Vec<wasmsnap_plan::MountPlan>), wasmsnap_engine::PolicyError>
-    {
-        let layout = self.layout(s)?;
-        let mounts = self.mounts(s)?;
+    /// Layout and mounts, each metered, then checked together; `None` if
+    /// a quick call could not answer quickly (see `Policy::layout_quick`).
+    fn plan(&self, s: &Snapshot, pace: Pace) -> Result<Option<Plan>, wasmsnap_engine::PolicyError> {
+        let layout = self.meter.time("layout", || match pace {
+            Pace::Patient => self.policy.layout(s).map(Some),
+            Pace::Quick => self.policy.layout_quick(s),
+        })?;
+        let Some(layout) = layout else { return Ok(None) };
+        let mounts = self.meter.time("mounts", || match pace {
+            Pace::Patient => self.policy.mounts(s).map(Some),
+            Pace::Quick => self.policy.mounts_quick(s),
+        })?;
+        let Some(mounts) = mounts else { return Ok(None) };
         self.policy.check_plan(s, &layout, &mounts)?;
-        Ok((layout, mounts))
+        Ok(Some((layout, mounts)))
     }
+}
+
+type Plan = (wasmsnap_plan::Layout, Vec<wasmsnap_plan::MountPlan>);
+
+/// How long an operation may take, by where it runs (see `wire::server`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Off the reactor: it may wait and take its time.
+    Patient,
+    /// On the reactor, which answers every other request: it does what
+    /// stays short and hands the rest on (`Ok(None)`) before it has
+    /// changed anything. Short: a policy that answers without waiting
+    /// (`Policy::layout_quick`), no copy of a parent, a usage walk of at
+    /// most [`QUICK_WALK_ENTRIES`].
+    Quick,
+}
+
+/// Entries a Commit on the reactor measures before it hands itself on: a
+/// few hundred µs on tmpfs. An empty upper dir (an image layer being
+/// committed after unpack writes its files, usually more) is nine syscalls.
+pub const QUICK_WALK_ENTRIES: u64 = 256;
+
+/// What one attempt at a create did.
+enum Attempt {
+    Made(Vec<Mount>),
+    /// The parent was removed or replaced since the attempt looked it up.
+    ParentChanged,
+    /// A quick attempt that would not stay short: nothing was changed.
+    HandedOn,
 }
 
 /// One snapshot as [`Snapshotter::explain`] tells it.
@@ -245,15 +279,37 @@ impl Snapshotter {
         parent: &str,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
+        let made = self.create_at(Pace::Patient, kind, key, parent, labels)?;
+        Ok(made.expect("a patient create always ends"))
+    }
+
+    /// [`create`](Self::create) at `pace`: `None` if a quick one handed
+    /// itself on (nothing changed; make it again patiently).
+    pub fn create_at(
+        &self,
+        pace: Pace,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Option<Vec<Mount>>> {
         // Checked before anything else: a bad map never reaches a policy.
         id_map_of(&labels)?;
         let request = Create { kind, key, parent: (!parent.is_empty()).then_some(parent), labels };
-        retry_while_parent_changes(key, || self.try_create(&request))
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.try_create(&request, pace)? {
+                Attempt::Made(mounts) => return Ok(Some(mounts)),
+                Attempt::HandedOn => return Ok(None),
+                Attempt::ParentChanged => {}
+            }
+        }
+        Err(Error::ParentChanging(format!(
+            "the parent of {key:?} kept changing while it was being created; retry"
+        )))
     }
 
-    /// One attempt at [`create`](Self::create); `None` if the parent was
-    /// removed or replaced since this attempt looked it up.
-    fn try_create(&self, request: &Create) -> Result<Option<Vec<Mount>>> {
+    /// One attempt at [`create`](Self::create).
+    fn try_create(&self, request: &Create, pace: Pace) -> Result<Attempt> {
         let Create { kind, key, parent, ref labels } = *request;
         // A read, outside the write lock: a request bound to fail builds nothing.
         let base = self.metastore.read(|tx| self.base(tx, request))?;
@@ -265,7 +321,17 @@ impl Snapshotter {
         let snapshot = policy_snapshot(id, kind, base.parent_ids.clone(), labels)?;
         // Layout and mounts checked together: a mount of an own directory
         // needs a layout that makes it.
-        let (layout, plans) = current.plan(&snapshot).map_err(|e| Error::policy(&self.name, e))?;
+        let planned = current.plan(&snapshot, pace).map_err(|e| Error::policy(&self.name, e))?;
+        let Some((layout, plans)) = planned else { return Ok(Attempt::HandedOn) };
+        // A copy takes as long as the parent is big.
+        if pace == Pace::Quick
+            && layout
+                .steps
+                .iter()
+                .any(|step| matches!(step, wasmsnap_plan::Step::CopyParent { .. }))
+        {
+            return Ok(Attempt::HandedOn);
+        }
         let mapped_root = snapshot.id_map.as_ref().and_then(IdMap::root);
         let parent_content = base.parent_content.as_deref();
         let new_dir = match self.dirs.create_mapped(id, &layout.steps, parent_content, mapped_root)
@@ -281,7 +347,7 @@ impl Snapshotter {
             }
             // The parent was removed meanwhile and its directory with it
             // (copying it failed): the next attempt names that error.
-            Err(_) if self.parent_changed(request, &base) => return Ok(None),
+            Err(_) if self.parent_changed(request, &base) => return Ok(Attempt::ParentChanged),
             Err(e) => return Err(e.into()),
         };
         #[cfg(test)]
@@ -301,13 +367,13 @@ impl Snapshotter {
         let record = match written {
             Ok(record) => record,
             // Nothing was written; the directory goes with `new_dir`.
-            Err(Error::ParentChanging(_)) => return Ok(None),
+            Err(Error::ParentChanging(_)) => return Ok(Attempt::ParentChanged),
             Err(e) => return Err(e),
         };
         new_dir.keep();
         let mounts = Arc::new(render_mounts(&self.root, &plans, snapshot.id_map.as_ref()));
         self.mount_cache.put(&record, generation, mounts.clone());
-        Ok(Some(mounts.as_ref().clone()))
+        Ok(Attempt::Made(mounts.as_ref().clone()))
     }
 
     /// Runs the test hook set to run between a create's directory and its
@@ -400,15 +466,37 @@ impl Snapshotter {
     /// without a parent is re-parented onto it in the same transaction (see
     /// `rebase.rs`).
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
+        let done = self.commit_at(Pace::Patient, name, key, parent, labels)?;
+        Ok(done.expect("a patient commit always ends"))
+    }
+
+    /// [`commit`](Self::commit) at `pace`: `None` if a quick one handed
+    /// itself on (its upper dir holds more than [`QUICK_WALK_ENTRIES`];
+    /// nothing changed).
+    pub fn commit_at(
+        &self,
+        pace: Pace,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Option<()>> {
         // A bad name or label is refused before the walk, not after it.
         wasmsnap_metastore::check_commit(name, key, &labels)?;
         let policy = self.policy();
+        let max_entries = match pace {
+            Pace::Patient => u64::MAX,
+            Pace::Quick => QUICK_WALK_ENTRIES,
+        };
         for _ in 0..CREATE_ATTEMPTS {
             let measured = self.metastore.read(|tx| tx.get(key))?;
             self.lost.check(&self.name, key, [measured.id])?;
             let usage = match self.content_dir(&measured) {
                 Some(dir) if measured.kind == Kind::Active => {
-                    Usage::from(wasmsnap_fs::usage(&dir)?)
+                    match wasmsnap_fs::usage_within(&dir, max_entries)? {
+                        Some(usage) => Usage::from(usage),
+                        None => return Ok(None),
+                    }
                 }
                 _ => Usage::default(),
             };
@@ -428,7 +516,7 @@ impl Snapshotter {
                 Ok(true)
             })?;
             if committed {
-                return Ok(());
+                return Ok(Some(()));
             }
         }
         Err(Error::KeyChanging(format!(
@@ -610,6 +698,11 @@ impl Snapshotter {
         self.metastore.durable_commit_cost()
     }
 
+    /// What a flush of the metastore costs lately (see `Metastore::flush_cost`).
+    pub fn flush_cost(&self) -> Option<Duration> {
+        self.metastore.flush_cost()
+    }
+
     /// Removed snapshots whose directories the background has yet to delete.
     pub fn removals_queued(&self) -> usize {
         self.background.removals_queued()
@@ -659,22 +752,6 @@ fn private(path: &Path, mode: u32) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("open {} to set mode {mode:o}: {e}", path.display()))?;
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| anyhow::anyhow!("chmod {} {mode:o}: {e}", path.display()))
-}
-
-/// Retries `attempt` while it finds the parent changed (removed and made
-/// again between the look-up and the record's transaction), a few times.
-fn retry_while_parent_changes<T>(
-    key: &str,
-    mut attempt: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    for _ in 0..CREATE_ATTEMPTS {
-        if let Some(done) = attempt()? {
-            return Ok(done);
-        }
-    }
-    Err(Error::ParentChanging(format!(
-        "the parent of {key:?} kept changing while it was being created; retry"
-    )))
 }
 
 /// The snapshot as the policy sees it. Labels with an empty value are not

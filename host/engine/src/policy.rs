@@ -7,6 +7,7 @@
 //! dropped, never reused: its guest state is unknown. At most
 //! `Sandbox::max_calls` calls run at once (see `permits`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,6 +54,21 @@ pub struct Policy {
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
     permits: Permits,
+    /// A quick call of it once ran past [`QUICK_DEADLINE_TICKS`]: it is
+    /// never asked quickly again (see [`layout_quick`](Policy::layout_quick)).
+    slow: AtomicBool,
+}
+
+/// The deadline of a quick call, in epoch ticks: it traps 10 to 20 ms in
+/// (a built-in policy answers in a few µs).
+const QUICK_DEADLINE_TICKS: u64 = 2;
+
+/// How a call may wait: for its turn, an instance and up to the sandbox's
+/// call timeout, or not at all (quick).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    Patient,
+    Quick,
 }
 
 /// An initialised instance in its own store.
@@ -93,6 +109,7 @@ impl Policy {
             // No more instances wait than may run at once.
             max_idle: sandbox.max_calls.max(1),
             permits: Permits::new(sandbox.max_calls),
+            slow: AtomicBool::new(false),
         };
         // init runs now, so a bad config refuses the load, not a request.
         let (first, capabilities) = policy.fresh()?;
@@ -173,17 +190,13 @@ impl Policy {
 
     /// The layout for a new snapshot, validated.
     pub fn layout(&self, s: &Snapshot) -> Result<Layout, PolicyError> {
-        let layout = self.call("layout", |b, store| b.layout(store, s))?;
-        validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
-        Ok(layout)
+        Ok(self.layout_at(s, Pace::Patient)?.expect("a patient call always answers"))
     }
 
     /// The mounts of a snapshot, validated (render them with
     /// `wasmsnap_plan::render_mounts`).
     pub fn mounts(&self, s: &Snapshot) -> Result<Vec<MountPlan>, PolicyError> {
-        let mounts = self.call("mounts", |b, store| b.mounts(store, s))?;
-        validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
-        Ok(mounts)
+        Ok(self.mounts_at(s, Pace::Patient)?.expect("a patient call always answers"))
     }
 
     /// `layout` then `mounts` for a new snapshot (Prepare, View), each
@@ -194,6 +207,38 @@ impl Policy {
         let mounts = self.mounts(s)?;
         self.check_plan(s, &layout, &mounts)?;
         Ok((layout, mounts))
+    }
+
+    /// [`layout`](Self::layout) for a caller that must not be held up (the
+    /// daemon's reactor thread, which answers every other request): `None`
+    /// where `layout` would wait for a turn or start an instance, where
+    /// the policy once ran past a quick call's deadline, or where this call
+    /// does (10 to 20 ms; the instance is dropped and the policy is never
+    /// asked quickly again). The caller then asks `layout` where waiting is
+    /// fine. A policy's own errors and traps are errors, as from `layout`.
+    pub fn layout_quick(&self, s: &Snapshot) -> Result<Option<Layout>, PolicyError> {
+        self.layout_at(s, Pace::Quick)
+    }
+
+    /// [`mounts`](Self::mounts) as [`layout_quick`](Self::layout_quick) is `layout`.
+    pub fn mounts_quick(&self, s: &Snapshot) -> Result<Option<Vec<MountPlan>>, PolicyError> {
+        self.mounts_at(s, Pace::Quick)
+    }
+
+    fn layout_at(&self, s: &Snapshot, pace: Pace) -> Result<Option<Layout>, PolicyError> {
+        let Some(layout) = self.call("layout", pace, |b, store| b.layout(store, s))? else {
+            return Ok(None);
+        };
+        validate_layout(s, &layout, &self.limits).map_err(|error| self.invalid("layout", error))?;
+        Ok(Some(layout))
+    }
+
+    fn mounts_at(&self, s: &Snapshot, pace: Pace) -> Result<Option<Vec<MountPlan>>, PolicyError> {
+        let Some(mounts) = self.call("mounts", pace, |b, store| b.mounts(store, s))? else {
+            return Ok(None);
+        };
+        validate_mounts(s, &mounts, &self.limits).map_err(|error| self.invalid("mounts", error))?;
+        Ok(Some(mounts))
     }
 
     /// The checks of [`plan`](Self::plan) that need layout and mounts
@@ -207,13 +252,23 @@ impl Policy {
         validate_plan(s, layout, mounts).map_err(|error| self.invalid("mounts", error))
     }
 
-    /// Run `f` on an initialised instance under the call's deadline.
+    /// Run `f` on an initialised instance under the call's deadline;
+    /// `None` only for a quick call that could not run or finish quickly.
     fn call<R>(
         &self,
         func: Func,
+        pace: Pace,
         f: impl FnOnce(&PolicyBindings, &mut Store<HostState>) -> Outcome<R>,
-    ) -> Result<R, PolicyError> {
-        let Some(_turn) = self.permits.acquire(permits::WAIT) else {
+    ) -> Result<Option<R>, PolicyError> {
+        let quick = pace == Pace::Quick;
+        if quick && self.slow.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(_turn) = self.permits.acquire(if quick { Duration::ZERO } else { permits::WAIT })
+        else {
+            if quick {
+                return Ok(None);
+            }
             return Err(PolicyError::Busy {
                 label: self.info.label.clone(),
                 func,
@@ -221,16 +276,27 @@ impl Policy {
                 waited: permits::WAIT,
             });
         };
-        let mut instance = match self.take_idle() {
-            Some(instance) => instance,
-            None => self.fresh()?.0,
+        let mut instance = match (self.take_idle(), pace) {
+            (Some(instance), _) => instance,
+            (None, Pace::Patient) => self.fresh()?.0,
+            (None, Pace::Quick) => return Ok(None),
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks);
+        instance.store.set_epoch_deadline(if quick {
+            QUICK_DEADLINE_TICKS
+        } else {
+            self.deadline_ticks
+        });
         match f(&instance.bindings, &mut instance.store) {
             Ok(result) => {
                 self.log_output(func, &instance.store);
                 self.put_back(instance);
-                result.map_err(|e| self.declared(func, e))
+                result.map(Some).map_err(|e| self.declared(func, e))
+            }
+            // Too slow for a quick call: asked again patiently, never quickly.
+            Err(e) if quick && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                self.slow.store(true, Ordering::Relaxed);
+                tracing::warn!(policy = %self.info.label, func, "policy call ran past the quick deadline (10 to 20 ms): it is called off the reactor from now on");
+                Ok(None)
             }
             // `instance` is dropped here: a trapped store is never reused.
             Err(e) => Err(self.failure(func, &instance.store, e)),

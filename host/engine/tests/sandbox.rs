@@ -264,3 +264,40 @@ fn concurrent_calls_wait_for_a_turn() {
     // Instances kept for reuse are bounded by the turns too.
     assert!(p.idle_instances() <= 2, "{} idle", p.idle_instances());
 }
+
+/// Layout then mounts, quickly, as the daemon's reactor asks them.
+fn plan_quick(p: &Policy, s: &wasmsnap_plan::Snapshot) -> Result<bool, PolicyError> {
+    Ok(p.layout_quick(s)?.is_some() && p.mounts_quick(s)?.is_some())
+}
+
+#[test]
+fn a_quick_call_gives_up_on_a_slow_policy_within_its_deadline_and_it_is_never_asked_quickly_again()
+{
+    let p = hostile();
+    assert!(plan_quick(&p, &snapshot(Kind::Active, 1)).unwrap(), "an answer in µs");
+    let started = Instant::now();
+    let answered = plan_quick(&p, &labelled(Kind::Active, 1, DO, "loop")).unwrap();
+    let took = started.elapsed();
+    assert!(!answered, "a loop is no answer");
+    // The quick deadline is 10 to 20 ms; the patient one is 1 s.
+    assert!(took < Duration::from_millis(500), "gave up after {took:?}");
+    // Quickly never again, even where it would answer; patiently it does.
+    assert!(!plan_quick(&p, &snapshot(Kind::Active, 1)).unwrap());
+    assert!(p.plan(&snapshot(Kind::Active, 1)).is_ok());
+    // Its own errors stay errors: a quick call is no way around them.
+    let fresh = hostile();
+    let err = fresh.layout_quick(&labelled(Kind::Active, 1, DO, "panic")).unwrap_err();
+    assert!(matches!(&err, PolicyError::Trap { func: "layout", .. }), "{err}");
+}
+
+#[test]
+fn a_quick_call_neither_starts_an_instance_nor_waits() {
+    let p = load("builtin:overlay", builtin("overlay").unwrap(), &[]).unwrap();
+    let s = snapshot(Kind::Active, 3);
+    p.clear_idle();
+    assert_eq!(p.mounts_quick(&s).unwrap(), None, "no idle instance");
+    assert_eq!(p.idle_instances(), 0, "a quick call starts none");
+    let patient = p.mounts(&s).unwrap();
+    assert_eq!(p.idle_instances(), 1, "a patient call starts one and keeps it");
+    assert_eq!(p.mounts_quick(&s).unwrap(), Some(patient));
+}

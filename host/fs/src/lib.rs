@@ -25,5 +25,5 @@ mod walk;
 
 pub use dirs::{CleanupReport, NewDir, SnapshotDirs};
 pub use error::FsError;
-pub use usage::{Usage, usage};
+pub use usage::{Usage, usage, usage_within};
 pub use walk::WalkStats;

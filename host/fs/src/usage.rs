@@ -29,19 +29,34 @@ const BLOCK_UNIT: i64 = 512;
 
 /// Measures the tree at `path`, which must exist.
 pub fn usage(path: &Path) -> Result<Usage, FsError> {
+    Ok(usage_within(path, u64::MAX)?.expect("an unbounded walk measures the whole tree"))
+}
+
+/// Measures the tree at `path` like [`usage`], but gives up (`None`) after
+/// `max_entries` entries below the root: a caller that must stay short (the
+/// daemon's reactor) measures small trees itself and hands big ones on.
+pub fn usage_within(path: &Path, max_entries: u64) -> Result<Option<Usage>, FsError> {
     let root = sys::cpath(path).map_err(|e| FsError::io("measure", path, e))?;
     let st = sys::lstat(&root).map_err(|e| FsError::io("stat", path, e))?;
     if sys::file_type(&st) != libc::S_IFDIR {
-        return Ok(Usage { size: st.st_blocks * BLOCK_UNIT, inodes: 1 });
+        return Ok(Some(Usage { size: st.st_blocks * BLOCK_UNIT, inodes: 1 }));
     }
-    let mut measure = Measure { usage: Usage::default(), links: HardLinks::new() };
+    let mut measure = Measure {
+        usage: Usage::default(),
+        links: HardLinks::new(),
+        entries_left: max_entries,
+        gave_up: false,
+    };
     walk::walk(path, &mut measure)?;
-    Ok(measure.usage)
+    Ok((!measure.gave_up).then_some(measure.usage))
 }
 
 struct Measure {
     usage: Usage,
     links: HardLinks<()>,
+    /// Entries it may still visit before it gives up.
+    entries_left: u64,
+    gave_up: bool,
 }
 
 impl Measure {
@@ -65,6 +80,11 @@ impl Visitor for Measure {
     }
 
     fn visit(&mut self, _parent: &mut (), entry: &Entry<'_>) -> Result<Flow<()>, FsError> {
+        if self.entries_left == 0 {
+            self.gave_up = true;
+            return Ok(Flow::Stop);
+        }
+        self.entries_left -= 1;
         self.count(&entry.stat);
         Ok(if entry.dir.is_some() { Flow::Descend(()) } else { Flow::Next })
     }

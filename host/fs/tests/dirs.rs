@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use support::{have_root, lstat, names};
-use wasmsnap_fs::{FsError, SnapshotDirs, usage};
+use wasmsnap_fs::{FsError, SnapshotDirs, usage, usage_within};
 use wasmsnap_plan::{CopyMode, Step};
 
 fn mkdir(name: &str, mode: u32) -> Step {
@@ -270,6 +270,26 @@ fn usage_counts_blocks_once_per_inode_like_du() {
     assert_eq!(usage(&root.join("sub/b")).unwrap().inodes, 1);
     let err = usage(&root.join("missing")).unwrap_err();
     assert!(err.to_string().contains("missing: ENOENT"), "{err}");
+}
+
+#[test]
+fn usage_within_measures_a_small_tree_and_gives_up_on_a_bigger_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    for name in ["a", "sub/b", "sub/c"] {
+        std::fs::write(root.join(name), vec![1u8; 10_000]).unwrap();
+    }
+    // Four entries below the root: sub, a, sub/b, sub/c.
+    let whole = usage(&root).unwrap();
+    assert_eq!(whole.inodes, 5);
+    assert_eq!(usage_within(&root, 4).unwrap(), Some(whole), "exactly at the budget");
+    assert_eq!(usage_within(&root, 3).unwrap(), None, "one entry over the budget");
+    assert_eq!(usage_within(&root, 0).unwrap(), None);
+    // An empty directory or a single file costs nothing of the budget.
+    std::fs::create_dir(root.join("empty")).unwrap();
+    assert_eq!(usage_within(&root.join("empty"), 0).unwrap().map(|u| u.inodes), Some(1));
+    assert_eq!(usage_within(&root.join("a"), 0).unwrap().map(|u| u.inodes), Some(1));
 }
 
 /// What a power loss can take of an empty tree (it is not flushed before

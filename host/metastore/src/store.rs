@@ -53,6 +53,10 @@ pub struct Metastore {
     ///
     /// [`durable_commit_cost`]: Self::durable_commit_cost
     commit_cost_ns: AtomicU64,
+    /// The same for a flush of the redo log alone (see [`flush_cost`]).
+    ///
+    /// [`flush_cost`]: Self::flush_cost
+    flush_cost_ns: AtomicU64,
     /// Parent chains of committed snapshots (see `chain_cache`).
     chains: Arc<ChainCache>,
 }
@@ -93,6 +97,7 @@ impl Metastore {
             id_floor: AtomicU64::new(next_id),
             observer: OnceLock::new(),
             commit_cost_ns: AtomicU64::new(u64::MAX),
+            flush_cost_ns: AtomicU64::new(u64::MAX),
             chains: Arc::default(),
         })
     }
@@ -301,6 +306,20 @@ impl Metastore {
         }
     }
 
+    /// What a flush of the redo log (one `fdatasync`) has cost lately: a
+    /// moving average over the last few, `None` before the first. About a
+    /// µs where a flush does nothing (tmpfs), a device flush or a journal
+    /// commit elsewhere; unlike [`durable_commit_cost`], free of the CPU
+    /// around it (a debug build's, a busy machine's).
+    ///
+    /// [`durable_commit_cost`]: Self::durable_commit_cost
+    pub fn flush_cost(&self) -> Option<Duration> {
+        match self.flush_cost_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Commits made since open and how many were durable ones (flushed the
     /// redo log): with concurrent writers, fewer flushes than commits.
     pub fn commit_stats(&self) -> CommitStats {
@@ -394,7 +413,13 @@ impl Metastore {
             Err("an earlier write, flush or checkpoint of it failed (the next write checkpoints)"
                 .to_string())
         } else {
-            self.log_file.sync_data().map_err(|e| format!("cannot flush it: {e}"))
+            let flush_started = Instant::now();
+            let flushed = self.log_file.sync_data();
+            let took = u64::try_from(flush_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // One flush leader at a time: a plain load and store.
+            let cost = moving_average(self.flush_cost_ns.load(Ordering::Relaxed), took);
+            self.flush_cost_ns.store(cost, Ordering::Relaxed);
+            flushed.map_err(|e| format!("cannot flush it: {e}"))
         };
         match flushed {
             Ok(()) => {

@@ -195,3 +195,32 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// A tmpfs on a daemon's root, unmounted when dropped.
+pub struct TmpfsRoot(PathBuf);
+
+impl Drop for TmpfsRoot {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// `wasmsnap serve [args]` on a fresh tmpfs root (started once to make its
+/// temp dirs, stopped, and started again on the tmpfs): a root where a
+/// flush costs nothing. Needs root.
+pub fn daemon_on_tmpfs(args: &[&str]) -> (Daemon, TmpfsRoot) {
+    let mut d = Daemon::start();
+    d.stop();
+    std::fs::create_dir_all(&d.root).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &d.root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=512m,mode=0700"),
+    )
+    .expect("mount a tmpfs on the daemon's root");
+    let root = TmpfsRoot(d.root.clone());
+    d.spawn(args);
+    (d, root)
+}

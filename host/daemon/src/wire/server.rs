@@ -14,6 +14,11 @@
 //! - Remove and Update (a record's write: no policy call, no walk) are
 //!   answered there too while the metastore's durable commits are cheaper
 //!   than [`SHORT_WRITE`] (tmpfs, a device that flushes for free);
+//! - Prepare, View and Commit are tried there while a flush of the
+//!   metastore costs less than [`QUICK_FLUSH`] (tmpfs): each does what
+//!   stays short (a policy that answers at once, at most a 10 to 20 ms
+//!   deadline; no copy; a usage walk of a few hundred entries) or hands
+//!   itself on unchanged;
 //! - everything else that writes, walks a tree or calls a policy runs off
 //!   the reactor (a cancelled request still completes or rolls back as a
 //!   whole): on the hot worker thread when it is idle, else on tokio's
@@ -33,10 +38,10 @@ use super::convert;
 use super::proto::snapshots::{self as api, snapshots_server::Snapshots};
 use crate::cancel;
 use crate::error::Error;
-use crate::info::Kind;
+use crate::info::{Kind, Labels, Mount};
 use crate::metrics::RpcTimer;
 use crate::service::Service;
-use crate::snapshotter::Snapshotter;
+use crate::snapshotter::{Pace, Snapshotter};
 
 /// containerd's List batches, as its own snapshot service sends them.
 const LIST_BATCH: usize = 100;
@@ -49,6 +54,16 @@ const LIST_BATCH_BYTES: usize = 4 << 20;
 /// (measured on tmpfs: 100 µs a write). Above it, a flush is a device
 /// flush or a journal commit, and the write goes off the reactor.
 const SHORT_WRITE: Duration = Duration::from_micros(200);
+
+/// A Prepare, View or Commit is tried on the reactor (at `Pace::Quick`: a
+/// policy that answers without waiting, no copy, a short usage walk; else
+/// it hands itself on, unchanged) when a flush of the metastore's redo log
+/// costs less than this: tmpfs (about 1 µs), not a disk (100 µs and more).
+/// Where a flush costs nothing, writers on other threads share nothing
+/// worth two thread hops; where it costs a device flush they share it
+/// (group commit), and the writes stay off the reactor. Measured in
+/// `docs/performance.md`.
+const QUICK_FLUSH: Duration = Duration::from_micros(20);
 
 pub struct SnapshotsApi {
     service: Service,
@@ -108,6 +123,12 @@ fn short_writes(s: &Snapshotter) -> bool {
     s.durable_commit_cost().is_some_and(|cost| cost < SHORT_WRITE)
 }
 
+/// Whether `s`'s flushes are so cheap that Prepare, View and Commit are
+/// tried on the reactor (see [`QUICK_FLUSH`]).
+fn quick_writes(s: &Snapshotter) -> bool {
+    s.flush_cost().is_some_and(|cost| cost < QUICK_FLUSH)
+}
+
 /// Run `f` off the reactor (`hot_worker`), in a request span.
 async fn off_reactor<T: Send + 'static>(
     op: &'static str,
@@ -141,6 +162,45 @@ async fn off_reactor<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
     guard.disarm();
     result.map_err(status)
+}
+
+/// A Prepare or View: on the reactor where writes are quick and it stays
+/// short, else off it.
+async fn create(
+    op: &'static str,
+    kind: Kind,
+    key: &str,
+    target: Arc<Snapshotter>,
+    parent: String,
+    labels: Labels,
+) -> Result<Vec<Mount>, Status> {
+    if quick_writes(&target) {
+        let made = target.create_at(Pace::Quick, kind, key, &parent, labels.clone());
+        if let Some(mounts) = answered(op, key, made)? {
+            return Ok(mounts);
+        }
+    }
+    let owned = key.to_string();
+    off_reactor(op, key, target, move |s| s.create(kind, &owned, &parent, labels)).await
+}
+
+/// A Commit: on the reactor where writes are quick and the upper dir is
+/// small, else off it.
+async fn commit(
+    key: &str,
+    target: Arc<Snapshotter>,
+    name: String,
+    parent: String,
+    labels: Labels,
+) -> Result<(), Status> {
+    if quick_writes(&target) {
+        let done = target.commit_at(Pace::Quick, &name, key, &parent, labels.clone());
+        if let Some(()) = answered("commit", key, done)? {
+            return Ok(());
+        }
+    }
+    let owned = key.to_string();
+    off_reactor("commit", key, target, move |s| s.commit(&name, &owned, &parent, labels)).await
 }
 
 fn log_failure(op: &str, e: &Error) {
@@ -179,12 +239,10 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::PrepareSnapshotRequest>,
     ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
+        let (parent, labels) = (r.parent, convert::labels(r.labels));
         let mounts = self
             .call("prepare", &r.snapshotter, |s| {
-                off_reactor("prepare", &r.key, s, move |s| {
-                    s.create(Kind::Active, &key, &parent, labels)
-                })
+                create("prepare", Kind::Active, &r.key, s, parent, labels)
             })
             .await?;
         Ok(Response::new(api::PrepareSnapshotResponse { mounts: convert::mounts(mounts) }))
@@ -195,11 +253,9 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::ViewSnapshotRequest>,
     ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let (key, parent, labels) = (r.key.clone(), r.parent, convert::labels(r.labels));
+        let (parent, labels) = (r.parent, convert::labels(r.labels));
         let mounts = self
-            .call("view", &r.snapshotter, |s| {
-                off_reactor("view", &r.key, s, move |s| s.create(Kind::View, &key, &parent, labels))
-            })
+            .call("view", &r.snapshotter, |s| create("view", Kind::View, &r.key, s, parent, labels))
             .await?;
         Ok(Response::new(api::ViewSnapshotResponse { mounts: convert::mounts(mounts) }))
     }
@@ -225,12 +281,8 @@ impl Snapshots for SnapshotsApi {
         req: Request<api::CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        let (name, key, parent, labels) =
-            (r.name, r.key.clone(), r.parent, convert::labels(r.labels));
-        self.call("commit", &r.snapshotter, |s| {
-            off_reactor("commit", &r.key, s, move |s| s.commit(&name, &key, &parent, labels))
-        })
-        .await?;
+        let (name, parent, labels) = (r.name, r.parent, convert::labels(r.labels));
+        self.call("commit", &r.snapshotter, |s| commit(&r.key, s, name, parent, labels)).await?;
         Ok(Response::new(()))
     }
 
