@@ -466,8 +466,10 @@ impl Snapshotter {
     /// without a parent is re-parented onto it in the same transaction (see
     /// `rebase.rs`).
     pub fn commit(&self, name: &str, key: &str, parent: &str, labels: Labels) -> Result<()> {
-        let done = self.commit_at(Pace::Patient, name, key, parent, labels)?;
-        Ok(done.expect("a patient commit always ends"))
+        match self.commit_at(Pace::Patient, name, key, parent, labels)? {
+            Some(()) => Ok(()),
+            None => unreachable!("a patient commit always ends"),
+        }
     }
 
     /// [`commit`](Self::commit) at `pace`: `None` if a quick one handed
