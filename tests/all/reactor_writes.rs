@@ -1,5 +1,5 @@
-//! Prepare, View and Commit on the reactor thread where a durable commit
-//! costs nothing (a tmpfs root; `wire::server`'s `QUICK_WRITE`). What
+//! Prepare, View and Commit on the reactor thread where a flush costs
+//! nothing (a tmpfs root; `wire::server`'s `QUICK_FLUSH`). What
 //! would not stay short is handed off the reactor unchanged and done
 //! there: a copy of a parent, a big upper dir to measure, a policy that
 //! does not answer at once. A policy that loops holds the reactor (and so
@@ -21,7 +21,8 @@ type Client = api::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
 
 /// The hostile test policy's label that picks its act per snapshot.
 const DO: &str = "containerd.io/snapshot/wasmsnap-test.do";
-const GAVE_UP: &str = "ran past the quick deadline";
+const GAVE_UP: &str = "too slow for the reactor";
+const HANDED_OFF: &str = "handed off the reactor";
 
 fn is_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -177,4 +178,19 @@ async fn a_copy_and_a_big_upper_dir_are_handed_off_the_reactor_and_done_whole() 
         let usage = c.usage(req).await.unwrap().into_inner();
         assert_eq!(usage.inodes, files + 1, "{layer}: the upper dir and its files");
     }
+
+    // The copy and the big walk were handed off the reactor; the small
+    // commit was done on it (each line names its request).
+    let logs = strip_ansi(&d.logs());
+    let handed_off = |op: &str, key: &str| {
+        logs.lines().any(|l| {
+            l.contains(HANDED_OFF)
+                && l.contains(&format!("op=\"{op}\""))
+                && l.contains(&format!("key=\"{key}\""))
+        })
+    };
+    assert!(handed_off("prepare", "n-child"), "the copy:\n{logs}");
+    assert!(handed_off("commit", "big"), "the big walk:\n{logs}");
+    assert!(!handed_off("commit", "small"), "the small walk:\n{logs}");
+    assert!(!handed_off("commit", "n-work"), "an empty walk:\n{logs}");
 }

@@ -38,7 +38,8 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let started = Instant::now();
     // One reactor thread: it answers the reads itself and hands everything
     // that blocks (writes, walks, policy calls) to the hot worker or the
-    // blocking pool (`hot_worker`). With a worker per core, requests and
+    // blocking pool (`hot_worker`), except the writes that stay short
+    // where a flush costs nothing (`wire::server`). With a worker per core, requests and
     // their replies hopped between workers too: thread switches were most
     // of a Stat (docs/performance.md).
     let runtime = reactor()?;

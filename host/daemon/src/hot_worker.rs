@@ -1,9 +1,10 @@
 //! The hot worker: one thread that runs jobs handed off the reactor and
 //! stays awake for a moment between them.
 //!
-//! A Prepare, View or Commit cannot run on the reactor (it calls an
-//! untrusted policy and may walk or copy a tree), so it goes to another
-//! thread and its reply comes back. On a VM, waking a sleeping thread
+//! A Prepare, View or Commit does not run on the reactor (it calls an
+//! untrusted policy and may walk or copy a tree; only where a flush costs
+//! nothing is it tried there first, see `wire::server`), so it goes to
+//! another thread and its reply comes back. On a VM, waking a sleeping thread
 //! costs tens of µs (an inter-processor interrupt through the hypervisor),
 //! and tokio's blocking pool parks its idle threads at once, so every write
 //! paid for two wake-ups. containerd's client sends an unpack's next

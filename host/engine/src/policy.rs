@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmsnap_plan::{
@@ -41,7 +41,8 @@ pub struct PolicyInfo {
 }
 
 /// A policy ready to answer `layout` and `mounts`. Send + Sync: share it
-/// behind an `Arc` and call it from blocking worker threads.
+/// behind an `Arc` and call it from blocking worker threads (or quickly,
+/// from a thread that must not wait: `layout_quick`).
 pub struct Policy {
     info: PolicyInfo,
     engine: Engine,
@@ -54,14 +55,20 @@ pub struct Policy {
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
     permits: Permits,
-    /// A quick call of it once ran past [`QUICK_DEADLINE_TICKS`]: it is
-    /// never asked quickly again (see [`layout_quick`](Policy::layout_quick)).
+    /// A quick call of it once took longer than [`QUICK_CALL`] (or ran
+    /// into [`QUICK_DEADLINE_TICKS`]): it is never asked quickly again
+    /// (see [`layout_quick`](Policy::layout_quick)).
     slow: AtomicBool,
 }
 
-/// The deadline of a quick call, in epoch ticks: it traps 10 to 20 ms in
-/// (a built-in policy answers in a few µs).
+/// The deadline of a quick call, in epoch ticks: it traps 10 to 20 ms in.
 const QUICK_DEADLINE_TICKS: u64 = 2;
+
+/// A quick call that takes longer than this (a built-in policy answers in
+/// a few µs) marks its policy slow: it answers, but is never asked quickly
+/// again. With the deadline, a policy holds a quick caller up once, for
+/// 20 ms at most, then never.
+const QUICK_CALL: Duration = Duration::from_millis(2);
 
 /// How a call may wait: for its turn, an instance and up to the sandbox's
 /// call timeout, or not at all (quick).
@@ -211,11 +218,13 @@ impl Policy {
 
     /// [`layout`](Self::layout) for a caller that must not be held up (the
     /// daemon's reactor thread, which answers every other request): `None`
-    /// where `layout` would wait for a turn or start an instance, where
-    /// the policy once ran past a quick call's deadline, or where this call
-    /// does (10 to 20 ms; the instance is dropped and the policy is never
-    /// asked quickly again). The caller then asks `layout` where waiting is
-    /// fine. A policy's own errors and traps are errors, as from `layout`.
+    /// where `layout` would wait for a turn or start an instance, where a
+    /// quick call of this policy once took over 2 ms, or where this one
+    /// runs into the quick deadline (10 to 20 ms; the instance is dropped).
+    /// The caller then asks `layout` where waiting is fine. A policy's own
+    /// errors and traps are errors, as from `layout`. After 2 ms, a call
+    /// that answers still answers, and marks the policy slow: it is never
+    /// asked quickly again (until it is loaded again).
     pub fn layout_quick(&self, s: &Snapshot) -> Result<Option<Layout>, PolicyError> {
         self.layout_at(s, Pace::Quick)
     }
@@ -286,18 +295,21 @@ impl Policy {
         } else {
             self.deadline_ticks
         });
-        match f(&instance.bindings, &mut instance.store) {
+        let started = Instant::now();
+        let outcome = f(&instance.bindings, &mut instance.store);
+        let interrupted = |e: &wasmtime::Error| e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+        if quick && (started.elapsed() > QUICK_CALL || outcome.as_ref().is_err_and(interrupted)) {
+            self.slow.store(true, Ordering::Relaxed);
+            tracing::warn!(policy = %self.info.label, func, took = ?started.elapsed(), "policy call too slow for the reactor (over 2 ms): it is called off the reactor from now on");
+        }
+        match outcome {
             Ok(result) => {
                 self.log_output(func, &instance.store);
                 self.put_back(instance);
                 result.map(Some).map_err(|e| self.declared(func, e))
             }
-            // Too slow for a quick call: asked again patiently, never quickly.
-            Err(e) if quick && e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                self.slow.store(true, Ordering::Relaxed);
-                tracing::warn!(policy = %self.info.label, func, "policy call ran past the quick deadline (10 to 20 ms): it is called off the reactor from now on");
-                Ok(None)
-            }
+            // Too slow for a quick call: asked again patiently.
+            Err(e) if quick && interrupted(&e) => Ok(None),
             // `instance` is dropped here: a trapped store is never reused.
             Err(e) => Err(self.failure(func, &instance.store, e)),
         }

@@ -33,8 +33,9 @@ pub fn usage(path: &Path) -> Result<Usage, FsError> {
 }
 
 /// Measures the tree at `path` like [`usage`], but gives up (`None`) after
-/// `max_entries` entries below the root: a caller that must stay short (the
-/// daemon's reactor) measures small trees itself and hands big ones on.
+/// `max_entries` names below the root (counted as read, whatever then
+/// happens to them): a caller that must stay short (the daemon's reactor)
+/// measures small trees itself and hands big ones on.
 pub fn usage_within(path: &Path, max_entries: u64) -> Result<Option<Usage>, FsError> {
     let root = sys::cpath(path).map_err(|e| FsError::io("measure", path, e))?;
     let st = sys::lstat(&root).map_err(|e| FsError::io("stat", path, e))?;
@@ -54,7 +55,7 @@ pub fn usage_within(path: &Path, max_entries: u64) -> Result<Option<Usage>, FsEr
 struct Measure {
     usage: Usage,
     links: HardLinks<()>,
-    /// Entries it may still visit before it gives up.
+    /// Names it may still read before it gives up.
     entries_left: u64,
     gave_up: bool,
 }
@@ -79,12 +80,18 @@ impl Visitor for Measure {
         Ok(())
     }
 
-    fn visit(&mut self, _parent: &mut (), entry: &Entry<'_>) -> Result<Flow<()>, FsError> {
+    fn listed(&mut self) -> bool {
+        // Every name read costs, also one that vanishes or fails: a
+        // container churning names cannot keep a bounded walk going.
         if self.entries_left == 0 {
             self.gave_up = true;
-            return Ok(Flow::Stop);
+            return false;
         }
         self.entries_left -= 1;
+        true
+    }
+
+    fn visit(&mut self, _parent: &mut (), entry: &Entry<'_>) -> Result<Flow<()>, FsError> {
         self.count(&entry.stat);
         Ok(if entry.dir.is_some() { Flow::Descend(()) } else { Flow::Next })
     }

@@ -64,6 +64,13 @@ pub(crate) trait Visitor {
     /// The walk's root, already opened (a directory).
     fn root(&mut self, fd: BorrowedFd<'_>, stat: &libc::stat) -> Result<Self::Dir, FsError>;
 
+    /// One more name was read from a directory, before anything is done
+    /// with it (also one that then vanishes or fails): `false` ends the
+    /// walk now, without error. Default: go on.
+    fn listed(&mut self) -> bool {
+        true
+    }
+
     /// One entry of the directory whose state is `parent`.
     fn visit(
         &mut self,
@@ -235,6 +242,9 @@ pub(crate) fn walk<V: Visitor>(root: &Path, visitor: &mut V) -> Result<WalkStats
                 continue;
             }
         };
+        if !visitor.listed() {
+            return Ok(stats);
+        }
         let entry_path = path.join(OsStr::from_bytes(name.to_bytes()));
         let parent = top.stream.fd();
         let st = match stat_at(parent, &name) {

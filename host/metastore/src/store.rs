@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -146,7 +146,18 @@ impl Metastore {
         &self,
         f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
     ) -> Result<R, E> {
-        self.write_turn(false, f)
+        let done = self.write_turn(Turning::Wait, f)?;
+        Ok(done.expect("a writer that waits for its turn gets it"))
+    }
+
+    /// [`write`](Self::write) for a caller that must not wait for the write
+    /// lock (the daemon's reactor): `None`, without calling `f`, while
+    /// another writer holds it (a Cleanup may hold it for long).
+    pub fn try_write<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
+    ) -> Result<Option<R>, E> {
+        self.write_turn(Turning::IfFree, f)
     }
 
     /// [`write`](Self::write) for an `f` that takes long: first makes the
@@ -156,23 +167,38 @@ impl Metastore {
         &self,
         f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
     ) -> Result<R, E> {
-        self.write_turn(true, f)
+        let done = self.write_turn(Turning::Long, f)?;
+        Ok(done.expect("a writer that waits for its turn gets it"))
     }
 
     fn write_turn<R, E: From<Error>>(
         &self,
-        long: bool,
+        turning: Turning,
         f: impl FnOnce(&mut WriteTx) -> Result<R, E>,
-    ) -> Result<R, E> {
+    ) -> Result<Option<R>, E> {
         let me = self.not_writing()?;
-        self.group.enqueue();
-        let mut turn = Turn {
-            store: self,
-            log: self.writer.lock().unwrap_or_else(PoisonError::into_inner),
-            dequeued: false,
+        let log = match turning {
+            Turning::Wait | Turning::Long => {
+                self.group.enqueue();
+                self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+            // Queued once it holds the lock: the writer before it has
+            // let go and flushes for itself (or for those queued then).
+            Turning::IfFree => match self.writer.try_lock() {
+                Ok(log) => {
+                    self.group.enqueue();
+                    log
+                }
+                Err(TryLockError::Poisoned(e)) => {
+                    self.group.enqueue();
+                    e.into_inner()
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+            },
         };
+        let mut turn = Turn { store: self, log, dequeued: false };
         self.writer_thread.store(me, Ordering::Release);
-        if long {
+        if turning == Turning::Long {
             // Failures are told to the writers they concern.
             let _ = self.sync_locked(&mut turn.log);
         }
@@ -235,7 +261,7 @@ impl Metastore {
         } else {
             self.make_durable(generation, started)?;
         }
-        Ok(value)
+        Ok(Some(value))
     }
 
     /// Runs `f` in a read transaction while no write transaction can
@@ -514,6 +540,17 @@ fn moving_average(average: u64, sample: u64) -> u64 {
         u64::MAX => sample,
         average => average - average / 8 + sample / 8,
     }
+}
+
+/// How a writer takes its turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turning {
+    /// Waits for the write lock.
+    Wait,
+    /// Waits, then first makes earlier writers durable (`write_long`).
+    Long,
+    /// Takes the lock only if it is free (`try_write`).
+    IfFree,
 }
 
 /// A process-unique number for the current thread (never 0).

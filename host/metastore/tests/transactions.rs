@@ -293,3 +293,40 @@ impl wasmsnap_metastore::CommitObserver for Observed {
         self.groups.lock().unwrap().push(grouped);
     }
 }
+
+#[test]
+fn try_write_takes_the_lock_only_if_it_is_free_and_flushes_as_write_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Metastore::open(dir.path()).unwrap();
+    assert_eq!(store.flush_cost(), None, "no flush yet");
+    let made = store
+        .try_write(|tx| tx.create("a", Kind::Active, None, labels(&[])))
+        .unwrap()
+        .expect("a free lock is taken");
+    assert!(store.flush_cost().is_some(), "the write was flushed, and the flush timed");
+
+    // While Cleanup's kind of reader holds writers off, try_write gives up
+    // at once without calling its closure; write waits its turn.
+    let (held, release) = (Barrier::new(2), Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            store
+                .read_holding_writers(|_| {
+                    held.wait();
+                    release.wait();
+                    Ok(())
+                })
+                .unwrap()
+        });
+        held.wait();
+        let tried = store.try_write(|_| -> Result<(), Error> { panic!("called while held") });
+        assert!(tried.unwrap().is_none());
+        release.wait();
+    });
+    assert_eq!(store.read(|tx| tx.get("a")).unwrap(), made.0);
+    assert!(store.try_write(|tx| tx.remove("a")).unwrap().is_some());
+    // Durable: a reopen sees the removal.
+    drop(store);
+    let store = Metastore::open(dir.path()).unwrap();
+    assert!(matches!(store.read(|tx| tx.get("a")), Err(Error::NotFound(_))));
+}

@@ -370,11 +370,32 @@ impl PolicyMeter {
         call: &'static str,
         f: impl FnOnce() -> Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
+        self.time_unless(call, f, |_| false)
+    }
+
+    /// [`time`](Self::time) for a quick call (`Policy::layout_quick`): one
+    /// that handed itself on (`None`) is not timed; it is asked again.
+    pub fn time_quick<T>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce() -> Result<Option<T>, PolicyError>,
+    ) -> Result<Option<T>, PolicyError> {
+        self.time_unless(call, f, |answer| answer.is_none())
+    }
+
+    fn time_unless<T>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce() -> Result<T, PolicyError>,
+        handed_on: impl FnOnce(&T) -> bool,
+    ) -> Result<T, PolicyError> {
         let Some(inner) = &self.inner else { return f() };
         let started = Instant::now();
         let result = f();
-        let histogram = if call == "layout" { &inner.layout } else { &inner.mounts };
-        histogram.observe(started.elapsed().as_secs_f64());
+        if !result.as_ref().is_ok_and(handed_on) {
+            let histogram = if call == "layout" { &inner.layout } else { &inner.mounts };
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         if let (Err(e), Some(metrics)) = (&result, get()) {
             let labels = PolicyFailureLabels {
                 snapshotter: inner.snapshotter.clone(),

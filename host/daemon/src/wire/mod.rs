@@ -1,6 +1,7 @@
 //! The wire layer: containerd's gRPC API on one side, core calls on the
 //! other. It decodes requests, picks the snapshotter by name, runs the
-//! (blocking) operation off the reactor and maps errors to gRPC codes.
+//! (blocking) operation on or off the reactor (`server` says which) and
+//! maps errors to gRPC codes.
 //! Beside it, on the same socket, wasmsnap's read-only admin API (`admin`).
 
 mod admin;

@@ -16,14 +16,16 @@
 //!   than [`SHORT_WRITE`] (tmpfs, a device that flushes for free);
 //! - Prepare, View and Commit are tried there while a flush of the
 //!   metastore costs less than [`QUICK_FLUSH`] (tmpfs): each does what
-//!   stays short (a policy that answers at once, at most a 10 to 20 ms
-//!   deadline; no copy; a usage walk of a few hundred entries) or hands
-//!   itself on unchanged;
+//!   stays short (a policy that answers at once, under 2 ms, never again
+//!   quickly if not; no copy; a usage walk of a few hundred names; a free
+//!   write lock) or hands itself on unchanged. It cannot be cancelled
+//!   midway: it is done or not begun when tonic could drop it;
 //! - everything else that writes, walks a tree or calls a policy runs off
 //!   the reactor (a cancelled request still completes or rolls back as a
 //!   whole): on the hot worker thread when it is idle, else on tokio's
-//!   blocking pool (`hot_worker`), so a slow disk or policy never holds up
-//!   the reads, and concurrent writers share their flushes.
+//!   blocking pool (`hot_worker`), so a slow disk or policy holds up the
+//!   reads at most for a quick call's 20 ms, once per policy, and
+//!   concurrent writers share their flushes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,7 +97,7 @@ impl SnapshotsApi {
     }
 }
 
-/// The result of a read answered on the reactor thread, to the wire.
+/// The result of a call answered on the reactor thread, to the wire.
 fn answered<T>(op: &'static str, key: &str, result: Result<T, Error>) -> Result<T, Status> {
     result.map_err(|e| {
         tracing::debug!(op, key, error = %e.message(), "{op} failed");
@@ -175,8 +177,10 @@ async fn create(
     labels: Labels,
 ) -> Result<Vec<Mount>, Status> {
     if quick_writes(&target) {
-        let made = target.create_at(Pace::Quick, kind, key, &parent, labels.clone());
-        if let Some(mounts) = answered(op, key, made)? {
+        let made = quick(op, key, &target, |s| {
+            s.create_at(Pace::Quick, kind, key, &parent, labels.clone())
+        })?;
+        if let Some(mounts) = made {
             return Ok(mounts);
         }
     }
@@ -194,13 +198,39 @@ async fn commit(
     labels: Labels,
 ) -> Result<(), Status> {
     if quick_writes(&target) {
-        let done = target.commit_at(Pace::Quick, &name, key, &parent, labels.clone());
-        if let Some(()) = answered("commit", key, done)? {
+        let done = quick("commit", key, &target, |s| {
+            s.commit_at(Pace::Quick, &name, key, &parent, labels.clone())
+        })?;
+        if let Some(()) = done {
             return Ok(());
         }
     }
     let owned = key.to_string();
     off_reactor("commit", key, target, move |s| s.commit(&name, &owned, &parent, labels)).await
+}
+
+/// `f` on the reactor at the quick pace, in a request span (what it logs,
+/// a policy's failure, lands under the request as off the reactor);
+/// `None` if it handed itself on.
+fn quick<T>(
+    op: &'static str,
+    key: &str,
+    target: &Snapshotter,
+    f: impl FnOnce(&Snapshotter) -> Result<Option<T>, Error>,
+) -> Result<Option<T>, Status> {
+    let span = tracing::info_span!("rpc", op, snapshotter = target.name(), key);
+    let _in_span = span.enter();
+    match f(target) {
+        Ok(None) => {
+            tracing::debug!("handed off the reactor: it would not stay short");
+            Ok(None)
+        }
+        Ok(done) => Ok(done),
+        Err(e) => {
+            log_failure(op, &e);
+            Err(status(e))
+        }
+    }
 }
 
 fn log_failure(op: &str, e: &Error) {
