@@ -132,14 +132,14 @@ pub enum Pace {
     /// On the reactor, which answers every other request: it does what
     /// stays short and hands the rest on (`Ok(None)`) before it has
     /// changed anything (a reserved id, never used, is all it spends).
-    /// Short: a policy that answers without waiting, in under 2 ms
+    /// Short: a policy that answers without waiting, and fast
     /// (`Policy::layout_quick`), no copy of a parent, a usage walk of at
     /// most [`QUICK_WALK_ENTRIES`] names, a write lock no one holds.
     Quick,
 }
 
-/// Entries a Commit on the reactor measures before it hands itself on: a
-/// few hundred µs on tmpfs. An empty upper dir (an image layer being
+/// Names a Commit on the reactor reads from its upper dir before it hands
+/// itself on: a few hundred µs on tmpfs. An empty upper dir (an image layer being
 /// committed after unpack writes its files, usually more) is nine syscalls.
 pub const QUICK_WALK_ENTRIES: u64 = 256;
 

@@ -7,7 +7,7 @@
 //! dropped, never reused: its guest state is unknown. At most
 //! `Sandbox::max_calls` calls run at once (see `permits`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,20 +55,24 @@ pub struct Policy {
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
     permits: Permits,
-    /// A quick call of it once took longer than [`QUICK_CALL`] (or ran
-    /// into [`QUICK_DEADLINE_TICKS`]): it is never asked quickly again
-    /// (see [`layout_quick`](Policy::layout_quick)).
-    slow: AtomicBool,
+    /// Quick calls of it that took longer than [`QUICK_CALL`]; at
+    /// [`QUICK_STRIKES`] (at once for one that ran into
+    /// [`QUICK_DEADLINE_TICKS`]) it is never asked quickly again (see
+    /// [`layout_quick`](Policy::layout_quick)).
+    slow_calls: AtomicU32,
 }
 
 /// The deadline of a quick call, in epoch ticks: it traps 10 to 20 ms in.
 const QUICK_DEADLINE_TICKS: u64 = 2;
 
-/// A quick call that takes longer than this (a built-in policy answers in
-/// a few µs) marks its policy slow: it answers, but is never asked quickly
-/// again. With the deadline, a policy holds a quick caller up once, for
-/// 20 ms at most, then never.
+/// A quick call that takes longer than this is slow (a built-in policy
+/// answers in a few µs; a preempted thread can take a few ms once).
 const QUICK_CALL: Duration = Duration::from_millis(2);
+
+/// Slow quick calls after which a policy is never asked quickly again: a
+/// policy holds a quick caller up for 30 ms in all at most (three calls
+/// under the 10 ms a deadline trap needs at least; a trap ends it at once).
+const QUICK_STRIKES: u32 = 3;
 
 /// How a call may wait: for its turn, an instance and up to the sandbox's
 /// call timeout, or not at all (quick).
@@ -116,7 +120,7 @@ impl Policy {
             // No more instances wait than may run at once.
             max_idle: sandbox.max_calls.max(1),
             permits: Permits::new(sandbox.max_calls),
-            slow: AtomicBool::new(false),
+            slow_calls: AtomicU32::new(0),
         };
         // init runs now, so a bad config refuses the load, not a request.
         let (first, capabilities) = policy.fresh()?;
@@ -218,13 +222,13 @@ impl Policy {
 
     /// [`layout`](Self::layout) for a caller that must not be held up (the
     /// daemon's reactor thread, which answers every other request): `None`
-    /// where `layout` would wait for a turn or start an instance, where a
-    /// quick call of this policy once took over 2 ms, or where this one
-    /// runs into the quick deadline (10 to 20 ms; the instance is dropped).
-    /// The caller then asks `layout` where waiting is fine. A policy's own
-    /// errors and traps are errors, as from `layout`. After 2 ms, a call
-    /// that answers still answers, and marks the policy slow: it is never
-    /// asked quickly again (until it is loaded again).
+    /// where `layout` would wait for a turn or start an instance, where
+    /// quick calls of this policy took over 2 ms three times, or where
+    /// this one runs into the quick deadline (10 to 20 ms; the instance is
+    /// dropped, and the policy is never asked quickly again). The caller
+    /// then asks `layout` where waiting is fine. A policy's own errors and
+    /// traps are errors, as from `layout`; a slow call that answers still
+    /// answers. A policy loaded again starts afresh.
     pub fn layout_quick(&self, s: &Snapshot) -> Result<Option<Layout>, PolicyError> {
         self.layout_at(s, Pace::Quick)
     }
@@ -270,7 +274,7 @@ impl Policy {
         f: impl FnOnce(&PolicyBindings, &mut Store<HostState>) -> Outcome<R>,
     ) -> Result<Option<R>, PolicyError> {
         let quick = pace == Pace::Quick;
-        if quick && self.slow.load(Ordering::Relaxed) {
+        if quick && self.slow_calls.load(Ordering::Relaxed) >= QUICK_STRIKES {
             return Ok(None);
         }
         let Some(_turn) = self.permits.acquire(if quick { Duration::ZERO } else { permits::WAIT })
@@ -298,9 +302,13 @@ impl Policy {
         let started = Instant::now();
         let outcome = f(&instance.bindings, &mut instance.store);
         let interrupted = |e: &wasmtime::Error| e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
-        if quick && (started.elapsed() > QUICK_CALL || outcome.as_ref().is_err_and(interrupted)) {
-            self.slow.store(true, Ordering::Relaxed);
-            tracing::warn!(policy = %self.info.label, func, took = ?started.elapsed(), "policy call too slow for the reactor (over 2 ms): it is called off the reactor from now on");
+        let took = started.elapsed();
+        if quick && (took > QUICK_CALL || outcome.as_ref().is_err_and(interrupted)) {
+            let strikes = if outcome.as_ref().is_err_and(interrupted) { QUICK_STRIKES } else { 1 };
+            let before = self.slow_calls.fetch_add(strikes, Ordering::Relaxed);
+            if before < QUICK_STRIKES && before + strikes >= QUICK_STRIKES {
+                tracing::warn!(policy = %self.info.label, func, ?took, "policy calls too slow for the reactor (over 2 ms): it is called off the reactor from now on");
+            }
         }
         match outcome {
             Ok(result) => {

@@ -16,16 +16,16 @@
 //!   than [`SHORT_WRITE`] (tmpfs, a device that flushes for free);
 //! - Prepare, View and Commit are tried there while a flush of the
 //!   metastore costs less than [`QUICK_FLUSH`] (tmpfs): each does what
-//!   stays short (a policy that answers at once, under 2 ms, never again
-//!   quickly if not; no copy; a usage walk of a few hundred names; a free
+//!   stays short (a policy that answers at once, in under 2 ms, or is not
+//!   asked there again; no copy; a usage walk of a few hundred names; a free
 //!   write lock) or hands itself on unchanged. It cannot be cancelled
 //!   midway: it is done or not begun when tonic could drop it;
 //! - everything else that writes, walks a tree or calls a policy runs off
 //!   the reactor (a cancelled request still completes or rolls back as a
 //!   whole): on the hot worker thread when it is idle, else on tokio's
-//!   blocking pool (`hot_worker`), so a slow disk or policy holds up the
-//!   reads at most for a quick call's 20 ms, once per policy, and
-//!   concurrent writers share their flushes.
+//!   blocking pool (`hot_worker`), so a slow disk never holds up the
+//!   reads, a slow policy for 30 ms in all at most (see
+//!   `Policy::layout_quick`), and concurrent writers share their flushes.
 
 use std::future::Future;
 use std::pin::Pin;
