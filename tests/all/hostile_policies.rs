@@ -102,13 +102,7 @@ async fn prepare(
     parent: &str,
     l: HashMap<String, String>,
 ) -> Result<Vec<wasmsnap_daemon::wire::proto::Mount>, tonic::Status> {
-    let req = api::PrepareSnapshotRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-        parent: parent.into(),
-        labels: l,
-    };
-    timed(key, c.prepare(req)).await.map(|r| r.into_inner().mounts)
+    timed(key, common::prepare(c, s, key, parent, l)).await
 }
 
 async fn view(
@@ -137,13 +131,9 @@ async fn mounts(
 }
 
 async fn commit(c: &mut Client, s: &str, name: &str, key: &str) {
-    let req = api::CommitSnapshotRequest {
-        snapshotter: s.into(),
-        name: name.into(),
-        key: key.into(),
-        ..Default::default()
-    };
-    timed(key, c.commit(req)).await.unwrap_or_else(|e| panic!("commit {key}: {e}"));
+    timed(key, common::commit(c, s, name, key))
+        .await
+        .unwrap_or_else(|e| panic!("commit {key}: {e}"));
 }
 
 async fn remove(c: &mut Client, s: &str, key: &str) -> Result<(), tonic::Status> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{api, daemon_on_tmpfs, strip_ansi};
+use common::{Daemon, TmpfsRoot, api, commit, daemon_on_tmpfs, prepare, strip_ansi};
 use tonic::Code;
 
 type Client = api::snapshots_client::SnapshotsClient<tonic::transport::Channel>;
@@ -33,32 +33,6 @@ fn is_root(test: &str) -> bool {
         return false;
     }
     panic!("{test} needs root (a tmpfs root); set WASMSNAP_ALLOW_SKIP=1 to skip");
-}
-
-async fn prepare(
-    c: &mut Client,
-    s: &str,
-    key: &str,
-    parent: &str,
-    labels: HashMap<String, String>,
-) -> Result<Vec<wasmsnap_daemon::wire::proto::Mount>, tonic::Status> {
-    let req = api::PrepareSnapshotRequest {
-        snapshotter: s.into(),
-        key: key.into(),
-        parent: parent.into(),
-        labels,
-    };
-    c.prepare(req).await.map(|r| r.into_inner().mounts)
-}
-
-async fn commit(c: &mut Client, s: &str, name: &str, key: &str) {
-    let req = api::CommitSnapshotRequest {
-        snapshotter: s.into(),
-        name: name.into(),
-        key: key.into(),
-        ..Default::default()
-    };
-    c.commit(req).await.unwrap_or_else(|e| panic!("commit {key}: {e}"));
 }
 
 /// The directory a one-mount plan writes into: a bind's source, or an
@@ -90,6 +64,17 @@ async fn keep_asking(
     slowest
 }
 
+/// The daemon on a tmpfs root, serving overlay, native and the hostile
+/// test policy; `None` (the test skipped) without root.
+fn start(test: &str) -> Option<(Daemon, TmpfsRoot, tempfile::TempDir)> {
+    if !is_root(test) {
+        return None;
+    }
+    let conf = tempfile::tempdir().unwrap();
+    let (d, tmpfs) = daemon_on_tmpfs(&["--config", config(conf.path()).to_str().unwrap()]);
+    Some((d, tmpfs, conf))
+}
+
 fn config(dir: &Path) -> PathBuf {
     let file = dir.join("wasmsnap.toml");
     let text = format!(
@@ -104,18 +89,14 @@ fn config(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_policy_holds_the_reactor_for_its_quick_deadline_once_not_its_call_limit() {
-    if !is_root("a_looping_policy_holds_the_reactor_for_its_quick_deadline_once") {
-        return;
-    }
-    let conf = tempfile::tempdir().unwrap();
-    let (d, _tmpfs) = daemon_on_tmpfs(&["--config", config(conf.path()).to_str().unwrap()]);
+    let Some((d, _tmpfs, _conf)) = start("a_looping_policy_holds_the_reactor") else { return };
     let mut c = d.client().await;
-    // Writes first: the daemon learns what a durable commit costs here (a
-    // moving average over the last few).
+    // Writes first: the daemon learns what a flush costs here (a moving
+    // average over the last few).
     for s in ["overlay", "hostile"] {
         prepare(&mut c, s, "base-work", "", HashMap::new()).await.unwrap();
-        commit(&mut c, s, "base", "base-work").await;
-        for n in 0..40 {
+        commit(&mut c, s, "base", "base-work").await.unwrap();
+        for n in 0..5 {
             let key = format!("warm-{n}");
             prepare(&mut c, s, &key, "base", HashMap::new()).await.unwrap();
             let req = api::RemoveSnapshotRequest { snapshotter: s.into(), key };
@@ -149,17 +130,15 @@ async fn a_looping_policy_holds_the_reactor_for_its_quick_deadline_once_not_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_and_a_big_upper_dir_are_handed_off_the_reactor_and_done_whole() {
-    if !is_root("a_copy_and_a_big_upper_dir_are_handed_off_the_reactor") {
+    let Some((d, _tmpfs, _conf)) = start("a_copy_and_a_big_upper_dir_are_handed_off") else {
         return;
-    }
-    let conf = tempfile::tempdir().unwrap();
-    let (d, _tmpfs) = daemon_on_tmpfs(&["--config", config(conf.path()).to_str().unwrap()]);
+    };
     let mut c = d.client().await;
 
     // native copies the parent's tree into the child.
     let base = prepare(&mut c, "native", "n-work", "", HashMap::new()).await.unwrap();
     std::fs::write(writable_dir(&base).join("hello"), b"from the parent").unwrap();
-    commit(&mut c, "native", "n-base", "n-work").await;
+    commit(&mut c, "native", "n-base", "n-work").await.unwrap();
     let child = prepare(&mut c, "native", "n-child", "n-base", HashMap::new()).await.unwrap();
     let copied = std::fs::read(writable_dir(&child).join("hello")).unwrap();
     assert_eq!(copied, b"from the parent");
@@ -173,7 +152,7 @@ async fn a_copy_and_a_big_upper_dir_are_handed_off_the_reactor_and_done_whole() 
             std::fs::write(upper.join(n.to_string()), b"x").unwrap();
         }
         let layer = format!("{key}-layer");
-        commit(&mut c, "overlay", &layer, key).await;
+        commit(&mut c, "overlay", &layer, key).await.unwrap();
         let req = api::UsageRequest { snapshotter: "overlay".into(), key: layer.clone() };
         let usage = c.usage(req).await.unwrap().into_inner();
         assert_eq!(usage.inodes, files + 1, "{layer}: the upper dir and its files");

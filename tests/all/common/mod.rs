@@ -224,3 +224,36 @@ pub fn daemon_on_tmpfs(args: &[&str]) -> (Daemon, TmpfsRoot) {
     d.spawn(args);
     (d, root)
 }
+
+/// Prepare `key` on `parent` (may be empty) in snapshotter `s`: its mounts.
+pub async fn prepare(
+    c: &mut SnapshotsClient<Channel>,
+    s: &str,
+    key: &str,
+    parent: &str,
+    labels: std::collections::HashMap<String, String>,
+) -> Result<Vec<wasmsnap_daemon::wire::proto::Mount>, tonic::Status> {
+    let req = api::PrepareSnapshotRequest {
+        snapshotter: s.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels,
+    };
+    c.prepare(req).await.map(|r| r.into_inner().mounts)
+}
+
+/// Commit active `key` as `name` in snapshotter `s`.
+pub async fn commit(
+    c: &mut SnapshotsClient<Channel>,
+    s: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), tonic::Status> {
+    let req = api::CommitSnapshotRequest {
+        snapshotter: s.into(),
+        name: name.into(),
+        key: key.into(),
+        ..Default::default()
+    };
+    c.commit(req).await.map(drop)
+}
