@@ -22,6 +22,7 @@ mod facts;
 mod output;
 mod permits;
 mod policy;
+mod quiet_panics;
 mod sandbox;
 mod source;
 mod v0_1;

@@ -22,6 +22,7 @@ use crate::contract::{Outcome, PolicyBindings, PolicyPre};
 use crate::engine::{Engine, TICK};
 use crate::error::{DeclaredError, Func, PolicyError};
 use crate::permits::{self, Permits};
+use crate::quiet_panics;
 use crate::sandbox::{HOSTCALL_FUEL, HostState, Sandbox, linker};
 use crate::version::{Contract, SUPPORTED_WIT, contract};
 
@@ -225,7 +226,9 @@ impl Policy {
     /// where `layout` would wait for a turn or start an instance, where
     /// quick calls of this policy took over 2 ms three times, or where
     /// this one runs into the quick deadline (10 to 20 ms; the instance is
-    /// dropped, and the policy is never asked quickly again). The caller
+    /// dropped, and the policy is never asked quickly again), or makes a
+    /// host call that cannot run in the caller's tokio runtime (see
+    /// `quiet_panics`; never asked quickly again either). The caller
     /// then asks `layout` where waiting is fine. A policy's own errors and
     /// traps are errors, as from `layout`; a slow call that answers still
     /// answers. A policy loaded again starts afresh.
@@ -300,7 +303,21 @@ impl Policy {
             self.deadline_ticks
         });
         let started = Instant::now();
-        let outcome = f(&instance.bindings, &mut instance.store);
+        let outcome = match pace {
+            Pace::Patient => f(&instance.bindings, &mut instance.store),
+            // See `quiet_panics`: a WASI call run through tokio panics on
+            // the reactor. `instance` is dropped: its store was mid-call.
+            Pace::Quick => match quiet_panics::catch(|| f(&instance.bindings, &mut instance.store))
+            {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    if self.slow_calls.swap(QUICK_STRIKES, Ordering::Relaxed) < QUICK_STRIKES {
+                        tracing::warn!(policy = %self.info.label, func, %panic, "policy made a host call that cannot run on the reactor (WASI output, files or streams, run through tokio): it is called off the reactor from now on");
+                    }
+                    return Ok(None);
+                }
+            },
+        };
         let interrupted = |e: &wasmtime::Error| e.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
         let took = started.elapsed();
         if quick && (took > QUICK_CALL || outcome.as_ref().is_err_and(interrupted)) {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -300,4 +301,23 @@ fn a_quick_call_neither_starts_an_instance_nor_waits() {
     let patient = p.mounts(&s).unwrap();
     assert_eq!(p.idle_instances(), 1, "a patient call starts one and keeps it");
     assert_eq!(p.mounts_quick(&s).unwrap(), Some(patient));
+}
+
+/// As on the daemon's reactor: inside a tokio runtime, where wasmtime-wasi's
+/// sync bindings cannot `block_on` (writing to stderr does).
+#[tokio::test(flavor = "current_thread")]
+async fn a_quick_call_inside_a_runtime_that_writes_to_stderr_is_handed_on_not_a_crash() {
+    let p = Arc::new(hostile());
+    let shout = labelled(Kind::Active, 1, DO, "shout");
+    assert_eq!(p.layout_quick(&shout).unwrap(), None, "handed on");
+    // Never quickly again; patiently (off the runtime) it runs to its end:
+    // 1 MiB written, then its declared answer.
+    assert!(!plan_quick(&p, &snapshot(Kind::Active, 1)).unwrap());
+    let patient = {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || p.layout(&shout)).await.unwrap()
+    };
+    let err = patient.unwrap_err();
+    assert!(matches!(&err, PolicyError::Declared { func: "layout", .. }), "{err}");
+    assert!(err.to_string().contains("shouted"), "{err}");
 }
