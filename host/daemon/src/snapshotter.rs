@@ -105,7 +105,8 @@ impl Current {
             Pace::Patient => (self.layout(s)?, self.mounts(s)?),
             Pace::Quick => {
                 let layout = self.meter.time_quick("layout", || self.policy.layout_quick(s))?;
-                let Some(layout) = layout.filter(|l| !copies_a_parent(l)) else {
+                let Some(layout) = layout.filter(|l| !wasmsnap_plan::copies_parent(&l.steps))
+                else {
                     return Ok(None);
                 };
                 let mounts = self.meter.time_quick("mounts", || self.policy.mounts_quick(s))?;
@@ -116,10 +117,6 @@ impl Current {
         self.policy.check_plan(s, &layout, &mounts)?;
         Ok(Some((layout, mounts)))
     }
-}
-
-fn copies_a_parent(layout: &wasmsnap_plan::Layout) -> bool {
-    layout.steps.iter().any(|step| matches!(step, wasmsnap_plan::Step::CopyParent { .. }))
 }
 
 type Plan = (wasmsnap_plan::Layout, Vec<wasmsnap_plan::MountPlan>);

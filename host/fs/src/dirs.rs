@@ -173,7 +173,7 @@ impl SnapshotDirs {
         if missing.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
-        if steps.iter().any(|s| matches!(s, Step::CopyParent { .. })) {
+        if wasmsnap_plan::copies_parent(steps) {
             return Err(FsError::NotRebuildable { path: target });
         }
         let temp = self.make_temp()?;

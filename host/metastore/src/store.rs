@@ -184,17 +184,15 @@ impl Metastore {
             }
             // Queued once it holds the lock: the writer before it has
             // let go and flushes for itself (or for those queued then).
-            Turning::IfFree => match self.writer.try_lock() {
-                Ok(log) => {
-                    self.group.enqueue();
-                    log
-                }
-                Err(TryLockError::Poisoned(e)) => {
-                    self.group.enqueue();
-                    e.into_inner()
-                }
-                Err(TryLockError::WouldBlock) => return Ok(None),
-            },
+            Turning::IfFree => {
+                let log = match self.writer.try_lock() {
+                    Ok(log) => log,
+                    Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(TryLockError::WouldBlock) => return Ok(None),
+                };
+                self.group.enqueue();
+                log
+            }
         };
         let mut turn = Turn { store: self, log, dequeued: false };
         self.writer_thread.store(me, Ordering::Release);

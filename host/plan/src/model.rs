@@ -119,6 +119,12 @@ pub struct Layout {
     pub content: Option<String>,
 }
 
+/// Whether `steps` copy the parent's tree: work as big as the parent, and
+/// a tree that cannot be made again from the record alone.
+pub fn copies_parent(steps: &[Step]) -> bool {
+    steps.iter().any(|step| matches!(step, Step::CopyParent { .. }))
+}
+
 /// A snapshot directory by reference.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DirRef {

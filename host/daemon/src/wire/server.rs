@@ -176,16 +176,15 @@ async fn create(
     parent: String,
     labels: Labels,
 ) -> Result<Vec<Mount>, Status> {
-    if quick_writes(&target) {
-        let made = quick(op, key, &target, |s| {
-            s.create_at(Pace::Quick, kind, key, &parent, labels.clone())
-        })?;
-        if let Some(mounts) = made {
-            return Ok(mounts);
-        }
-    }
-    let owned = key.to_string();
-    off_reactor(op, key, target, move |s| s.create(kind, &owned, &parent, labels)).await
+    quick_else_off_reactor(
+        op,
+        key,
+        target,
+        (parent, labels),
+        |s, key, (parent, labels)| s.create_at(Pace::Quick, kind, key, parent, labels.clone()),
+        move |s, key, (parent, labels)| s.create(kind, key, &parent, labels),
+    )
+    .await
 }
 
 /// A Commit: on the reactor where writes are quick and the upper dir is
@@ -197,40 +196,50 @@ async fn commit(
     parent: String,
     labels: Labels,
 ) -> Result<(), Status> {
+    quick_else_off_reactor(
+        "commit",
+        key,
+        target,
+        (name, parent, labels),
+        |s, key, (name, parent, labels)| {
+            s.commit_at(Pace::Quick, name, key, parent, labels.clone())
+        },
+        |s, key, (name, parent, labels)| s.commit(&name, key, &parent, labels),
+    )
+    .await
+}
+
+/// `quick` on the reactor where writes are quick (see [`QUICK_FLUSH`]), in
+/// a request span (what it logs, a policy's failure, lands under the
+/// request as off the reactor); if it hands itself on (`None`), or
+/// elsewhere, `patient` off it. Both get the request's `args`.
+async fn quick_else_off_reactor<A: Send + 'static, T: Send + 'static>(
+    op: &'static str,
+    key: &str,
+    target: Arc<Snapshotter>,
+    args: A,
+    quick: impl FnOnce(&Snapshotter, &str, &A) -> Result<Option<T>, Error>,
+    patient: impl FnOnce(&Snapshotter, &str, A) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
     if quick_writes(&target) {
-        let done = quick("commit", key, &target, |s| {
-            s.commit_at(Pace::Quick, &name, key, &parent, labels.clone())
+        let span = tracing::info_span!("rpc", op, snapshotter = target.name(), key);
+        let done = span.in_scope(|| match quick(&target, key, &args) {
+            Ok(None) => {
+                tracing::debug!("handed off the reactor: it would not stay short");
+                Ok(None)
+            }
+            Ok(done) => Ok(done),
+            Err(e) => {
+                log_failure(op, &e);
+                Err(status(e))
+            }
         })?;
-        if let Some(()) = done {
-            return Ok(());
+        if let Some(done) = done {
+            return Ok(done);
         }
     }
     let owned = key.to_string();
-    off_reactor("commit", key, target, move |s| s.commit(&name, &owned, &parent, labels)).await
-}
-
-/// `f` on the reactor at the quick pace, in a request span (what it logs,
-/// a policy's failure, lands under the request as off the reactor);
-/// `None` if it handed itself on.
-fn quick<T>(
-    op: &'static str,
-    key: &str,
-    target: &Snapshotter,
-    f: impl FnOnce(&Snapshotter) -> Result<Option<T>, Error>,
-) -> Result<Option<T>, Status> {
-    let span = tracing::info_span!("rpc", op, snapshotter = target.name(), key);
-    let _in_span = span.enter();
-    match f(target) {
-        Ok(None) => {
-            tracing::debug!("handed off the reactor: it would not stay short");
-            Ok(None)
-        }
-        Ok(done) => Ok(done),
-        Err(e) => {
-            log_failure(op, &e);
-            Err(status(e))
-        }
-    }
+    off_reactor(op, key, target, move |s| patient(s, &owned, args)).await
 }
 
 fn log_failure(op: &str, e: &Error) {
