@@ -3,7 +3,6 @@
 //!
 //! Runs on every Mounts call: each string is built once, at its final size.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -140,8 +139,7 @@ fn path_len(root: &str, dir: &DirRef) -> usize {
 fn push_path(out: &mut String, root: &str, dir: &DirRef) {
     out.push_str(root);
     out.push_str(SNAPSHOTS);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{}", dir.snapshot);
+    push_decimal(out, dir.snapshot);
     out.push('/');
     out.push_str(&dir.name);
 }
@@ -167,6 +165,22 @@ fn lowerdir(root: &str, lower: &[DirRef]) -> String {
         push_path(&mut out, root, dir);
     }
     out
+}
+
+/// `n` in decimal, without the formatting machinery: a render writes one
+/// per layer, and `write!` was most of a deep chain's render.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
 }
 
 fn decimal_len(mut n: u64) -> usize {
@@ -200,6 +214,16 @@ mod tests {
     }
 
     const ROOT: &str = "/var/lib/wasmsnap";
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 7, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
+    }
 
     #[test]
     fn snapshot_dir_is_under_snapshots() {
