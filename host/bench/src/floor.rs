@@ -3,8 +3,9 @@
 //! database, no RPC and no policy. It shows how far each operation is from
 //! what the disk allows.
 //!
-//! Per snapshot created: mkdir its dir in place and its subdirs (`fs`, and
-//! `work` for an active), then write and fdatasync a 4 KiB "record": an empty tree is not flushed, the record is (see
+//! Per snapshot created: mkdir a temp dir and its subdirs (`fs`, and `work`
+//! for an active), rename it into place, then write and fdatasync a 4 KiB
+//! "record": an empty tree is not flushed, the record is (see
 //! `docs/crash-safety.md`, "Power loss"). Per commit or remove: the
 //! record's write and fdatasync (remove then renames the directory away
 //! and deletes it, with no sync: a directory without a record is allowed).
@@ -28,7 +29,7 @@ struct Floor {
 }
 
 /// The floor's steps per created snapshot.
-pub const RECIPE: &str = "mkdir <id>/{fs,work}, fdatasync record";
+pub const RECIPE: &str = "mkdir temp/{fs,work}, rename, fdatasync record";
 
 /// Runs the floor loop of `shape` in a fresh directory under `dir` (put it
 /// on the same file system as the snapshotters' roots).
@@ -89,15 +90,17 @@ impl Floor {
     /// A new snapshot directory in place, then its record, durably.
     fn create(&self, active: bool) -> anyhow::Result<PathBuf> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.snapshots.join(n.to_string());
-        fs::create_dir(&path)?;
-        let mut subdirs = vec![path.join("fs")];
+        let temp = self.snapshots.join(format!("new-{n}"));
+        fs::create_dir(&temp)?;
+        let mut subdirs = vec![temp.join("fs")];
         if active {
-            subdirs.push(path.join("work"));
+            subdirs.push(temp.join("work"));
         }
         for sub in &subdirs {
             fs::create_dir(sub)?;
         }
+        let path = self.snapshots.join(n.to_string());
+        fs::rename(&temp, &path)?;
         self.write_record()?;
         Ok(path)
     }

@@ -9,11 +9,9 @@
 //! start (redb refuses a second process on the same root) and because an
 //! id whose transaction never committed is handed out again after a crash:
 //! its leftover `<id>` directory must be gone before that happens.
-//! Removed: `new-*` (a Prepare or View copying its parent, interrupted
-//! before its rename), `rm-*` (a Remove interrupted while deleting), `<id>`
-//! with no record (a Prepare or View whose record never committed, whole or
-//! partial: a tree of directories is built at `<id>` itself), and any other
-//! entry.
+//! Removed: `new-*` (a Prepare or View interrupted before its rename),
+//! `rm-*` (a Remove interrupted while deleting), `<id>` with no record (a
+//! Prepare or View whose record never committed), and any other entry.
 //!
 //! A power loss can also take the tree of an active snapshot or a view made
 //! shortly before: those empty trees are not flushed before their record

@@ -1,12 +1,11 @@
 //! `<root>/snapshots/`: creating a snapshot's directory from its layout,
 //! removing it, and cleaning up what no record owns.
 //!
-//! Crash order (`docs/crash-safety.md`): a new directory is complete at
-//! `<id>` before the caller commits the record, and a directory is removed
-//! only after its record is gone. So a process crash (SIGKILL, OOM) leaves
-//! directories without a record, never a record without its directory.
-//! A tree of directories only is built at `<id>` itself; a copy of the
-//! parent under a temp name (`new-*`), flushed, then renamed into place.
+//! Crash order (`docs/crash-safety.md`): a new directory is built under a
+//! temp name and renamed into place before the caller commits the record,
+//! and a directory is removed only after its record is gone. So a process
+//! crash (SIGKILL, OOM) leaves directories without a record, never a record
+//! without its directory.
 //!
 //! Durability (what survives a power loss) depends on the layout:
 //!
@@ -91,12 +90,11 @@ impl SnapshotDirs {
         self.snapshots.join(id.to_string())
     }
 
-    /// Creates snapshot `id`'s directory `<root>/snapshots/<id>` by running
-    /// `steps` (`parent_content`: the nearest parent's content dir, used by
-    /// copy-parent and chown-like-parent): in place when they only make
-    /// directories, else in a temp dir that is flushed and renamed into
-    /// place (see [`create_mapped`](Self::create_mapped)). On failure
-    /// nothing is left behind and the error names the step and the path.
+    /// Creates snapshot `id`'s directory by running `steps` in a temp dir
+    /// (`parent_content`: the nearest parent's content dir, used by
+    /// copy-parent and chown-like-parent), flushing it, and renaming it to
+    /// `<root>/snapshots/<id>`. On failure nothing is left behind and the
+    /// error names the step and the path.
     ///
     /// `id` must be fresh: reserved from the metastore before the record's
     /// transaction (`Metastore::reserve_id`), so no record has it. A
@@ -118,15 +116,6 @@ impl SnapshotDirs {
     /// [`create`](Self::create) for a snapshot with an id map:
     /// `mapped_root` is the host (uid, gid) its container root maps to, the
     /// owner `chown-to-mapped-root` gives.
-    ///
-    /// Steps that only make directories run at `<id>` itself: no temp name
-    /// and no rename (a rename and a temp name were a third of a Prepare's
-    /// directory work on tmpfs). That keeps the crash order: `<id>` holds
-    /// whatever the steps made so far, and until its record commits it is a
-    /// directory without a record, claimed here (so Cleanup leaves it) and
-    /// removed by recovery after a crash, as a renamed one was. A copy of
-    /// the parent still goes through a temp dir: it is flushed and renamed,
-    /// so that `<id>` never holds a partial copy a record could point to.
     pub fn create_mapped(
         &self,
         id: SnapshotId,
@@ -139,13 +128,6 @@ impl SnapshotDirs {
             .claims
             .try_claim(OsStr::new(&id.to_string()))
             .ok_or(FsError::Busy { path: target.clone() })?;
-        if !wasmsnap_plan::copies_parent(steps) {
-            self.make_in_place(&target, id)?;
-            // Dropped on a failed step: the partial tree is removed again.
-            let new_dir = NewDir { dirs: self, id, path: target, kept: false, _claim: claim };
-            layout::run(&new_dir.path, id, steps, parent_content, mapped_root)?;
-            return Ok(new_dir);
-        }
         let temp = self.make_temp()?;
         let ran = layout::run(&temp.path, id, steps, parent_content, mapped_root)?;
         if ran.copied {
@@ -275,21 +257,6 @@ impl SnapshotDirs {
         let entries = sys::read_dir(&self.snapshots)
             .map_err(|e| FsError::io("read directory", &self.snapshots, e))?;
         Ok(entries.iter().filter_map(|entry| parse_id(&entry.name)).collect())
-    }
-
-    /// Makes `<id>` (0700) for a tree built in place. One already there has
-    /// no record (`id` is fresh): a leftover, replaced.
-    fn make_in_place(&self, target: &Path, id: SnapshotId) -> Result<(), FsError> {
-        let c = sys::cpath(target).map_err(|e| FsError::io("create directory", target, e))?;
-        match sys::mkdir_exact(&c, 0o700) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                tracing::warn!(path = %target.display(), "replacing a snapshot directory that has no record (left by a crash)");
-                self.remove(id)?;
-                sys::mkdir_exact(&c, 0o700)
-            }
-            other => other,
-        }
-        .map_err(|e| FsError::io("create directory", target, e))
     }
 
     /// Makes a fresh `new-<random>` dir (0700), claimed and removed on drop.
