@@ -104,7 +104,7 @@ echo "after-write=$(cat /etc/motd)"
 "#,
         );
     }
-    s.push_str("echo probe=done\n");
+    s.push_str(&format!("echo {PROBE_DONE}\n"));
     s
 }
 
@@ -121,6 +121,15 @@ pub fn expected_view() -> BTreeMap<&'static str, &'static str> {
         ("created", "absent"),
         ("probe", "done"),
     ])
+}
+
+/// The probe's last line.
+const PROBE_DONE: &str = "probe=done";
+
+/// Whether the probe's output reached its last line (`probe=done`): `ctr
+/// run` can lose the end of a fast task's output.
+pub fn probe_finished(stdout: &str) -> bool {
+    stdout.lines().any(|l| l == PROBE_DONE)
 }
 
 /// Parse the probe's `key=value` lines.

@@ -272,7 +272,7 @@ pub fn run_probe(
         )
     };
     let out = run(id);
-    if layers::parse_probe(&out.stdout).get("probe").is_some_and(|v| v == "done") {
+    if layers::probe_finished(&out.stdout) {
         return (out.stdout, out.elapsed);
     }
     eprintln!(
