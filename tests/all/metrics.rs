@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::scrape::{http_get, sample, scrape_unix};
 use common::{Daemon, api};
 
 const S: &str = "overlay";
@@ -39,32 +40,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// One HTTP/1.0 GET (the server closes the connection after it): status, body.
-fn http_get(stream: &mut impl ReadWrite, host: &str, path: &str) -> (u16, String) {
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, body.to_string())
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
 fn scrape_tcp(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (status, body) = http_get(&mut s, "127.0.0.1", "/metrics");
     assert_eq!(status, 200, "{body}");
     body
-}
-
-/// The value of the sample whose line starts with `series` (name and labels as printed).
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Prepare, commit, view, Mounts (cached), Stat of a missing key, a request
@@ -200,12 +180,8 @@ async fn metrics_on_a_unix_socket_and_a_reload_is_counted() {
         config.to_str().unwrap(),
     ]);
     workload(&daemon, 1, "u").await;
-    let scrape = || {
-        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        http_get(&mut s, "localhost", "/metrics")
-    };
-    let (status, text) = scrape();
-    assert_eq!(status, 200);
+    let scrape = || scrape_unix(&socket);
+    let text = scrape();
     assert!(text.contains("wasmsnap_rpc_duration_seconds_bucket{le=\"0.0001\",snapshotter=\"overlay\",op=\"prepare\",code=\"OK\"}"), "{text}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
@@ -214,11 +190,11 @@ async fn metrics_on_a_unix_socket_and_a_reload_is_counted() {
     std::fs::write(&config, "[snapshotters.overlay]\npolicy = 3\n").unwrap();
     hangup(&daemon);
     let failed = "wasmsnap_policy_reloads_total{result=\"failure\"}";
-    wait_for(|| sample(&scrape().1, failed) == Some(1.0), "a failed reload counted");
+    wait_for(|| sample(&scrape(), failed) == Some(1.0), "a failed reload counted");
     std::fs::write(&config, "[snapshotters.overlay]\npolicy = \"builtin:overlay\"\n[snapshotters.overlay.config]\nmount_options = \"volatile\"\n").unwrap();
     hangup(&daemon);
     let ok = "wasmsnap_policy_reloads_total{result=\"success\"}";
-    wait_for(|| sample(&scrape().1, ok) == Some(1.0), "a reload counted");
+    wait_for(|| sample(&scrape(), ok) == Some(1.0), "a reload counted");
 
     // A bad address refuses to start, naming it.
     let out = Command::new(common::bin())

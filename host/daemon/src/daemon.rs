@@ -58,7 +58,7 @@ pub fn serve(config: Config, file: Option<PathBuf>, overrides: Overrides) -> any
     let engine = engine(&config.root)?;
     let service = Service::new(open_snapshotters(&engine, &config));
     if let Some((address, metrics)) = &metrics_address {
-        metrics.watch(service.clone());
+        metrics.watch(&service);
         runtime.block_on(crate::metrics::serve(address, metrics))?;
         tracing::info!(address = %address, "serving metrics at /metrics");
     }

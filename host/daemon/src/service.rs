@@ -7,7 +7,7 @@
 //! the others serve normally. A reload (SIGHUP) tries to open it again.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use crate::error::Error;
 use crate::snapshotter::Snapshotter;
@@ -23,6 +23,21 @@ pub enum Slot {
 #[derive(Clone, Default)]
 pub struct Service {
     snapshotters: Arc<BTreeMap<String, RwLock<Slot>>>,
+}
+
+/// A handle that does not keep the snapshotters open: what an observer
+/// that lives as long as the process (the metrics) holds, so that at
+/// shutdown the snapshotters still close (their metastores drop cleanly).
+#[derive(Clone, Default)]
+pub struct WeakService {
+    snapshotters: Weak<BTreeMap<String, RwLock<Slot>>>,
+}
+
+impl WeakService {
+    /// The service, unless it has shut down.
+    pub fn upgrade(&self) -> Option<Service> {
+        self.snapshotters.upgrade().map(|snapshotters| Service { snapshotters })
+    }
 }
 
 impl Service {
@@ -71,6 +86,11 @@ impl Service {
             *slot.write().unwrap_or_else(PoisonError::into_inner) =
                 Slot::Serving(Arc::new(snapshotter));
         }
+    }
+
+    /// A handle that does not keep the snapshotters open.
+    pub fn downgrade(&self) -> WeakService {
+        WeakService { snapshotters: Arc::downgrade(&self.snapshotters) }
     }
 
     /// Every configured name, serving or not.

@@ -12,6 +12,11 @@ use wasmsnap_daemon::wire::proto::snapshots::snapshots_client::SnapshotsClient;
 
 pub use wasmsnap_daemon::wire::proto::snapshots as api;
 
+pub mod scrape;
+
+/// A client of the Snapshots service on a daemon's socket.
+pub type Client = SnapshotsClient<Channel>;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_wasmsnap");
 
 /// The daemon binary the tests start: cargo's, or `WASMSNAP_TEST_BIN` (a
@@ -94,7 +99,7 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub async fn client(&self) -> SnapshotsClient<Channel> {
+    pub async fn client(&self) -> Client {
         connect(&self.socket).await
     }
 
@@ -161,7 +166,7 @@ impl Drop for Daemon {
 }
 
 /// A tonic client on a unix socket.
-pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
+pub async fn connect(socket: &Path) -> Client {
     let socket = socket.to_path_buf();
     let channel = Endpoint::try_from("http://[::]:50051")
         .unwrap()
@@ -227,7 +232,7 @@ pub fn daemon_on_tmpfs(args: &[&str]) -> (Daemon, TmpfsRoot) {
 
 /// Prepare `key` on `parent` (may be empty) in snapshotter `s`: its mounts.
 pub async fn prepare(
-    c: &mut SnapshotsClient<Channel>,
+    c: &mut Client,
     s: &str,
     key: &str,
     parent: &str,
@@ -243,12 +248,7 @@ pub async fn prepare(
 }
 
 /// Commit active `key` as `name` in snapshotter `s`.
-pub async fn commit(
-    c: &mut SnapshotsClient<Channel>,
-    s: &str,
-    name: &str,
-    key: &str,
-) -> Result<(), tonic::Status> {
+pub async fn commit(c: &mut Client, s: &str, name: &str, key: &str) -> Result<(), tonic::Status> {
     let req = api::CommitSnapshotRequest {
         snapshotter: s.into(),
         name: name.into(),

@@ -11,16 +11,27 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::service::Service;
+use crate::service::{Service, WeakService};
 
+/// The service whose state each scrape reads. Held weakly: the metrics live
+/// as long as the process, the snapshotters only until shutdown.
 #[derive(Debug, Default)]
 pub struct State {
-    service: OnceLock<Service>,
+    service: OnceLock<WeakService>,
 }
 
 impl State {
-    pub fn watch(&self, service: Service) {
-        let _ = self.service.set(service);
+    pub fn watch(&self, service: &Service) {
+        let _ = self.service.set(service.downgrade());
+    }
+}
+
+impl fmt::Debug for WeakService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.upgrade() {
+            Some(service) => service.fmt(f),
+            None => f.write_str("(shut down)"),
+        }
     }
 }
 
@@ -58,8 +69,8 @@ fn one<M: EncodeMetric>(
 
 impl Collector for State {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        if let Some(service) = self.service.get() {
-            snapshotters(service, &mut encoder)?;
+        if let Some(service) = self.service.get().and_then(WeakService::upgrade) {
+            snapshotters(&service, &mut encoder)?;
         }
         process(&mut encoder)
     }

@@ -219,7 +219,7 @@ impl Metrics {
     }
 
     /// Read the served snapshotters' state at each scrape.
-    pub fn watch(&self, service: Service) {
+    pub fn watch(&self, service: &Service) {
         self.state.watch(service);
     }
 
