@@ -173,7 +173,7 @@ async fn metrics_on_a_unix_socket_and_a_reload_is_counted() {
     let socket = dir.path().join("metrics.sock");
     let config = dir.path().join("wasmsnap.toml");
     std::fs::write(&config, "[snapshotters.overlay]\npolicy = \"builtin:overlay\"\n").unwrap();
-    let daemon = Daemon::start_with(&[
+    let mut daemon = Daemon::start_with(&[
         "--metrics-address",
         socket.to_str().unwrap(),
         "--config",
@@ -195,6 +195,17 @@ async fn metrics_on_a_unix_socket_and_a_reload_is_counted() {
     hangup(&daemon);
     let ok = "wasmsnap_policy_reloads_total{result=\"success\"}";
     wait_for(|| sample(&scrape(), ok) == Some(1.0), "a reload counted");
+
+    // The metrics outlive the snapshotters: at shutdown these still close
+    // (each logs its group commit figures as its metastore is dropped).
+    let closed = |logs: String| {
+        logs.lines()
+            .filter(|l| l.contains("metastore group commit") && l.contains("snapshotter=overlay"))
+            .count()
+    };
+    let before = closed(daemon.logs());
+    assert!(daemon.stop().success());
+    assert_eq!(closed(daemon.logs()), before + 1, "{}", daemon.logs());
 
     // A bad address refuses to start, naming it.
     let out = Command::new(common::bin())
